@@ -1,0 +1,96 @@
+//! Small file-system helpers: positioned I/O, fsync, advisory locks, clocks.
+//!
+//! Every helper attaches the path to its error so a failing disk names itself.
+
+use crate::error::{IoContext, Result};
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
+use std::path::Path;
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Writes a whole file and fsyncs it (not its directory).
+pub(crate) fn write_durably(path: &Path, bytes: &[u8]) -> Result<()> {
+    let file = File::create(path).context(|| format!("creating {}", path.display()))?;
+    file.write_all_at(bytes, 0).context(|| format!("writing {}", path.display()))?;
+    file.sync_all().context(|| format!("syncing {}", path.display()))
+}
+
+/// fsyncs a directory so that file creations, renames and deletions in it are durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .context(|| format!("syncing directory {}", dir.display()))
+}
+
+/// Opens a file for reading and writing, creating it if missing.
+pub(crate) fn open_rw(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .context(|| format!("opening {}", path.display()))
+}
+
+/// Reads exactly `buf.len()` bytes at `pos`.
+pub(crate) fn read_exact_at(file: &File, buf: &mut [u8], pos: u64, path: &Path) -> Result<()> {
+    file.read_exact_at(buf, pos).context(|| format!("reading {} at byte {pos}", path.display()))
+}
+
+/// Length of an open file.
+pub(crate) fn file_len(file: &File, path: &Path) -> Result<u64> {
+    file.metadata().map(|m| m.len()).context(|| format!("reading the size of {}", path.display()))
+}
+
+/// An exclusive `flock` held until dropped.
+///
+/// `flock` locks belong to an open file description, so two handles in one
+/// process exclude each other exactly like two processes do, and the kernel
+/// releases the lock when a process dies, even by `kill -9`.
+pub(crate) struct FileLock<'a> {
+    file: &'a File,
+}
+
+impl<'a> FileLock<'a> {
+    /// Blocks until the lock on `file` is held.
+    pub(crate) fn exclusive(file: &'a File, path: &Path) -> Result<Self> {
+        loop {
+            // SAFETY: flock on a valid descriptor owned by `file`.
+            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+            if rc == 0 {
+                return Ok(FileLock { file });
+            }
+            let err = std::io::Error::last_os_error();
+            if err.kind() != std::io::ErrorKind::Interrupted {
+                return Err(err).context(|| format!("locking {}", path.display()));
+            }
+        }
+    }
+}
+
+impl Drop for FileLock<'_> {
+    fn drop(&mut self) {
+        // SAFETY: unlocking a lock this guard holds on a valid descriptor.
+        unsafe { libc::flock(self.file.as_raw_fd(), libc::LOCK_UN) };
+    }
+}
+
+/// The kernel's boot id: it changes when the machine reboots, which is the
+/// only time data acknowledged to a reader can vanish from the page cache.
+pub(crate) fn boot_id() -> [u8; 40] {
+    let mut id = [0u8; 40];
+    if let Ok(text) = std::fs::read("/proc/sys/kernel/random/boot_id") {
+        let text = text.trim_ascii();
+        let n = text.len().min(40);
+        id[..n].copy_from_slice(&text[..n]);
+    }
+    id
+}

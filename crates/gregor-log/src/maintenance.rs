@@ -1,0 +1,127 @@
+//! Background upkeep of the partitions a process has open: interval fsyncs,
+//! retention and compaction, on one thread.
+//!
+//! Each job takes the partition's own locks, so several processes may run
+//! maintenance on the same partitions without harm. Maintenance never blocks
+//! appends for longer than a head update.
+
+use crate::config::{CleanupPolicy, Durability};
+use crate::fsutil::now_ms;
+use crate::log::Log;
+use crate::partition::Partition;
+use std::collections::HashMap;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How often background maintenance does what.
+#[derive(Debug, Clone, Copy)]
+pub struct MaintenanceOptions {
+    /// How often the thread wakes up (interval fsyncs are checked each time).
+    pub tick: Duration,
+    /// How often retention runs (Kafka's `log.retention.check.interval.ms`).
+    pub retention_interval: Duration,
+    /// How often compacted partitions with newly sealed segments are compacted.
+    pub compaction_interval: Duration,
+}
+
+impl Default for MaintenanceOptions {
+    fn default() -> Self {
+        MaintenanceOptions {
+            tick: Duration::from_millis(100),
+            retention_interval: Duration::from_secs(60),
+            compaction_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The running maintenance thread; stops (and joins) when dropped.
+pub struct Maintenance {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Drop for Maintenance {
+    fn drop(&mut self) {
+        let (flag, cv) = &*self.stop;
+        *flag.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        cv.notify_all();
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    last_flush: HashMap<(String, u32), Instant>,
+    last_compacted_active: HashMap<(String, u32), u64>,
+    last_retention: Option<Instant>,
+    last_compaction: Option<Instant>,
+}
+
+/// Starts background maintenance of every partition `log` has opened.
+pub fn start(log: Arc<Log>, options: MaintenanceOptions) -> Maintenance {
+    let stop = Arc::new((Mutex::new(false), Condvar::new()));
+    let stop2 = stop.clone();
+    let handle = std::thread::Builder::new()
+        .name("gregor-log-maintenance".into())
+        .spawn(move || {
+            let mut state = State::default();
+            loop {
+                let (flag, cv) = &*stop2;
+                let guard = flag.lock().unwrap_or_else(|p| p.into_inner());
+                let (guard, _) = cv.wait_timeout_while(guard, options.tick, |stopped| !*stopped).unwrap_or_else(|p| p.into_inner());
+                if *guard {
+                    return;
+                }
+                drop(guard);
+                run_once(&log, &options, &mut state);
+            }
+        })
+        .ok();
+    if handle.is_none() {
+        tracing::error!("could not start the log maintenance thread; interval fsyncs, retention and compaction will not run in the background");
+    }
+    Maintenance { stop, handle }
+}
+
+fn run_once(log: &Log, options: &MaintenanceOptions, state: &mut State) {
+    let now = Instant::now();
+    let due = |last: Option<Instant>, every: Duration| last.is_none_or(|l| now.duration_since(l) >= every);
+    let retention_due = due(state.last_retention, options.retention_interval);
+    let compaction_due = due(state.last_compaction, options.compaction_interval);
+    for stream in log.opened_streams() {
+        for partition in stream.opened_partitions() {
+            let key = (stream.name().to_owned(), partition.id());
+            if let Durability::IntervalMs(ms) = stream.config().durability
+                && due(state.last_flush.get(&key).copied(), Duration::from_millis(ms))
+            {
+                report(partition, "fsync", partition.flush());
+                state.last_flush.insert(key.clone(), now);
+            }
+            if retention_due {
+                report(partition, "retention", partition.enforce_retention(now_ms()).map(|_| ()));
+            }
+            if compaction_due && stream.config().cleanup_policy == CleanupPolicy::Compact {
+                let active = partition.snapshot().map(|s| s.active_base).unwrap_or(0);
+                if state.last_compacted_active.get(&key) != Some(&active) {
+                    report(partition, "compaction", partition.compact(now_ms(), false).map(|_| ()));
+                    state.last_compacted_active.insert(key, active);
+                }
+            }
+        }
+    }
+    if retention_due {
+        state.last_retention = Some(now);
+    }
+    if compaction_due {
+        state.last_compaction = Some(now);
+    }
+}
+
+fn report(partition: &Partition, job: &str, result: crate::Result<()>) {
+    if let Err(e) = result {
+        tracing::error!(stream = partition.stream(), partition = partition.id(), "background {job} failed: {e}");
+    }
+}

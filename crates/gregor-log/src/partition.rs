@@ -1,0 +1,374 @@
+//! One partition: appends, crash recovery, and the shared segment view readers use.
+//!
+//! # Contract
+//! - Appends are atomic and ordered: a batch gets consecutive offsets and is
+//!   either wholly visible to readers or not at all, whichever thread or
+//!   process wrote it. Writers serialise on an `flock` of the head file.
+//! - Readers never take the lock: they read the published end from the head.
+//! - Only the active (last) segment is ever written; sealed segments change
+//!   only through retention (deleted whole) and compaction (replaced whole),
+//!   both under the separate maintenance lock, so neither blocks appends.
+//! - Recovery never drops data that was fsynced: damage there is an error.
+
+use crate::batch::BatchEncoder;
+use crate::config::{CleanupPolicy, Durability, StreamConfig};
+use crate::error::{IoContext, LogError, Result};
+use crate::fsutil::{FileLock, now_ms, open_rw};
+use crate::head::{Head, NO_INDEX, Snapshot, WriterFields};
+use crate::segment::{self, IndexEntry, Segment};
+use crate::Record;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+/// Where an append landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    /// Offset of the first message of the batch.
+    pub base_offset: u64,
+    /// Offset of the last message of the batch.
+    pub last_offset: u64,
+}
+
+/// What recovery on open found and did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RecoveryReport {
+    /// Bytes of torn or corrupt tail that were truncated.
+    pub bytes_dropped: u64,
+    /// The segment file the tail was cut in, if any.
+    pub truncated_file: Option<PathBuf>,
+    /// Byte position of the cut.
+    pub truncated_at: u64,
+}
+
+pub(crate) struct SegmentSet {
+    pub generation: u64,
+    pub list: Vec<Arc<Segment>>,
+}
+
+struct ActiveFiles {
+    base: u64,
+    generation: u64,
+    log: File,
+    log_path: PathBuf,
+    index: File,
+}
+
+#[derive(Default)]
+struct Writer {
+    encoder: BatchEncoder,
+    active: Option<ActiveFiles>,
+}
+
+/// A partition of a stream in the embedded log.
+pub struct Partition {
+    pub(crate) stream: Arc<str>,
+    pub(crate) id: u32,
+    pub(crate) dir: PathBuf,
+    pub(crate) config: Arc<StreamConfig>,
+    pub(crate) head: Head,
+    head_path: PathBuf,
+    pub(crate) maint_lock: File,
+    pub(crate) maint_path: PathBuf,
+    segments: RwLock<Arc<SegmentSet>>,
+    writer: Mutex<Writer>,
+    recovery: Mutex<RecoveryReport>,
+}
+
+fn no_active() -> LogError {
+    LogError::Io { context: "opening the active segment".into(), source: std::io::Error::other("no active segment") }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Partition {
+    /// Opens the partition in `dir` (creating it if missing) and recovers it if needed.
+    pub(crate) fn open(stream: Arc<str>, id: u32, dir: PathBuf, config: Arc<StreamConfig>) -> Result<Arc<Partition>> {
+        std::fs::create_dir_all(&dir).context(|| format!("creating partition directory {}", dir.display()))?;
+        let head_path = dir.join("head");
+        let maint_path = dir.join("maintenance.lock");
+        let partition = Partition {
+            head: Head::open(&head_path)?,
+            head_path,
+            maint_lock: open_rw(&maint_path)?,
+            maint_path,
+            stream,
+            id,
+            dir,
+            config,
+            segments: RwLock::new(Arc::new(SegmentSet { generation: u64::MAX, list: Vec::new() })),
+            writer: Mutex::new(Writer::default()),
+            recovery: Mutex::new(RecoveryReport::default()),
+        };
+        {
+            let _lock = partition.write_lock()?;
+            partition.recover_locked()?;
+        }
+        Ok(Arc::new(partition))
+    }
+
+    /// The stream this partition belongs to.
+    pub fn stream(&self) -> &str {
+        &self.stream
+    }
+
+    /// The partition number.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// What the last recovery of this partition by this process did.
+    pub fn recovery_report(&self) -> RecoveryReport {
+        lock(&self.recovery).clone()
+    }
+
+    pub(crate) fn write_lock(&self) -> Result<FileLock<'_>> {
+        FileLock::exclusive(&self.head.file, &self.head_path)
+    }
+
+    /// A consistent view of the published end, repairing the head if a writer died mid-update.
+    pub(crate) fn snapshot(&self) -> Result<Snapshot> {
+        loop {
+            if let Some(s) = self.head.snapshot() {
+                return Ok(s);
+            }
+            let _lock = self.write_lock()?;
+            if self.head.seq_is_odd() {
+                tracing::warn!(stream = %self.stream, partition = self.id, "a writer died while publishing; recovering the partition head");
+                self.recover_locked()?;
+            }
+        }
+    }
+
+    /// Oldest offset still in the log.
+    pub fn oldest_offset(&self) -> Result<u64> {
+        Ok(self.snapshot()?.log_start)
+    }
+
+    /// The offset the next appended message will get (one past the newest).
+    pub fn next_offset(&self) -> Result<u64> {
+        Ok(self.snapshot()?.next_offset)
+    }
+
+    pub(crate) fn out_of_range(&self, requested: u64, snap: &Snapshot) -> LogError {
+        LogError::OffsetOutOfRange {
+            stream: self.stream.to_string(),
+            partition: self.id,
+            requested,
+            oldest: snap.log_start,
+            next: snap.next_offset,
+        }
+    }
+
+    /// The segments as of `generation`, reloaded from the directory when it changed.
+    pub(crate) fn segment_set(&self, generation: u64) -> Result<Arc<SegmentSet>> {
+        {
+            let current = self.segments.read().unwrap_or_else(|p| p.into_inner());
+            if current.generation == generation {
+                return Ok(current.clone());
+            }
+        }
+        let mut list = Vec::new();
+        for base in segment::list_bases(&self.dir)? {
+            if let Some(seg) = Segment::open(&self.dir, base)? {
+                list.push(Arc::new(seg));
+            }
+        }
+        let set = Arc::new(SegmentSet { generation, list });
+        *self.segments.write().unwrap_or_else(|p| p.into_inner()) = set.clone();
+        Ok(set)
+    }
+
+    /// Byte length of the readable part of `seg`.
+    pub(crate) fn readable_end(&self, seg: &Segment, snap: &Snapshot) -> Result<u64> {
+        if seg.base == snap.active_base { Ok(snap.active_len) } else { seg.len() }
+    }
+
+    /// Total bytes in the partition's segment files.
+    pub fn size_bytes(&self) -> Result<u64> {
+        let snap = self.snapshot()?;
+        let set = self.segment_set(snap.segments_gen)?;
+        set.list.iter().map(|s| self.readable_end(s, &snap)).sum()
+    }
+
+    /// Number of segment files.
+    pub fn segment_count(&self) -> Result<usize> {
+        let snap = self.snapshot()?;
+        Ok(self.segment_set(snap.segments_gen)?.list.len())
+    }
+
+    /// Appends one batch of records and returns the offsets they got.
+    ///
+    /// # Errors
+    /// [`LogError::InvalidAppend`] for an empty batch, a batch over
+    /// `max_batch_bytes`, or an unkeyed record in a compacted stream;
+    /// [`LogError::Io`] if the disk fails (nothing is published then).
+    pub fn append(&self, records: &[Record<'_>]) -> Result<AppendInfo> {
+        let refuse = |reason: String| LogError::InvalidAppend { stream: self.stream.to_string(), reason };
+        if records.is_empty() {
+            return Err(refuse("a batch needs at least one message".into()));
+        }
+        if self.config.cleanup_policy == CleanupPolicy::Compact && records.iter().any(|r| r.key.is_none()) {
+            return Err(refuse("the stream is compacted, so every message needs a key".into()));
+        }
+        let mut w = lock(&self.writer);
+        let now = now_ms();
+        w.encoder.clear();
+        for (i, record) in records.iter().enumerate() {
+            w.encoder.push(i as u32, record.timestamp.unwrap_or(now), record);
+        }
+        let batch_len = w.encoder.len() as u64;
+        if batch_len > u64::from(self.config.max_batch_bytes) {
+            return Err(refuse(format!(
+                "a batch of {batch_len} bytes exceeds the stream's max_batch_bytes of {}",
+                self.config.max_batch_bytes
+            )));
+        }
+        w.encoder.finish();
+        let max_ts = records.iter().map(|r| r.timestamp.unwrap_or(now)).max().unwrap_or(now);
+
+        let _lock = self.write_lock()?;
+        if self.head.seq_is_odd() || self.head.pending() {
+            tracing::warn!(stream = %self.stream, partition = self.id, "a writer died mid-append; recovering before appending");
+            self.recover_locked()?;
+        }
+        let mut f = self.head.writer_fields();
+        self.head.set_pending();
+        let Writer { encoder, active } = &mut *w;
+        self.ensure_active(active, &f)?;
+        if f.active_len > 0 && (f.active_len + batch_len > self.config.segment_bytes || now - f.active_created_ms >= self.config.segment_ms as i64) {
+            self.roll_locked(active, &mut f, now)?;
+        }
+        let active = active.as_ref().ok_or_else(no_active)?;
+        let batch = encoder.finish();
+        crate::batch::seal(batch, f.next_offset);
+        active.log.write_all_at(batch, f.active_len).context(|| format!("appending to {}", active.log_path.display()))?;
+        if f.index_last_pos == NO_INDEX || f.active_len - f.index_last_pos >= u64::from(self.config.index_interval_bytes) {
+            let entry = IndexEntry { rel_offset: (f.next_offset - f.active_base) as u32, position: f.active_len as u32, max_ts_before: f.active_max_ts };
+            (&active.index).write_all(&entry.encode()).context(|| format!("appending to the index of {}", active.log_path.display()))?;
+            f.index_last_pos = f.active_len;
+        }
+        let info = AppendInfo { base_offset: f.next_offset, last_offset: f.next_offset + records.len() as u64 - 1 };
+        f.next_offset = info.last_offset + 1;
+        f.active_len += batch_len;
+        f.active_max_ts = f.active_max_ts.max(max_ts);
+        if self.config.durability == Durability::Always {
+            active.log.sync_data().context(|| format!("syncing {}", active.log_path.display()))?;
+            f.recovery_base = f.active_base;
+            f.recovery_pos = f.active_len;
+        }
+        self.head.publish(&f);
+        Ok(info)
+    }
+
+    /// The writer's open files of the active segment, reopened when another
+    /// writer rolled or recovery rebuilt files.
+    fn ensure_active(&self, slot: &mut Option<ActiveFiles>, f: &WriterFields) -> Result<()> {
+        if slot.as_ref().is_none_or(|a| a.base != f.active_base || a.generation != f.segments_gen) {
+            *slot = Some(self.open_active(f.active_base, f.segments_gen, false)?);
+        }
+        Ok(())
+    }
+
+    fn open_active(&self, base: u64, generation: u64, create: bool) -> Result<ActiveFiles> {
+        let log_path = segment::log_path(&self.dir, base);
+        let index_path = segment::index_path(&self.dir, base);
+        let log = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(create)
+            .truncate(create)
+            .open(&log_path)
+            .context(|| format!("opening segment {}", log_path.display()))?;
+        let index = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .truncate(false)
+            .open(&index_path)
+            .context(|| format!("opening index {}", index_path.display()))?;
+        if create {
+            index.set_len(0).context(|| format!("truncating {}", index_path.display()))?;
+        }
+        Ok(ActiveFiles { base, generation, log, log_path, index })
+    }
+
+    /// Seals the active segment and starts a new one at the next offset.
+    fn roll_locked(&self, slot: &mut Option<ActiveFiles>, f: &mut WriterFields, now: i64) -> Result<()> {
+        if self.config.durability != Durability::Os
+            && let Some(old) = slot.as_ref()
+        {
+            old.log.sync_data().context(|| format!("syncing {}", old.log_path.display()))?;
+            old.index.sync_data().context(|| format!("syncing the index of {}", old.log_path.display()))?;
+        }
+        let base = f.next_offset;
+        let generation = f.segments_gen.wrapping_add(1);
+        *slot = Some(self.open_active(base, generation, true)?);
+        crate::fsutil::sync_dir(&self.dir)?;
+        f.active_base = base;
+        f.active_len = 0;
+        f.active_max_ts = i64::MIN;
+        f.active_created_ms = now;
+        f.index_last_pos = NO_INDEX;
+        f.segments_gen = generation;
+        if self.config.durability != Durability::Os {
+            f.recovery_base = base;
+            f.recovery_pos = 0;
+        }
+        Ok(())
+    }
+
+    /// Seals the active segment now if it holds data (for on-demand compaction).
+    pub(crate) fn roll_now(&self) -> Result<()> {
+        let mut w = lock(&self.writer);
+        let _lock = self.write_lock()?;
+        let mut f = self.head.writer_fields();
+        if f.active_len == 0 {
+            return Ok(());
+        }
+        self.head.set_pending();
+        self.ensure_active(&mut w.active, &f)?;
+        self.roll_locked(&mut w.active, &mut f, now_ms())?;
+        self.head.publish(&f);
+        Ok(())
+    }
+
+    /// fsyncs the active segment if it holds unsynced data (interval durability).
+    pub fn flush(&self) -> Result<()> {
+        let mut w = lock(&self.writer);
+        let _lock = self.write_lock()?;
+        let mut f = self.head.writer_fields();
+        if f.recovery_base == f.active_base && f.recovery_pos >= f.active_len {
+            return Ok(());
+        }
+        self.ensure_active(&mut w.active, &f)?;
+        let active = w.active.as_ref().ok_or_else(no_active)?;
+        active.log.sync_data().context(|| format!("syncing {}", active.log_path.display()))?;
+        f.recovery_base = f.active_base;
+        f.recovery_pos = f.active_len;
+        self.head.publish(&f);
+        Ok(())
+    }
+
+    /// Applies a maintenance change (retention, compaction) to the head:
+    /// bumps the segment generation and sets the oldest offset.
+    pub(crate) fn publish_segment_change(&self, log_start: Option<u64>) -> Result<()> {
+        let _lock = self.write_lock()?;
+        let mut f = self.head.writer_fields();
+        f.segments_gen = f.segments_gen.wrapping_add(1);
+        if let Some(start) = log_start {
+            f.log_start = f.log_start.max(start);
+        }
+        if f.recovery_base < f.log_start {
+            f.recovery_base = f.log_start;
+            f.recovery_pos = 0;
+        }
+        self.head.publish(&f);
+        Ok(())
+    }
+}
+
+mod recovery;

@@ -1,0 +1,292 @@
+//! Segment files and their sparse index.
+//!
+//! A partition is a directory of segments `<base offset, 20 digits>.log`, each
+//! holding whole batches back to back, and beside each an `.index` of 16-byte
+//! entries `(offset - base: u32, byte position: u32, max timestamp of all
+//! earlier batches in the segment: i64)`, one per `index_interval_bytes` of
+//! data. The index is an accelerator only: it is checked against the data it
+//! points to and rebuilt from the segment whenever it is missing or wrong.
+//!
+//! This module reads and scans; it never decides what to truncate or delete.
+
+use crate::batch::{BatchHeader, FormatError};
+use crate::error::{IoContext, LogError, Result};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// Size of one index entry.
+pub(crate) const INDEX_ENTRY_LEN: usize = 16;
+
+/// File name of the segment starting at `base`.
+pub(crate) fn log_path(dir: &Path, base: u64) -> PathBuf {
+    dir.join(format!("{base:020}.log"))
+}
+
+/// File name of the index of the segment starting at `base`.
+pub(crate) fn index_path(dir: &Path, base: u64) -> PathBuf {
+    dir.join(format!("{base:020}.index"))
+}
+
+/// Base offsets of the segments in `dir`, ascending.
+pub(crate) fn list_bases(dir: &Path) -> Result<Vec<u64>> {
+    let mut bases = Vec::new();
+    for entry in std::fs::read_dir(dir).context(|| format!("listing {}", dir.display()))? {
+        let entry = entry.context(|| format!("listing {}", dir.display()))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(stem) = name.strip_suffix(".log")
+            && stem.len() == 20
+            && let Ok(base) = stem.parse::<u64>()
+        {
+            bases.push(base);
+        }
+    }
+    bases.sort_unstable();
+    Ok(bases)
+}
+
+/// One sparse index entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct IndexEntry {
+    /// Offset of the indexed batch's first record slot, relative to the segment base.
+    pub rel_offset: u32,
+    /// Byte position of the batch.
+    pub position: u32,
+    /// Largest timestamp of all batches before this one in the segment.
+    pub max_ts_before: i64,
+}
+
+impl IndexEntry {
+    pub fn encode(&self) -> [u8; INDEX_ENTRY_LEN] {
+        let mut b = [0u8; INDEX_ENTRY_LEN];
+        b[0..4].copy_from_slice(&self.rel_offset.to_le_bytes());
+        b[4..8].copy_from_slice(&self.position.to_le_bytes());
+        b[8..16].copy_from_slice(&self.max_ts_before.to_le_bytes());
+        b
+    }
+
+    fn decode(b: &[u8]) -> IndexEntry {
+        let mut ts = [0u8; 8];
+        ts.copy_from_slice(&b[8..16]);
+        IndexEntry {
+            rel_offset: u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+            position: u32::from_le_bytes([b[4], b[5], b[6], b[7]]),
+            max_ts_before: i64::from_le_bytes(ts),
+        }
+    }
+}
+
+/// An open segment, shared by all readers of the partition in this process.
+pub(crate) struct Segment {
+    pub base: u64,
+    pub path: PathBuf,
+    pub file: File,
+    index: Mutex<IndexCache>,
+}
+
+#[derive(Default)]
+struct IndexCache {
+    entries: Vec<IndexEntry>,
+    /// Bytes of the index file already read (the file only grows, except when
+    /// rebuilt, which changes the segment generation and so this cache).
+    bytes_read: u64,
+    /// Largest timestamp in a sealed segment, computed once.
+    sealed_max_ts: Option<i64>,
+}
+
+impl Segment {
+    /// Opens the segment starting at `base` in `dir`. `Ok(None)` if it no
+    /// longer exists (retention or compaction removed it meanwhile).
+    pub fn open(dir: &Path, base: u64) -> Result<Option<Segment>> {
+        let path = log_path(dir, base);
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).context(|| format!("opening {}", path.display())),
+        };
+        Ok(Some(Segment { base, path, file, index: Mutex::new(IndexCache::default()) }))
+    }
+
+    /// Current size of this segment's file.
+    pub fn len(&self) -> Result<u64> {
+        crate::fsutil::file_len(&self.file, &self.path)
+    }
+
+    /// The byte position to start scanning from to find `offset`, using the
+    /// index entries that point below `valid_end`.
+    pub fn scan_start_for_offset(&self, offset: u64, valid_end: u64) -> u64 {
+        let rel = offset.saturating_sub(self.base).min(u64::from(u32::MAX)) as u32;
+        self.with_index(valid_end, |entries| {
+            let i = entries.partition_point(|e| e.rel_offset <= rel);
+            if i == 0 { 0 } else { u64::from(entries[i - 1].position) }
+        })
+    }
+
+    /// The byte position to start scanning from to find the first record with
+    /// a timestamp at or after `ts`.
+    pub fn scan_start_for_time(&self, ts: i64, valid_end: u64) -> u64 {
+        self.with_index(valid_end, |entries| {
+            let i = entries.partition_point(|e| e.max_ts_before < ts);
+            if i == 0 { 0 } else { u64::from(entries[i - 1].position) }
+        })
+    }
+
+    /// Largest timestamp in this (sealed) segment, `i64::MIN` if empty.
+    pub fn sealed_max_timestamp(&self) -> Result<i64> {
+        if let Some(ts) = self.lock_index().sealed_max_ts {
+            return Ok(ts);
+        }
+        let end = self.len()?;
+        let (start, mut max_ts) = self.with_index(end, |e| e.last().map_or((0, i64::MIN), |e| (u64::from(e.position), e.max_ts_before)));
+        let mut scan = BatchScanner::new(&self.file, &self.path, start, end);
+        while let Some((_, header, _)) = scan.next_batch(false)? {
+            max_ts = max_ts.max(header.max_timestamp);
+        }
+        self.lock_index().sealed_max_ts = Some(max_ts);
+        Ok(max_ts)
+    }
+
+    fn lock_index(&self) -> std::sync::MutexGuard<'_, IndexCache> {
+        self.index.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn with_index<T>(&self, valid_end: u64, f: impl FnOnce(&[IndexEntry]) -> T) -> T {
+        let mut cache = self.lock_index();
+        self.refresh_index(&mut cache);
+        let n = cache.entries.partition_point(|e| u64::from(e.position) < valid_end);
+        f(&cache.entries[..n])
+    }
+
+    /// Reads index entries appended since the last look. An unreadable or
+    /// inconsistent index is ignored (scans start earlier; never wrong).
+    fn refresh_index(&self, cache: &mut IndexCache) {
+        let Some(dir) = self.path.parent() else { return };
+        let Ok(file) = File::open(index_path(dir, self.base)) else { return };
+        let Ok(len) = file.metadata().map(|m| m.len()) else { return };
+        let len = len - len % INDEX_ENTRY_LEN as u64;
+        if len <= cache.bytes_read {
+            return;
+        }
+        let mut buf = vec![0u8; (len - cache.bytes_read) as usize];
+        if file.read_exact_at(&mut buf, cache.bytes_read).is_err() {
+            return;
+        }
+        for chunk in buf.chunks_exact(INDEX_ENTRY_LEN) {
+            let e = IndexEntry::decode(chunk);
+            let ordered = cache.entries.last().is_none_or(|l| e.rel_offset > l.rel_offset && e.position > l.position && e.max_ts_before >= l.max_ts_before);
+            if !ordered {
+                break; // stop at the first inconsistent entry: the rest is not trusted
+            }
+            cache.entries.push(e);
+        }
+        cache.bytes_read = len;
+    }
+}
+
+/// Scans whole batches of a segment sequentially through a large buffer.
+pub(crate) struct BatchScanner<'a> {
+    file: &'a File,
+    path: &'a Path,
+    /// File position of `buf[0]`.
+    buf_pos: u64,
+    buf: Vec<u8>,
+    /// Position of the next batch.
+    pos: u64,
+    end: u64,
+}
+
+/// Where and why a scan stopped on bad bytes.
+#[derive(Debug)]
+pub(crate) struct ScanFault {
+    pub position: u64,
+    pub error: FormatError,
+}
+
+impl<'a> BatchScanner<'a> {
+    const CHUNK: usize = 1 << 20;
+
+    /// Scans `file` from byte `start` up to byte `end`.
+    pub fn new(file: &'a File, path: &'a Path, start: u64, end: u64) -> Self {
+        BatchScanner { file, path, buf_pos: start, buf: Vec::new(), pos: start, end }
+    }
+
+    /// The next batch, `Ok(None)` at `end`. Bad bytes give a `Corrupt` error;
+    /// use [`Self::next_batch_or_fault`] to handle them yourself.
+    pub fn next_batch(&mut self, verify_crc: bool) -> Result<Option<(u64, BatchHeader, &[u8])>> {
+        let path = self.path;
+        match self.next_batch_or_fault(verify_crc)? {
+            Ok(found) => Ok(found),
+            Err(fault) => Err(LogError::Corrupt { file: path.to_owned(), position: fault.position, reason: fault.error.to_string() }),
+        }
+    }
+
+    /// The next batch; I/O errors are the outer `Err`, bad bytes the inner.
+    pub fn next_batch_or_fault(&mut self, verify_crc: bool) -> Result<std::result::Result<Option<(u64, BatchHeader, &[u8])>, ScanFault>> {
+        if self.pos >= self.end {
+            return Ok(Ok(None));
+        }
+        let fault = |position, error| Ok(Err(ScanFault { position, error }));
+        let remaining = self.end - self.pos;
+        if remaining < crate::batch::PREFIX_LEN as u64 {
+            return fault(self.pos, FormatError::Incomplete { needed: crate::batch::PREFIX_LEN });
+        }
+        self.fill(crate::batch::PREFIX_LEN)?;
+        let at = (self.pos - self.buf_pos) as usize;
+        let total = match BatchHeader::total_len_from_prefix(&self.buf[at..]) {
+            Ok(t) => t,
+            Err(e) => return fault(self.pos, e),
+        };
+        if total as u64 > remaining {
+            return fault(self.pos, FormatError::Incomplete { needed: total });
+        }
+        self.fill(total)?;
+        let at = (self.pos - self.buf_pos) as usize;
+        let bytes = &self.buf[at..at + total];
+        let parsed = if verify_crc { BatchHeader::parse_verified(bytes) } else { BatchHeader::parse(bytes) };
+        match parsed {
+            Ok(header) => {
+                let position = self.pos;
+                self.pos += total as u64;
+                Ok(Ok(Some((position, header, bytes))))
+            }
+            Err(e) => fault(self.pos, e),
+        }
+    }
+
+    /// Ensures `buf` holds `need` bytes from `pos`.
+    fn fill(&mut self, need: usize) -> Result<()> {
+        let have_from = self.pos - self.buf_pos;
+        if have_from + need as u64 <= self.buf.len() as u64 {
+            return Ok(());
+        }
+        let want = need.max(Self::CHUNK).min((self.end - self.pos) as usize).max(need);
+        self.buf.resize(want, 0);
+        crate::fsutil::read_exact_at(self.file, &mut self.buf, self.pos, self.path)?;
+        self.buf_pos = self.pos;
+        Ok(())
+    }
+}
+
+/// Writes a fresh index for a whole segment by scanning it; returns the
+/// position of the last index entry and the segment's largest timestamp.
+pub(crate) fn rebuild_index(dir: &Path, base: u64, file: &File, path: &Path, end: u64, interval: u32) -> Result<(u64, i64)> {
+    let mut out = Vec::new();
+    let mut last_pos = crate::head::NO_INDEX;
+    let mut max_ts = i64::MIN;
+    let mut scan = BatchScanner::new(file, path, 0, end);
+    while let Some((pos, header, _)) = scan.next_batch(false)? {
+        if last_pos == crate::head::NO_INDEX || pos - last_pos >= u64::from(interval) {
+            let e = IndexEntry { rel_offset: (header.base_offset - base) as u32, position: pos as u32, max_ts_before: max_ts };
+            out.extend_from_slice(&e.encode());
+            last_pos = pos;
+        }
+        max_ts = max_ts.max(header.max_timestamp);
+    }
+    let ipath = index_path(dir, base);
+    let tmp = ipath.with_extension("index.tmp");
+    crate::fsutil::write_durably(&tmp, &out)?;
+    std::fs::rename(&tmp, &ipath).context(|| format!("renaming {} into place", tmp.display()))?;
+    Ok((last_pos, max_ts))
+}
