@@ -4,6 +4,8 @@
 //! and never depends on a concrete streaming system. Everything here must stay
 //! usable from any system (the embedded log, Kafka) and any execution mode.
 #![forbid(unsafe_code)]
+// Library code reports errors; it does not unwrap them.
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod partitioner;
 

@@ -59,7 +59,12 @@ impl Partition {
         }
         let snap = self.snapshot()?;
         let set = self.segment_set(snap.segments_gen)?;
-        let sealed: Vec<Arc<Segment>> = set.list.iter().filter(|s| s.base < snap.active_base).cloned().collect();
+        let sealed: Vec<Arc<Segment>> = set
+            .list
+            .iter()
+            .filter(|s| s.base < snap.active_base)
+            .cloned()
+            .collect();
         let mut outcome = CompactionOutcome::default();
         if sealed.is_empty() {
             return Ok(outcome);
@@ -77,7 +82,8 @@ impl Partition {
         }
         let mut sizes = Vec::with_capacity(sealed.len());
         for seg in &sealed {
-            let (before, after, bytes_before, bytes_after) = self.clean_segment(seg, &latest, now_ms)?;
+            let (before, after, bytes_before, bytes_after) =
+                self.clean_segment(seg, &latest, now_ms)?;
             outcome.records_before += before;
             outcome.records_after += after;
             outcome.bytes_before += bytes_before;
@@ -96,7 +102,12 @@ impl Partition {
 
     /// Rewrites one sealed segment without superseded records and expired
     /// tombstones. Returns (records before, after, bytes before, after).
-    fn clean_segment(&self, seg: &Segment, latest: &HashMap<u128, u64>, now_ms: i64) -> Result<(u64, u64, u64, u64)> {
+    fn clean_segment(
+        &self,
+        seg: &Segment,
+        latest: &HashMap<u128, u64>,
+        now_ms: i64,
+    ) -> Result<(u64, u64, u64, u64)> {
         let end = seg.len()?;
         let out_path = cleaned_path(&self.dir, seg.base);
         let out = create_rw(&out_path)?;
@@ -110,8 +121,11 @@ impl Partition {
             for record in RecordIter::new(header, bytes) {
                 let record = record.map_err(|e| corrupt(seg, pos, e))?;
                 before += 1;
-                let newest = latest.get(&xxh3_128(record.key.unwrap_or_default())) == Some(&record.offset);
-                let expired_tombstone = record.value.is_none() && now_ms.saturating_sub(record.timestamp) >= self.config.delete_retention_ms as i64;
+                let newest =
+                    latest.get(&xxh3_128(record.key.unwrap_or_default())) == Some(&record.offset);
+                let expired_tombstone = record.value.is_none()
+                    && now_ms.saturating_sub(record.timestamp)
+                        >= self.config.delete_retention_ms as i64;
                 if newest && !expired_tombstone {
                     let base = *base.get_or_insert(record.offset);
                     encoder.push_decoded((record.offset - base) as u32, &record);
@@ -121,17 +135,27 @@ impl Partition {
             if let Some(base) = base {
                 let batch = encoder.finish();
                 seal(batch, base);
-                out.write_all_at(batch, out_len).context(|| format!("writing {}", out_path.display()))?;
+                out.write_all_at(batch, out_len)
+                    .context(|| format!("writing {}", out_path.display()))?;
                 out_len += batch.len() as u64;
             }
         }
         if after == before {
             drop(out);
-            std::fs::remove_file(&out_path).context(|| format!("removing {}", out_path.display()))?;
+            std::fs::remove_file(&out_path)
+                .context(|| format!("removing {}", out_path.display()))?;
             return Ok((before, after, end, end));
         }
-        out.sync_all().context(|| format!("syncing {}", out_path.display()))?;
-        segment::rebuild_index(&self.dir, seg.base, &out, &out_path, out_len, self.config.index_interval_bytes)?;
+        out.sync_all()
+            .context(|| format!("syncing {}", out_path.display()))?;
+        segment::rebuild_index(
+            &self.dir,
+            seg.base,
+            &out,
+            &out_path,
+            out_len,
+            self.config.index_interval_bytes,
+        )?;
         let path = segment::log_path(&self.dir, seg.base);
         std::fs::rename(&out_path, &path).context(|| format!("replacing {}", path.display()))?;
         Ok((before, after, end, out_len))
@@ -139,7 +163,12 @@ impl Partition {
 
     /// Concatenates runs of consecutive sealed segments that together fit in
     /// one segment. Returns how many segment files were merged away.
-    fn merge_small(&self, sealed: &[Arc<Segment>], sizes: &[u64], active_base: u64) -> Result<usize> {
+    fn merge_small(
+        &self,
+        sealed: &[Arc<Segment>],
+        sizes: &[u64],
+        active_base: u64,
+    ) -> Result<usize> {
         let mut merged = 0;
         let mut i = 0;
         while i < sealed.len() {
@@ -148,7 +177,9 @@ impl Partition {
             let mut j = i + 1;
             while j < sealed.len() {
                 let next_start = sealed.get(j + 1).map_or(active_base, |s| s.base);
-                if total + sizes[j] > self.config.segment_bytes || next_start - first > u64::from(u32::MAX) {
+                if total + sizes[j] > self.config.segment_bytes
+                    || next_start - first > u64::from(u32::MAX)
+                {
                     break;
                 }
                 total += sizes[j];
@@ -169,12 +200,22 @@ impl Partition {
         for seg in group {
             // Open by name: clean_segment may just have replaced the file.
             let path = segment::log_path(&self.dir, seg.base);
-            let mut input = std::fs::File::open(&path).context(|| format!("opening {}", path.display()))?;
-            std::io::copy(&mut input, &mut out).context(|| format!("copying {} into {}", path.display(), out_path.display()))?;
+            let mut input =
+                std::fs::File::open(&path).context(|| format!("opening {}", path.display()))?;
+            std::io::copy(&mut input, &mut out)
+                .context(|| format!("copying {} into {}", path.display(), out_path.display()))?;
         }
-        out.sync_all().context(|| format!("syncing {}", out_path.display()))?;
+        out.sync_all()
+            .context(|| format!("syncing {}", out_path.display()))?;
         let len = crate::fsutil::file_len(&out, &out_path)?;
-        segment::rebuild_index(&self.dir, first, &out, &out_path, len, self.config.index_interval_bytes)?;
+        segment::rebuild_index(
+            &self.dir,
+            first,
+            &out,
+            &out_path,
+            len,
+            self.config.index_interval_bytes,
+        )?;
         let path = segment::log_path(&self.dir, first);
         std::fs::rename(&out_path, &path).context(|| format!("replacing {}", path.display()))?;
         for seg in &group[1..] {
@@ -185,7 +226,9 @@ impl Partition {
 
     /// Removes temporary files of an interrupted compaction.
     fn remove_leftovers(&self) -> Result<()> {
-        for entry in std::fs::read_dir(&self.dir).context(|| format!("listing {}", self.dir.display()))? {
+        for entry in
+            std::fs::read_dir(&self.dir).context(|| format!("listing {}", self.dir.display()))?
+        {
             let entry = entry.context(|| format!("listing {}", self.dir.display()))?;
             let name = entry.file_name();
             let name = name.to_string_lossy();
@@ -213,5 +256,9 @@ fn cleaned_path(dir: &std::path::Path, base: u64) -> std::path::PathBuf {
 }
 
 fn corrupt(seg: &Segment, pos: u64, e: crate::batch::FormatError) -> LogError {
-    LogError::Corrupt { file: seg.path.clone(), position: pos, reason: e.to_string() }
+    LogError::Corrupt {
+        file: seg.path.clone(),
+        position: pos,
+        reason: e.to_string(),
+    }
 }

@@ -18,8 +18,10 @@ pub(crate) fn now_ms() -> i64 {
 /// Writes a whole file and fsyncs it (not its directory).
 pub(crate) fn write_durably(path: &Path, bytes: &[u8]) -> Result<()> {
     let file = File::create(path).context(|| format!("creating {}", path.display()))?;
-    file.write_all_at(bytes, 0).context(|| format!("writing {}", path.display()))?;
-    file.sync_all().context(|| format!("syncing {}", path.display()))
+    file.write_all_at(bytes, 0)
+        .context(|| format!("writing {}", path.display()))?;
+    file.sync_all()
+        .context(|| format!("syncing {}", path.display()))
 }
 
 /// fsyncs a directory so that file creations, renames and deletions in it are durable.
@@ -42,12 +44,15 @@ pub(crate) fn open_rw(path: &Path) -> Result<File> {
 
 /// Reads exactly `buf.len()` bytes at `pos`.
 pub(crate) fn read_exact_at(file: &File, buf: &mut [u8], pos: u64, path: &Path) -> Result<()> {
-    file.read_exact_at(buf, pos).context(|| format!("reading {} at byte {pos}", path.display()))
+    file.read_exact_at(buf, pos)
+        .context(|| format!("reading {} at byte {pos}", path.display()))
 }
 
 /// Length of an open file.
 pub(crate) fn file_len(file: &File, path: &Path) -> Result<u64> {
-    file.metadata().map(|m| m.len()).context(|| format!("reading the size of {}", path.display()))
+    file.metadata()
+        .map(|m| m.len())
+        .context(|| format!("reading the size of {}", path.display()))
 }
 
 /// An exclusive `flock` held until dropped.

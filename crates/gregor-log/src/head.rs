@@ -91,25 +91,28 @@ impl Head {
                 if len != 0 {
                     tracing::warn!(path = %path.display(), len, "partition head has the wrong size; rebuilding it from the segments");
                 }
-                file.set_len(0).and_then(|_| file.set_len(HEAD_LEN)).context(|| format!("resizing {}", path.display()))?;
+                file.set_len(0)
+                    .and_then(|_| file.set_len(HEAD_LEN))
+                    .context(|| format!("resizing {}", path.display()))?;
             }
         }
         let map = MmapRaw::map_raw(&file).context(|| format!("mapping {}", path.display()))?;
         if map.len() < HEAD_LEN as usize {
-            return Err(std::io::Error::other("mapping shorter than the head")).context(|| format!("mapping {}", path.display()));
+            return Err(std::io::Error::other("mapping shorter than the head"))
+                .context(|| format!("mapping {}", path.display()));
         }
         Ok(Head { map, file })
     }
 
     fn u64_at(&self, at: usize) -> &AtomicU64 {
-        debug_assert!(at % 8 == 0 && at + 8 <= HEAD_LEN as usize);
+        debug_assert!(at.is_multiple_of(8) && at + 8 <= HEAD_LEN as usize);
         // SAFETY: the mapping is page aligned, at least HEAD_LEN long, lives as
         // long as `self`, and every access to it goes through atomics.
         unsafe { &*(self.map.as_ptr().add(at) as *const AtomicU64) }
     }
 
     fn u32_at(&self, at: usize) -> &AtomicU32 {
-        debug_assert!(at % 4 == 0 && at + 4 <= HEAD_LEN as usize);
+        debug_assert!(at.is_multiple_of(4) && at + 4 <= HEAD_LEN as usize);
         // SAFETY: as for `u64_at`.
         unsafe { &*(self.map.as_ptr().add(at) as *const AtomicU32) }
     }
@@ -156,14 +159,16 @@ impl Head {
     /// Whether the head holds fields written by this code at all (perhaps
     /// before a reboot), so its recovery point can guide recovery.
     pub fn is_initialized(&self) -> bool {
-        self.u64_at(F_MAGIC).load(Ordering::Acquire) == MAGIC && self.u64_at(F_VERSION).load(Ordering::Relaxed) == VERSION
+        self.u64_at(F_MAGIC).load(Ordering::Acquire) == MAGIC
+            && self.u64_at(F_VERSION).load(Ordering::Relaxed) == VERSION
     }
 
     pub fn boot_id_matches(&self) -> bool {
         let id = crate::fsutil::boot_id();
-        id.chunks_exact(8)
-            .enumerate()
-            .all(|(i, c)| self.u64_at(F_BOOT_ID + 8 * i).load(Ordering::Relaxed) == u64::from_le_bytes(c.try_into().unwrap_or_default()))
+        id.chunks_exact(8).enumerate().all(|(i, c)| {
+            self.u64_at(F_BOOT_ID + 8 * i).load(Ordering::Relaxed)
+                == u64::from_le_bytes(c.try_into().unwrap_or_default())
+        })
     }
 
     /// Writer fields. Call with the lock held.
@@ -220,7 +225,10 @@ impl Head {
     /// Marks the head as written by this code on this boot (after recovery).
     pub fn stamp(&self) {
         for (i, c) in crate::fsutil::boot_id().chunks_exact(8).enumerate() {
-            self.u64_at(F_BOOT_ID + 8 * i).store(u64::from_le_bytes(c.try_into().unwrap_or_default()), Ordering::Relaxed);
+            self.u64_at(F_BOOT_ID + 8 * i).store(
+                u64::from_le_bytes(c.try_into().unwrap_or_default()),
+                Ordering::Relaxed,
+            );
         }
         self.u64_at(F_VERSION).store(VERSION, Ordering::Relaxed);
         self.u64_at(F_MAGIC).store(MAGIC, Ordering::Release);
@@ -231,7 +239,15 @@ impl Head {
         if self.u32_at(F_WAITERS).load(Ordering::SeqCst) > 0 {
             // SAFETY: FUTEX_WAKE on an aligned u32 inside a live shared mapping.
             unsafe {
-                libc::syscall(libc::SYS_futex, self.seq().as_ptr(), libc::FUTEX_WAKE, i32::MAX, 0usize, 0usize, 0u32);
+                libc::syscall(
+                    libc::SYS_futex,
+                    self.seq().as_ptr(),
+                    libc::FUTEX_WAKE,
+                    i32::MAX,
+                    0usize,
+                    0usize,
+                    0u32,
+                );
             }
         }
     }
@@ -249,14 +265,17 @@ impl Head {
             // SAFETY: FUTEX_WAIT on an aligned u32 inside a live shared mapping,
             // with a valid relative timeout.
             unsafe {
-                libc::syscall(libc::SYS_futex, self.seq().as_ptr(), libc::FUTEX_WAIT, seq, &ts as *const libc::timespec, 0usize, 0u32);
+                libc::syscall(
+                    libc::SYS_futex,
+                    self.seq().as_ptr(),
+                    libc::FUTEX_WAIT,
+                    seq,
+                    &ts as *const libc::timespec,
+                    0usize,
+                    0u32,
+                );
             }
         }
         waiters.fetch_sub(1, Ordering::SeqCst);
     }
 }
-
-// SAFETY: all access to the mapping goes through atomics.
-unsafe impl Sync for Head {}
-// SAFETY: the mapping and the file can move between threads.
-unsafe impl Send for Head {}

@@ -35,6 +35,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![deny(missing_docs)]
+// Library code reports errors; it does not unwrap them.
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod batch;
 mod compaction;
@@ -65,7 +67,10 @@ impl Log {
     /// Starts background maintenance (interval fsyncs, retention, compaction)
     /// of the partitions this handle opens; it stops when the returned guard
     /// is dropped.
-    pub fn start_maintenance(self: &std::sync::Arc<Self>, options: MaintenanceOptions) -> Maintenance {
+    pub fn start_maintenance(
+        self: &std::sync::Arc<Self>,
+        options: MaintenanceOptions,
+    ) -> Maintenance {
         maintenance::start(self.clone(), options)
     }
 }

@@ -10,13 +10,13 @@
 //!   both under the separate maintenance lock, so neither blocks appends.
 //! - Recovery never drops data that was fsynced: damage there is an error.
 
+use crate::Record;
 use crate::batch::BatchEncoder;
 use crate::config::{CleanupPolicy, Durability, StreamConfig};
 use crate::error::{IoContext, LogError, Result};
 use crate::fsutil::{FileLock, now_ms, open_rw};
 use crate::head::{Head, NO_INDEX, Snapshot, WriterFields};
 use crate::segment::{self, IndexEntry, Segment};
-use crate::Record;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
@@ -78,7 +78,10 @@ pub struct Partition {
 }
 
 fn no_active() -> LogError {
-    LogError::Io { context: "opening the active segment".into(), source: std::io::Error::other("no active segment") }
+    LogError::Io {
+        context: "opening the active segment".into(),
+        source: std::io::Error::other("no active segment"),
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -87,8 +90,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Partition {
     /// Opens the partition in `dir` (creating it if missing) and recovers it if needed.
-    pub(crate) fn open(stream: Arc<str>, id: u32, dir: PathBuf, config: Arc<StreamConfig>) -> Result<Arc<Partition>> {
-        std::fs::create_dir_all(&dir).context(|| format!("creating partition directory {}", dir.display()))?;
+    pub(crate) fn open(
+        stream: Arc<str>,
+        id: u32,
+        dir: PathBuf,
+        config: Arc<StreamConfig>,
+    ) -> Result<Arc<Partition>> {
+        std::fs::create_dir_all(&dir)
+            .context(|| format!("creating partition directory {}", dir.display()))?;
         let head_path = dir.join("head");
         let maint_path = dir.join("maintenance.lock");
         let partition = Partition {
@@ -100,7 +109,10 @@ impl Partition {
             id,
             dir,
             config,
-            segments: RwLock::new(Arc::new(SegmentSet { generation: u64::MAX, list: Vec::new() })),
+            segments: RwLock::new(Arc::new(SegmentSet {
+                generation: u64::MAX,
+                list: Vec::new(),
+            })),
             writer: Mutex::new(Writer::default()),
             recovery: Mutex::new(RecoveryReport::default()),
         };
@@ -154,6 +166,19 @@ impl Partition {
         Ok(self.snapshot()?.next_offset)
     }
 
+    /// Checks that `offset` is readable: at least the oldest retained offset
+    /// and at most the next offset (reading there waits for new data).
+    ///
+    /// # Errors
+    /// [`LogError::OffsetOutOfRange`] naming the valid range.
+    pub fn check_offset(&self, offset: u64) -> Result<()> {
+        let snap = self.snapshot()?;
+        if offset < snap.log_start || offset > snap.next_offset {
+            return Err(self.out_of_range(offset, &snap));
+        }
+        Ok(())
+    }
+
     pub(crate) fn out_of_range(&self, requested: u64, snap: &Snapshot) -> LogError {
         LogError::OffsetOutOfRange {
             stream: self.stream.to_string(),
@@ -185,7 +210,11 @@ impl Partition {
 
     /// Byte length of the readable part of `seg`.
     pub(crate) fn readable_end(&self, seg: &Segment, snap: &Snapshot) -> Result<u64> {
-        if seg.base == snap.active_base { Ok(snap.active_len) } else { seg.len() }
+        if seg.base == snap.active_base {
+            Ok(snap.active_len)
+        } else {
+            seg.len()
+        }
     }
 
     /// Total bytes in the partition's segment files.
@@ -208,18 +237,26 @@ impl Partition {
     /// `max_batch_bytes`, or an unkeyed record in a compacted stream;
     /// [`LogError::Io`] if the disk fails (nothing is published then).
     pub fn append(&self, records: &[Record<'_>]) -> Result<AppendInfo> {
-        let refuse = |reason: String| LogError::InvalidAppend { stream: self.stream.to_string(), reason };
+        let refuse = |reason: String| LogError::InvalidAppend {
+            stream: self.stream.to_string(),
+            reason,
+        };
         if records.is_empty() {
             return Err(refuse("a batch needs at least one message".into()));
         }
-        if self.config.cleanup_policy == CleanupPolicy::Compact && records.iter().any(|r| r.key.is_none()) {
-            return Err(refuse("the stream is compacted, so every message needs a key".into()));
+        if self.config.cleanup_policy == CleanupPolicy::Compact
+            && records.iter().any(|r| r.key.is_none())
+        {
+            return Err(refuse(
+                "the stream is compacted, so every message needs a key".into(),
+            ));
         }
         let mut w = lock(&self.writer);
         let now = now_ms();
         w.encoder.clear();
         for (i, record) in records.iter().enumerate() {
-            w.encoder.push(i as u32, record.timestamp.unwrap_or(now), record);
+            w.encoder
+                .push(i as u32, record.timestamp.unwrap_or(now), record);
         }
         let batch_len = w.encoder.len() as u64;
         if batch_len > u64::from(self.config.max_batch_bytes) {
@@ -229,7 +266,11 @@ impl Partition {
             )));
         }
         w.encoder.finish();
-        let max_ts = records.iter().map(|r| r.timestamp.unwrap_or(now)).max().unwrap_or(now);
+        let max_ts = records
+            .iter()
+            .map(|r| r.timestamp.unwrap_or(now))
+            .max()
+            .unwrap_or(now);
 
         let _lock = self.write_lock()?;
         if self.head.seq_is_odd() || self.head.pending() {
@@ -240,24 +281,44 @@ impl Partition {
         self.head.set_pending();
         let Writer { encoder, active } = &mut *w;
         self.ensure_active(active, &f)?;
-        if f.active_len > 0 && (f.active_len + batch_len > self.config.segment_bytes || now - f.active_created_ms >= self.config.segment_ms as i64) {
+        if f.active_len > 0
+            && (f.active_len + batch_len > self.config.segment_bytes
+                || now - f.active_created_ms >= self.config.segment_ms as i64)
+        {
             self.roll_locked(active, &mut f, now)?;
         }
         let active = active.as_ref().ok_or_else(no_active)?;
         let batch = encoder.finish();
         crate::batch::seal(batch, f.next_offset);
-        active.log.write_all_at(batch, f.active_len).context(|| format!("appending to {}", active.log_path.display()))?;
-        if f.index_last_pos == NO_INDEX || f.active_len - f.index_last_pos >= u64::from(self.config.index_interval_bytes) {
-            let entry = IndexEntry { rel_offset: (f.next_offset - f.active_base) as u32, position: f.active_len as u32, max_ts_before: f.active_max_ts };
-            (&active.index).write_all(&entry.encode()).context(|| format!("appending to the index of {}", active.log_path.display()))?;
+        active
+            .log
+            .write_all_at(batch, f.active_len)
+            .context(|| format!("appending to {}", active.log_path.display()))?;
+        if f.index_last_pos == NO_INDEX
+            || f.active_len - f.index_last_pos >= u64::from(self.config.index_interval_bytes)
+        {
+            let entry = IndexEntry {
+                rel_offset: (f.next_offset - f.active_base) as u32,
+                position: f.active_len as u32,
+                max_ts_before: f.active_max_ts,
+            };
+            (&active.index)
+                .write_all(&entry.encode())
+                .context(|| format!("appending to the index of {}", active.log_path.display()))?;
             f.index_last_pos = f.active_len;
         }
-        let info = AppendInfo { base_offset: f.next_offset, last_offset: f.next_offset + records.len() as u64 - 1 };
+        let info = AppendInfo {
+            base_offset: f.next_offset,
+            last_offset: f.next_offset + records.len() as u64 - 1,
+        };
         f.next_offset = info.last_offset + 1;
         f.active_len += batch_len;
         f.active_max_ts = f.active_max_ts.max(max_ts);
         if self.config.durability == Durability::Always {
-            active.log.sync_data().context(|| format!("syncing {}", active.log_path.display()))?;
+            active
+                .log
+                .sync_data()
+                .context(|| format!("syncing {}", active.log_path.display()))?;
             f.recovery_base = f.active_base;
             f.recovery_pos = f.active_len;
         }
@@ -268,7 +329,10 @@ impl Partition {
     /// The writer's open files of the active segment, reopened when another
     /// writer rolled or recovery rebuilt files.
     fn ensure_active(&self, slot: &mut Option<ActiveFiles>, f: &WriterFields) -> Result<()> {
-        if slot.as_ref().is_none_or(|a| a.base != f.active_base || a.generation != f.segments_gen) {
+        if slot
+            .as_ref()
+            .is_none_or(|a| a.base != f.active_base || a.generation != f.segments_gen)
+        {
             *slot = Some(self.open_active(f.active_base, f.segments_gen, false)?);
         }
         Ok(())
@@ -291,18 +355,35 @@ impl Partition {
             .open(&index_path)
             .context(|| format!("opening index {}", index_path.display()))?;
         if create {
-            index.set_len(0).context(|| format!("truncating {}", index_path.display()))?;
+            index
+                .set_len(0)
+                .context(|| format!("truncating {}", index_path.display()))?;
         }
-        Ok(ActiveFiles { base, generation, log, log_path, index })
+        Ok(ActiveFiles {
+            base,
+            generation,
+            log,
+            log_path,
+            index,
+        })
     }
 
     /// Seals the active segment and starts a new one at the next offset.
-    fn roll_locked(&self, slot: &mut Option<ActiveFiles>, f: &mut WriterFields, now: i64) -> Result<()> {
+    fn roll_locked(
+        &self,
+        slot: &mut Option<ActiveFiles>,
+        f: &mut WriterFields,
+        now: i64,
+    ) -> Result<()> {
         if self.config.durability != Durability::Os
             && let Some(old) = slot.as_ref()
         {
-            old.log.sync_data().context(|| format!("syncing {}", old.log_path.display()))?;
-            old.index.sync_data().context(|| format!("syncing the index of {}", old.log_path.display()))?;
+            old.log
+                .sync_data()
+                .context(|| format!("syncing {}", old.log_path.display()))?;
+            old.index
+                .sync_data()
+                .context(|| format!("syncing the index of {}", old.log_path.display()))?;
         }
         let base = f.next_offset;
         let generation = f.segments_gen.wrapping_add(1);
@@ -346,7 +427,10 @@ impl Partition {
         }
         self.ensure_active(&mut w.active, &f)?;
         let active = w.active.as_ref().ok_or_else(no_active)?;
-        active.log.sync_data().context(|| format!("syncing {}", active.log_path.display()))?;
+        active
+            .log
+            .sync_data()
+            .context(|| format!("syncing {}", active.log_path.display()))?;
         f.recovery_base = f.active_base;
         f.recovery_pos = f.active_len;
         self.head.publish(&f);

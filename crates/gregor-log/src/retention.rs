@@ -31,7 +31,11 @@ impl Partition {
         let _maintenance = FileLock::exclusive(&self.maint_lock, &self.maint_path)?;
         let snap = self.snapshot()?;
         let set = self.segment_set(snap.segments_gen)?;
-        let mut total: u64 = set.list.iter().map(|s| self.readable_end(s, &snap)).sum::<Result<u64>>()?;
+        let mut total: u64 = set
+            .list
+            .iter()
+            .map(|s| self.readable_end(s, &snap))
+            .sum::<Result<u64>>()?;
         let mut doomed = Vec::new();
         for (i, seg) in set.list.iter().enumerate() {
             if seg.base >= snap.active_base || i + 1 >= set.list.len() {

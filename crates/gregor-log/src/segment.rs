@@ -106,7 +106,12 @@ impl Segment {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e).context(|| format!("opening {}", path.display())),
         };
-        Ok(Some(Segment { base, path, file, index: Mutex::new(IndexCache::default()) }))
+        Ok(Some(Segment {
+            base,
+            path,
+            file,
+            index: Mutex::new(IndexCache::default()),
+        }))
     }
 
     /// Current size of this segment's file.
@@ -120,7 +125,11 @@ impl Segment {
         let rel = offset.saturating_sub(self.base).min(u64::from(u32::MAX)) as u32;
         self.with_index(valid_end, |entries| {
             let i = entries.partition_point(|e| e.rel_offset <= rel);
-            if i == 0 { 0 } else { u64::from(entries[i - 1].position) }
+            if i == 0 {
+                0
+            } else {
+                u64::from(entries[i - 1].position)
+            }
         })
     }
 
@@ -129,7 +138,11 @@ impl Segment {
     pub fn scan_start_for_time(&self, ts: i64, valid_end: u64) -> u64 {
         self.with_index(valid_end, |entries| {
             let i = entries.partition_point(|e| e.max_ts_before < ts);
-            if i == 0 { 0 } else { u64::from(entries[i - 1].position) }
+            if i == 0 {
+                0
+            } else {
+                u64::from(entries[i - 1].position)
+            }
         })
     }
 
@@ -139,7 +152,10 @@ impl Segment {
             return Ok(ts);
         }
         let end = self.len()?;
-        let (start, mut max_ts) = self.with_index(end, |e| e.last().map_or((0, i64::MIN), |e| (u64::from(e.position), e.max_ts_before)));
+        let (start, mut max_ts) = self.with_index(end, |e| {
+            e.last()
+                .map_or((0, i64::MIN), |e| (u64::from(e.position), e.max_ts_before))
+        });
         let mut scan = BatchScanner::new(&self.file, &self.path, start, end);
         while let Some((_, header, _)) = scan.next_batch(false)? {
             max_ts = max_ts.max(header.max_timestamp);
@@ -155,16 +171,24 @@ impl Segment {
     fn with_index<T>(&self, valid_end: u64, f: impl FnOnce(&[IndexEntry]) -> T) -> T {
         let mut cache = self.lock_index();
         self.refresh_index(&mut cache);
-        let n = cache.entries.partition_point(|e| u64::from(e.position) < valid_end);
+        let n = cache
+            .entries
+            .partition_point(|e| u64::from(e.position) < valid_end);
         f(&cache.entries[..n])
     }
 
     /// Reads index entries appended since the last look. An unreadable or
     /// inconsistent index is ignored (scans start earlier; never wrong).
     fn refresh_index(&self, cache: &mut IndexCache) {
-        let Some(dir) = self.path.parent() else { return };
-        let Ok(file) = File::open(index_path(dir, self.base)) else { return };
-        let Ok(len) = file.metadata().map(|m| m.len()) else { return };
+        let Some(dir) = self.path.parent() else {
+            return;
+        };
+        let Ok(file) = File::open(index_path(dir, self.base)) else {
+            return;
+        };
+        let Ok(len) = file.metadata().map(|m| m.len()) else {
+            return;
+        };
         let len = len - len % INDEX_ENTRY_LEN as u64;
         if len <= cache.bytes_read {
             return;
@@ -175,7 +199,11 @@ impl Segment {
         }
         for chunk in buf.chunks_exact(INDEX_ENTRY_LEN) {
             let e = IndexEntry::decode(chunk);
-            let ordered = cache.entries.last().is_none_or(|l| e.rel_offset > l.rel_offset && e.position > l.position && e.max_ts_before >= l.max_ts_before);
+            let ordered = cache.entries.last().is_none_or(|l| {
+                e.rel_offset > l.rel_offset
+                    && e.position > l.position
+                    && e.max_ts_before >= l.max_ts_before
+            });
             if !ordered {
                 break; // stop at the first inconsistent entry: the rest is not trusted
             }
@@ -197,6 +225,9 @@ pub(crate) struct BatchScanner<'a> {
     end: u64,
 }
 
+/// A batch found by a scan: its byte position, header and bytes.
+pub(crate) type ScannedBatch<'b> = (u64, BatchHeader, &'b [u8]);
+
 /// Where and why a scan stopped on bad bytes.
 #[derive(Debug)]
 pub(crate) struct ScanFault {
@@ -209,28 +240,47 @@ impl<'a> BatchScanner<'a> {
 
     /// Scans `file` from byte `start` up to byte `end`.
     pub fn new(file: &'a File, path: &'a Path, start: u64, end: u64) -> Self {
-        BatchScanner { file, path, buf_pos: start, buf: Vec::new(), pos: start, end }
+        BatchScanner {
+            file,
+            path,
+            buf_pos: start,
+            buf: Vec::new(),
+            pos: start,
+            end,
+        }
     }
 
     /// The next batch, `Ok(None)` at `end`. Bad bytes give a `Corrupt` error;
     /// use [`Self::next_batch_or_fault`] to handle them yourself.
-    pub fn next_batch(&mut self, verify_crc: bool) -> Result<Option<(u64, BatchHeader, &[u8])>> {
+    pub fn next_batch(&mut self, verify_crc: bool) -> Result<Option<ScannedBatch<'_>>> {
         let path = self.path;
         match self.next_batch_or_fault(verify_crc)? {
             Ok(found) => Ok(found),
-            Err(fault) => Err(LogError::Corrupt { file: path.to_owned(), position: fault.position, reason: fault.error.to_string() }),
+            Err(fault) => Err(LogError::Corrupt {
+                file: path.to_owned(),
+                position: fault.position,
+                reason: fault.error.to_string(),
+            }),
         }
     }
 
     /// The next batch; I/O errors are the outer `Err`, bad bytes the inner.
-    pub fn next_batch_or_fault(&mut self, verify_crc: bool) -> Result<std::result::Result<Option<(u64, BatchHeader, &[u8])>, ScanFault>> {
+    pub fn next_batch_or_fault(
+        &mut self,
+        verify_crc: bool,
+    ) -> Result<std::result::Result<Option<ScannedBatch<'_>>, ScanFault>> {
         if self.pos >= self.end {
             return Ok(Ok(None));
         }
         let fault = |position, error| Ok(Err(ScanFault { position, error }));
         let remaining = self.end - self.pos;
         if remaining < crate::batch::PREFIX_LEN as u64 {
-            return fault(self.pos, FormatError::Incomplete { needed: crate::batch::PREFIX_LEN });
+            return fault(
+                self.pos,
+                FormatError::Incomplete {
+                    needed: crate::batch::PREFIX_LEN,
+                },
+            );
         }
         self.fill(crate::batch::PREFIX_LEN)?;
         let at = (self.pos - self.buf_pos) as usize;
@@ -244,7 +294,11 @@ impl<'a> BatchScanner<'a> {
         self.fill(total)?;
         let at = (self.pos - self.buf_pos) as usize;
         let bytes = &self.buf[at..at + total];
-        let parsed = if verify_crc { BatchHeader::parse_verified(bytes) } else { BatchHeader::parse(bytes) };
+        let parsed = if verify_crc {
+            BatchHeader::parse_verified(bytes)
+        } else {
+            BatchHeader::parse(bytes)
+        };
         match parsed {
             Ok(header) => {
                 let position = self.pos;
@@ -261,7 +315,10 @@ impl<'a> BatchScanner<'a> {
         if have_from + need as u64 <= self.buf.len() as u64 {
             return Ok(());
         }
-        let want = need.max(Self::CHUNK).min((self.end - self.pos) as usize).max(need);
+        let want = need
+            .max(Self::CHUNK)
+            .min((self.end - self.pos) as usize)
+            .max(need);
         self.buf.resize(want, 0);
         crate::fsutil::read_exact_at(self.file, &mut self.buf, self.pos, self.path)?;
         self.buf_pos = self.pos;
@@ -271,14 +328,25 @@ impl<'a> BatchScanner<'a> {
 
 /// Writes a fresh index for a whole segment by scanning it; returns the
 /// position of the last index entry and the segment's largest timestamp.
-pub(crate) fn rebuild_index(dir: &Path, base: u64, file: &File, path: &Path, end: u64, interval: u32) -> Result<(u64, i64)> {
+pub(crate) fn rebuild_index(
+    dir: &Path,
+    base: u64,
+    file: &File,
+    path: &Path,
+    end: u64,
+    interval: u32,
+) -> Result<(u64, i64)> {
     let mut out = Vec::new();
     let mut last_pos = crate::head::NO_INDEX;
     let mut max_ts = i64::MIN;
     let mut scan = BatchScanner::new(file, path, 0, end);
     while let Some((pos, header, _)) = scan.next_batch(false)? {
         if last_pos == crate::head::NO_INDEX || pos - last_pos >= u64::from(interval) {
-            let e = IndexEntry { rel_offset: (header.base_offset - base) as u32, position: pos as u32, max_ts_before: max_ts };
+            let e = IndexEntry {
+                rel_offset: (header.base_offset - base) as u32,
+                position: pos as u32,
+                max_ts_before: max_ts,
+            };
             out.extend_from_slice(&e.encode());
             last_pos = pos;
         }

@@ -3,20 +3,30 @@
 
 mod common;
 
-use gregor_log::{Durability, Log, LogError, MaintenanceOptions, PartitionReader, Record, StreamConfig};
+use gregor_log::{
+    Durability, Log, LogError, MaintenanceOptions, PartitionReader, Record, StreamConfig,
+};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }
 
 #[test]
 fn retention_by_size_deletes_whole_old_segments() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path()).unwrap();
-    let config = StreamConfig { segment_bytes: 4096, retention_bytes: Some(10_000), durability: Durability::Os, ..StreamConfig::new(1) };
+    let config = StreamConfig {
+        segment_bytes: 4096,
+        retention_bytes: Some(10_000),
+        durability: Durability::Os,
+        ..StreamConfig::new(1)
+    };
     let s = log.create_stream("s", config).unwrap();
     let value = [b'v'; 100];
     for _ in 0..300 {
@@ -28,19 +38,37 @@ fn retention_by_size_deletes_whole_old_segments() {
     assert!(outcome.segments_deleted > 0);
     let after = p.size_bytes().unwrap();
     assert_eq!(before - after, outcome.bytes_deleted);
-    assert!(after >= 10_000 && after < 10_000 + 4096, "kept {after} bytes");
+    assert!(
+        (10_000..10_000 + 4096).contains(&after),
+        "kept {after} bytes"
+    );
     let oldest = p.oldest_offset().unwrap();
     assert!(oldest > 0);
     match PartitionReader::new(p.clone(), 0).poll(1 << 20) {
-        Err(LogError::OffsetOutOfRange { requested: 0, oldest: o, next: 300, .. }) => assert_eq!(o, oldest),
-        other => panic!("expected out of range, got {:?}", other.map(|f| f.size_bytes())),
+        Err(LogError::OffsetOutOfRange {
+            requested: 0,
+            oldest: o,
+            next: 300,
+            ..
+        }) => assert_eq!(o, oldest),
+        other => panic!(
+            "expected out of range, got {:?}",
+            other.map(|f| f.size_bytes())
+        ),
     }
     let rest = common::read_all(&p);
     assert_eq!(rest.first().unwrap().offset, oldest);
     assert_eq!(rest.len() as u64, 300 - oldest);
     // The error message tells the user what to do.
-    let msg = PartitionReader::new(p, 1).poll(10).err().unwrap().to_string();
-    assert!(msg.contains(&format!("oldest retained offset is {oldest}")), "{msg}");
+    let msg = PartitionReader::new(p, 1)
+        .poll(10)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        msg.contains(&format!("oldest retained offset is {oldest}")),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -48,38 +76,75 @@ fn retention_by_age_keeps_recent_segments() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path()).unwrap();
     let hour = 3_600_000;
-    let config = StreamConfig { segment_bytes: 2048, retention_ms: Some(hour as u64), durability: Durability::Os, ..StreamConfig::new(1) };
+    let config = StreamConfig {
+        segment_bytes: 2048,
+        retention_ms: Some(hour as u64),
+        durability: Durability::Os,
+        ..StreamConfig::new(1)
+    };
     let s = log.create_stream("s", config).unwrap();
     let value = [b'v'; 100];
     let now = now_ms();
     for i in 0..100 {
         let ts = if i < 50 { now - 2 * hour } else { now };
-        s.append(0, &[Record { timestamp: Some(ts), ..Record::value(&value) }]).unwrap();
+        s.append(
+            0,
+            &[Record {
+                timestamp: Some(ts),
+                ..Record::value(&value)
+            }],
+        )
+        .unwrap();
     }
     let p = s.partition(0).unwrap();
     p.enforce_retention(now).unwrap();
     let oldest = p.oldest_offset().unwrap();
     assert!(oldest > 30 && oldest <= 50, "oldest {oldest}");
-    assert!(common::read_all(&p).iter().skip_while(|m| m.offset < 50).all(|m| m.timestamp == now));
+    assert!(
+        common::read_all(&p)
+            .iter()
+            .skip_while(|m| m.offset < 50)
+            .all(|m| m.timestamp == now)
+    );
     assert_eq!(p.offset_for_timestamp(now - hour).unwrap(), Some(50));
 }
 
 /// Writes `rounds` updates of 20 keys, and tombstones for k3 (old) and k4 (new).
-fn changelog(dir: &std::path::Path, rounds: usize) -> (Log, BTreeMap<String, (u64, Option<String>)>) {
+fn changelog(
+    dir: &std::path::Path,
+    rounds: usize,
+) -> (Log, BTreeMap<String, (u64, Option<String>)>) {
     let log = Log::open(dir).unwrap();
-    let config = StreamConfig { segment_bytes: 2048, delete_retention_ms: 60_000, durability: Durability::Os, ..StreamConfig::compacted(1) };
+    let config = StreamConfig {
+        segment_bytes: 2048,
+        delete_retention_ms: 60_000,
+        durability: Durability::Os,
+        ..StreamConfig::compacted(1)
+    };
     let s = log.create_stream("c", config).unwrap();
     let mut model = BTreeMap::new();
     for r in 0..rounds {
         for k in 0..20 {
             let key = format!("k{k}");
             let value = format!("v{r}-{k}");
-            let at = s.append(0, &[Record::keyed(key.as_bytes(), value.as_bytes())]).unwrap();
+            let at = s
+                .append(0, &[Record::keyed(key.as_bytes(), value.as_bytes())])
+                .unwrap();
             model.insert(key, (at.base_offset, Some(value)));
         }
     }
     for (key, ts) in [("k3", now_ms() - 120_000), ("k4", now_ms())] {
-        let at = s.append(0, &[Record { key: Some(key.as_bytes()), value: None, timestamp: Some(ts), headers: &[] }]).unwrap();
+        let at = s
+            .append(
+                0,
+                &[Record {
+                    key: Some(key.as_bytes()),
+                    value: None,
+                    timestamp: Some(ts),
+                    headers: &[],
+                }],
+            )
+            .unwrap();
         model.insert(key.to_owned(), (at.base_offset, None));
     }
     (log, model)
@@ -93,16 +158,29 @@ fn compaction_keeps_the_latest_value_per_key_at_its_offset() {
     let segments_before = p.segment_count().unwrap();
     let outcome = p.compact(now_ms(), true).unwrap();
     assert_eq!(outcome.records_before, 30 * 20 + 2);
-    assert_eq!(outcome.records_after, 20 - 1, "19 live keys; k3's old tombstone dropped, k4's kept");
+    assert_eq!(
+        outcome.records_after,
+        20 - 1,
+        "19 live keys; k3's old tombstone dropped, k4's kept"
+    );
     assert!(outcome.bytes_after < outcome.bytes_before / 10);
-    assert!(p.segment_count().unwrap() < segments_before, "small cleaned segments were merged");
+    assert!(
+        p.segment_count().unwrap() < segments_before,
+        "small cleaned segments were merged"
+    );
 
     let read = common::read_all(&p);
     let mut got = BTreeMap::new();
     for m in &read {
         let key = String::from_utf8(m.key.as_ref().unwrap().to_vec()).unwrap();
-        let value = m.value.as_ref().map(|v| String::from_utf8(v.to_vec()).unwrap());
-        assert!(got.insert(key, (m.offset, value)).is_none(), "a key appears twice after compaction");
+        let value = m
+            .value
+            .as_ref()
+            .map(|v| String::from_utf8(v.to_vec()).unwrap());
+        assert!(
+            got.insert(key, (m.offset, value)).is_none(),
+            "a key appears twice after compaction"
+        );
     }
     let mut expected = model.clone();
     expected.remove("k3");
@@ -110,7 +188,12 @@ fn compaction_keeps_the_latest_value_per_key_at_its_offset() {
     // Offsets only grow, and appends continue after the old end.
     let next = p.next_offset().unwrap();
     assert_eq!(next, 30 * 20 + 2);
-    assert_eq!(p.append(&[Record::keyed(b"k1", b"later")]).unwrap().base_offset, next);
+    assert_eq!(
+        p.append(&[Record::keyed(b"k1", b"later")])
+            .unwrap()
+            .base_offset,
+        next
+    );
     // Compaction survives a reopen.
     drop((log, p));
     let log = Log::open(dir.path()).unwrap();
@@ -134,7 +217,9 @@ fn reading_and_appending_during_compaction_stay_consistent() {
         let stream = stream.clone();
         std::thread::spawn(move || {
             for i in 0..500 {
-                stream.append(0, &[Record::keyed(b"live", format!("{i}").as_bytes())]).unwrap();
+                stream
+                    .append(0, &[Record::keyed(b"live", format!("{i}").as_bytes())])
+                    .unwrap();
             }
         })
     };
@@ -144,12 +229,22 @@ fn reading_and_appending_during_compaction_stay_consistent() {
     while reader.next_offset() < end {
         seen.extend(reader.poll(512).unwrap().messages().map(|m| m.unwrap()));
     }
-    assert!(seen.windows(2).all(|w| w[0].offset < w[1].offset), "offsets strictly increase");
-    let last_live = seen.iter().rev().find(|m| m.key.as_deref() == Some(&b"live"[..])).unwrap();
+    assert!(
+        seen.windows(2).all(|w| w[0].offset < w[1].offset),
+        "offsets strictly increase"
+    );
+    let last_live = seen
+        .iter()
+        .rev()
+        .find(|m| m.key.as_deref() == Some(&b"live"[..]))
+        .unwrap();
     assert_eq!(last_live.value.as_deref(), Some(&b"499"[..]));
     for (key, (offset, _)) in model.iter().filter(|(k, _)| *k != "k3") {
         // (k3's tombstone is past its delete retention: compaction drops it.)
-        assert!(seen.iter().any(|m| m.offset == *offset), "latest record of {key} at {offset} missed");
+        assert!(
+            seen.iter().any(|m| m.offset == *offset),
+            "latest record of {key} at {offset} missed"
+        );
     }
 }
 
@@ -158,10 +253,18 @@ fn compaction_and_keys_are_validated() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path()).unwrap();
     let c = log.create_stream("c", StreamConfig::compacted(1)).unwrap();
-    let err = c.append(0, &[Record::value(b"no key")]).unwrap_err().to_string();
+    let err = c
+        .append(0, &[Record::value(b"no key")])
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("every message needs a key"), "{err}");
     let d = log.create_stream("d", StreamConfig::new(1)).unwrap();
-    let err = d.partition(0).unwrap().compact(now_ms(), true).unwrap_err().to_string();
+    let err = d
+        .partition(0)
+        .unwrap()
+        .compact(now_ms(), true)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("not compacted"), "{err}");
 }
 
@@ -169,24 +272,37 @@ fn compaction_and_keys_are_validated() {
 fn background_maintenance_applies_retention_and_compaction() {
     let dir = tempfile::tempdir().unwrap();
     let log = Arc::new(Log::open(dir.path()).unwrap());
-    let config = StreamConfig { segment_bytes: 2048, retention_bytes: Some(4096), durability: Durability::IntervalMs(20), ..StreamConfig::new(1) };
+    let config = StreamConfig {
+        segment_bytes: 2048,
+        retention_bytes: Some(4096),
+        durability: Durability::IntervalMs(20),
+        ..StreamConfig::new(1)
+    };
     let s = log.create_stream("s", config).unwrap();
     let (_, _model) = {
         drop(changelog(dir.path(), 20).0);
         ((), ())
     };
     let c = log.stream("c").unwrap();
-    let options = MaintenanceOptions { tick: Duration::from_millis(10), retention_interval: Duration::from_millis(10), compaction_interval: Duration::from_millis(10) };
+    let options = MaintenanceOptions {
+        tick: Duration::from_millis(10),
+        retention_interval: Duration::from_millis(10),
+        compaction_interval: Duration::from_millis(10),
+    };
     let _maintenance = log.start_maintenance(options);
     for _ in 0..200 {
         s.append(0, &[Record::value(&[1u8; 100])]).unwrap();
     }
     // Seal the changelog's active segment so the background pass can clean it.
-    c.append(0, &[Record::keyed(&[b'x'; 100], &[0u8; 1900])]).unwrap();
+    c.append(0, &[Record::keyed(&[b'x'; 100], &[0u8; 1900])])
+        .unwrap();
     let (p, cp) = (s.partition(0).unwrap(), c.partition(0).unwrap());
     let deadline = Instant::now() + Duration::from_secs(30);
     while p.oldest_offset().unwrap() == 0 || common::read_all(&cp).len() > 40 {
-        assert!(Instant::now() < deadline, "background maintenance did not run");
+        assert!(
+            Instant::now() < deadline,
+            "background maintenance did not run"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(p.size_bytes().unwrap() < 4096 + 2048);

@@ -21,7 +21,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let [dir, stream, partition, writer, batches, batch_size] = args.as_slice() else {
         return Err("usage: gregor-log-stress <data-dir> <stream> <partition> <writer-id> <batches> <batch-size>".into());
     };
-    let (partition, batches, batch_size): (u32, u64, usize) = (partition.parse()?, batches.parse()?, batch_size.parse()?);
+    let (partition, batches, batch_size): (u32, u64, usize) =
+        (partition.parse()?, batches.parse()?, batch_size.parse()?);
     let log = Log::open(dir)?;
     let stream = log.stream(stream)?;
     let partition = stream.partition(partition)?;
@@ -34,7 +35,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             values.push(format!("{writer}:{seq}"));
             seq += 1;
         }
-        let records: Vec<Record<'_>> = values.iter().map(|v| Record::keyed(writer.as_bytes(), v.as_bytes())).collect();
+        let records: Vec<Record<'_>> = values
+            .iter()
+            .map(|v| Record::keyed(writer.as_bytes(), v.as_bytes()))
+            .collect();
         let at = partition.append(&records)?;
         writeln!(out, "ack {} {}", at.base_offset, at.last_offset)?;
         out.flush()?;

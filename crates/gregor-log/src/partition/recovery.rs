@@ -28,9 +28,15 @@ impl Partition {
         let Some(&last) = bases.last() else {
             return self.initialize_empty(initialized, &f);
         };
-        if initialized && self.head.boot_id_matches() && !self.head.seq_is_odd() && bases.binary_search(&f.active_base).is_ok() {
+        if initialized
+            && self.head.boot_id_matches()
+            && !self.head.seq_is_odd()
+            && bases.binary_search(&f.active_base).is_ok()
+        {
             let path = segment::log_path(&self.dir, f.active_base);
-            let len = std::fs::metadata(&path).context(|| format!("reading the size of {}", path.display()))?.len();
+            let len = std::fs::metadata(&path)
+                .context(|| format!("reading the size of {}", path.display()))?
+                .len();
             if !self.head.pending() && last == f.active_base && len == f.active_len {
                 return Ok(());
             }
@@ -45,7 +51,11 @@ impl Partition {
         // A new partition, or one whose files were all removed by hand: offsets
         // still only grow, so it restarts at the recorded end.
         let base = if initialized { old.next_offset } else { 0 };
-        let generation = if initialized { old.segments_gen.wrapping_add(1) } else { 1 };
+        let generation = if initialized {
+            old.segments_gen.wrapping_add(1)
+        } else {
+            1
+        };
         drop(self.open_active(base, generation, true)?);
         sync_dir(&self.dir)?;
         self.head.publish(&WriterFields {
@@ -73,7 +83,8 @@ impl Partition {
         let path = segment::log_path(&self.dir, f.active_base);
         let file = open_rw(&path)?;
         dropped += crate::fsutil::file_len(&file, &path)? - f.active_len;
-        file.set_len(f.active_len).context(|| format!("truncating {}", path.display()))?;
+        file.set_len(f.active_len)
+            .context(|| format!("truncating {}", path.display()))?;
         let index_path = segment::index_path(&self.dir, f.active_base);
         let index = open_rw(&index_path)?;
         let index_len = crate::fsutil::file_len(&index, &index_path)?;
@@ -85,26 +96,48 @@ impl Partition {
             crate::fsutil::read_exact_at(&index, &mut buf, 0, &index_path)?;
             let n = buf
                 .chunks_exact(INDEX_ENTRY_LEN)
-                .take_while(|c| u64::from(u32::from_le_bytes([c[4], c[5], c[6], c[7]])) <= f.index_last_pos)
+                .take_while(|c| {
+                    u64::from(u32::from_le_bytes([c[4], c[5], c[6], c[7]])) <= f.index_last_pos
+                })
                 .count();
             (n * INDEX_ENTRY_LEN) as u64
         };
-        index.set_len(keep).context(|| format!("truncating {}", index_path.display()))?;
+        index
+            .set_len(keep)
+            .context(|| format!("truncating {}", index_path.display()))?;
         f.segments_gen = f.segments_gen.wrapping_add(1);
         self.head.publish(&f);
         if dropped > 0 {
             tracing::warn!(file = %path.display(), position = f.active_len, bytes_dropped = dropped, "dropped an unpublished append of a writer that died");
-            *lock(&self.recovery) = RecoveryReport { bytes_dropped: dropped, truncated_file: Some(path), truncated_at: f.active_len };
+            *lock(&self.recovery) = RecoveryReport {
+                bytes_dropped: dropped,
+                truncated_file: Some(path),
+                truncated_at: f.active_len,
+            };
         }
         Ok(())
     }
 
-    fn full_recovery(&self, mut bases: Vec<u64>, initialized: bool, old: &WriterFields) -> Result<()> {
+    fn full_recovery(
+        &self,
+        mut bases: Vec<u64>,
+        initialized: bool,
+        old: &WriterFields,
+    ) -> Result<()> {
         // Scan from the segment holding the recovery point (the last segment
         // if the head is unknown). Earlier segments were fsynced when sealed.
         let (start, durable_pos) = if initialized {
-            let i = bases.partition_point(|&b| b <= old.recovery_base).saturating_sub(1);
-            (i, if bases[i] == old.recovery_base { old.recovery_pos } else { 0 })
+            let i = bases
+                .partition_point(|&b| b <= old.recovery_base)
+                .saturating_sub(1);
+            (
+                i,
+                if bases[i] == old.recovery_base {
+                    old.recovery_pos
+                } else {
+                    0
+                },
+            )
         } else {
             (bases.len() - 1, 0)
         };
@@ -123,7 +156,10 @@ impl Partition {
             let fault = loop {
                 match scan.next_batch_or_fault(true)? {
                     Ok(Some((pos, header, _))) if header.base_offset < expected => {
-                        let why = format!("batch offset {} goes backwards (expected at least {expected})", header.base_offset);
+                        let why = format!(
+                            "batch offset {} goes backwards (expected at least {expected})",
+                            header.base_offset
+                        );
                         break Some((pos, FormatError::Invalid(why)));
                     }
                     Ok(Some((pos, header, _))) => {
@@ -138,13 +174,22 @@ impl Partition {
             let faulted = fault.is_some();
             if let Some((position, error)) = fault {
                 if i == start && position < durable_pos {
-                    return Err(LogError::Corrupt { file: path, position, reason: format!("{error} in data that was already synced to disk") });
-                }
-                if let Some((file_with_data, at)) = self.valid_data_after(&file, &path, position, len, &bases[i + 1..])? {
                     return Err(LogError::Corrupt {
                         file: path,
                         position,
-                        reason: format!("{error}, followed by intact data in {} at byte {at}: this is damage inside the log, not a torn tail, so nothing was truncated", file_with_data.display()),
+                        reason: format!("{error} in data that was already synced to disk"),
+                    });
+                }
+                if let Some((file_with_data, at)) =
+                    self.valid_data_after(&file, &path, position, len, &bases[i + 1..])?
+                {
+                    return Err(LogError::Corrupt {
+                        file: path,
+                        position,
+                        reason: format!(
+                            "{error}, followed by intact data in {} at byte {at}: this is damage inside the log, not a torn tail, so nothing was truncated",
+                            file_with_data.display()
+                        ),
                     });
                 }
                 let mut dropped = len - position;
@@ -152,15 +197,28 @@ impl Partition {
                     dropped += self.remove_segment_files(later)?;
                 }
                 bases.truncate(i + 1);
-                file.set_len(position).context(|| format!("truncating {}", path.display()))?;
+                file.set_len(position)
+                    .context(|| format!("truncating {}", path.display()))?;
                 tracing::warn!(file = %path.display(), position, bytes_dropped = dropped, "recovered a torn or corrupt tail: {error}");
-                report = RecoveryReport { bytes_dropped: dropped, truncated_file: Some(path.clone()), truncated_at: position };
+                report = RecoveryReport {
+                    bytes_dropped: dropped,
+                    truncated_file: Some(path.clone()),
+                    truncated_at: position,
+                };
             }
             if faulted || is_last {
-                let (last_index, max_ts) = segment::rebuild_index(&self.dir, base, &file, &path, valid_end, self.config.index_interval_bytes)?;
+                let (last_index, max_ts) = segment::rebuild_index(
+                    &self.dir,
+                    base,
+                    &file,
+                    &path,
+                    valid_end,
+                    self.config.index_interval_bytes,
+                )?;
                 (active_len, active_max_ts, index_last_pos) = (valid_end, max_ts, last_index);
             }
-            file.sync_data().context(|| format!("syncing {}", path.display()))?;
+            file.sync_data()
+                .context(|| format!("syncing {}", path.display()))?;
             i += 1;
         }
         sync_dir(&self.dir)?;
@@ -170,7 +228,11 @@ impl Partition {
             active_base,
             active_len,
             log_start: bases[0],
-            segments_gen: if initialized { old.segments_gen.wrapping_add(1) } else { 1 },
+            segments_gen: if initialized {
+                old.segments_gen.wrapping_add(1)
+            } else {
+                1
+            },
             recovery_base: active_base,
             recovery_pos: active_len,
             active_max_ts,
@@ -187,13 +249,21 @@ impl Partition {
     /// Looks for an intact batch after a fault at `position` (in this segment
     /// from the next byte on, and in every later segment). A crash can only
     /// tear the end of the log, so intact data after a fault means damage.
-    fn valid_data_after(&self, file: &std::fs::File, path: &std::path::Path, position: u64, len: u64, later: &[u64]) -> Result<Option<(std::path::PathBuf, u64)>> {
+    fn valid_data_after(
+        &self,
+        file: &std::fs::File,
+        path: &std::path::Path,
+        position: u64,
+        len: u64,
+        later: &[u64],
+    ) -> Result<Option<(std::path::PathBuf, u64)>> {
         if let Some(at) = find_intact_batch(file, path, position + 1, len)? {
             return Ok(Some((path.to_owned(), at)));
         }
         for &base in later {
             let later_path = segment::log_path(&self.dir, base);
-            let later_file = std::fs::File::open(&later_path).context(|| format!("opening {}", later_path.display()))?;
+            let later_file = std::fs::File::open(&later_path)
+                .context(|| format!("opening {}", later_path.display()))?;
             let later_len = crate::fsutil::file_len(&later_file, &later_path)?;
             if let Some(at) = find_intact_batch(&later_file, &later_path, 0, later_len)? {
                 return Ok(Some((later_path, at)));
@@ -218,7 +288,12 @@ impl Partition {
 }
 
 /// The position of the first CRC-valid batch starting at or after `from`.
-fn find_intact_batch(file: &std::fs::File, path: &std::path::Path, from: u64, len: u64) -> Result<Option<u64>> {
+fn find_intact_batch(
+    file: &std::fs::File,
+    path: &std::path::Path,
+    from: u64,
+    len: u64,
+) -> Result<Option<u64>> {
     const WINDOW: u64 = 8 << 20;
     let mut start = from;
     while start + (crate::batch::HEADER_LEN as u64) <= len {
@@ -226,9 +301,13 @@ fn find_intact_batch(file: &std::fs::File, path: &std::path::Path, from: u64, le
         let mut buf = vec![0u8; window_len as usize];
         crate::fsutil::read_exact_at(file, &mut buf, start, path)?;
         for at in 0..buf.len() {
-            let Ok(total) = crate::batch::BatchHeader::total_len_from_prefix(&buf[at..]) else { continue };
+            let Ok(total) = crate::batch::BatchHeader::total_len_from_prefix(&buf[at..]) else {
+                continue;
+            };
             let candidate = start + at as u64;
-            if candidate + total as u64 > len || crate::batch::BatchHeader::parse(&buf[at..]).is_err() {
+            if candidate + total as u64 > len
+                || crate::batch::BatchHeader::parse(&buf[at..]).is_err()
+            {
                 continue;
             }
             let mut batch = vec![0u8; total];
@@ -237,7 +316,9 @@ fn find_intact_batch(file: &std::fs::File, path: &std::path::Path, from: u64, le
                 return Ok(Some(candidate));
             }
         }
-        start += window_len.saturating_sub(crate::batch::HEADER_LEN as u64).max(1);
+        start += window_len
+            .saturating_sub(crate::batch::HEADER_LEN as u64)
+            .max(1);
     }
     Ok(None)
 }

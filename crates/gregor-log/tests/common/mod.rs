@@ -17,7 +17,11 @@ pub fn read_from(partition: &Arc<Partition>, offset: u64) -> Vec<Message> {
     let mut out = Vec::new();
     while reader.next_offset() < end {
         let fetch = reader.poll(64 * 1024).unwrap();
-        assert!(!fetch.is_empty() || reader.next_offset() >= end, "empty fetch before the end at {}", reader.next_offset());
+        assert!(
+            !fetch.is_empty() || reader.next_offset() >= end,
+            "empty fetch before the end at {}",
+            reader.next_offset()
+        );
         for m in fetch.messages() {
             out.push(m.unwrap());
         }
