@@ -14,13 +14,7 @@ use std::process::ExitCode;
 #[command(name = "gregor", version, about, propagate_version = true)]
 struct Cli {
     /// Data directory of the embedded log.
-    #[arg(
-        long,
-        global = true,
-        env = "GREGOR_DATA_DIR",
-        default_value = "./gregor-data",
-        value_name = "DIR"
-    )]
+    #[arg(long, global = true, env = "GREGOR_DATA_DIR", default_value = "./gregor-data", value_name = "DIR")]
     data_dir: PathBuf,
     #[command(subcommand)]
     command: Command,
@@ -39,11 +33,7 @@ fn main() -> ExitCode {
         Err(e) if e.use_stderr() => {
             // One line: clap's first line names the problem; usage stays in --help.
             let text = e.render().to_string();
-            let line = text
-                .lines()
-                .next()
-                .unwrap_or("invalid arguments")
-                .trim_start_matches("error: ");
+            let line = text.lines().next().unwrap_or("invalid arguments").trim_start_matches("error: ");
             eprintln!("gregor: error: {line} (see gregor --help)");
             return ExitCode::from(2);
         }
@@ -54,9 +44,7 @@ fn main() -> ExitCode {
     };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .with_target(false)
         .compact()
         .init();
@@ -75,8 +63,5 @@ fn main() -> ExitCode {
 
 /// `gregor stream consume | head` closes our stdout early; that is not an error.
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        c.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-    })
+    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
 }

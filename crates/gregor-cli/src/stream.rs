@@ -7,9 +7,10 @@
 use anyhow::{Context, Result, bail};
 use base64::Engine;
 use clap::{Subcommand, ValueEnum};
-use gregor_log::{
-    CleanupPolicy, Durability, Log, Message, PartitionReader, Record, Stream, StreamConfig,
-};
+use gregor_api::system::SystemFactory;
+use gregor_api::{SystemStream, SystemStreamPartition};
+use gregor_log::system::LogSystemFactory;
+use gregor_log::{CleanupPolicy, Durability, Log, Message, PartitionReader, Stream, StreamConfig};
 use std::io::{BufRead, Write};
 use std::path::Path;
 use std::sync::Arc;
@@ -110,9 +111,10 @@ fn parse_start(s: &str) -> Result<Start, String> {
     match s {
         "oldest" => Ok(Start::Oldest),
         "newest" => Ok(Start::Newest),
-        _ => s.parse().map(Start::Offset).map_err(|_| {
-            format!("'{s}' is not 'oldest', 'newest' or an offset (a non-negative integer)")
-        }),
+        _ => s
+            .parse()
+            .map(Start::Offset)
+            .map_err(|_| format!("'{s}' is not 'oldest', 'newest' or an offset (a non-negative integer)")),
     }
 }
 
@@ -138,20 +140,13 @@ pub fn run(data_dir: &Path, command: StreamCommand) -> Result<()> {
             durability,
             segment_bytes,
         } => {
-            let mut config = if compact {
-                StreamConfig::compacted(partitions)
-            } else {
-                StreamConfig::new(partitions)
-            };
+            let mut config = if compact { StreamConfig::compacted(partitions) } else { StreamConfig::new(partitions) };
             config.retention_bytes = retention_bytes;
             config.retention_ms = retention_ms;
             config.durability = durability.unwrap_or(config.durability);
             config.segment_bytes = segment_bytes.unwrap_or(config.segment_bytes);
             Log::open(data_dir)?.create_stream(&stream, config)?;
-            println!(
-                "created stream {stream} with {partitions} partition{}",
-                if partitions == 1 { "" } else { "s" }
-            );
+            println!("created stream {stream} with {partitions} partition{}", if partitions == 1 { "" } else { "s" });
             Ok(())
         }
         StreamCommand::List => {
@@ -162,36 +157,17 @@ pub fn run(data_dir: &Path, command: StreamCommand) -> Result<()> {
             Ok(())
         }
         StreamCommand::Describe { stream } => describe(&*open_existing(data_dir)?.stream(&stream)?),
-        StreamCommand::Produce {
-            stream,
-            key_separator,
-            partition,
-        } => {
-            let log = open_existing(data_dir)?;
-            let stream = log.stream(&stream)?;
-            crate::stream::produce(
-                &stream,
-                key_separator.as_deref(),
-                partition,
-                std::io::stdin().lock(),
-            )
+        StreamCommand::Produce { stream, key_separator, partition } => {
+            produce(open_existing(data_dir)?, &stream, key_separator.as_deref(), partition, std::io::stdin().lock())
         }
-        StreamCommand::Consume {
-            stream,
-            partition,
-            from,
-            until_end,
-            format,
-        } => {
+        StreamCommand::Consume { stream, partition, from, until_end, format } => {
             let log = open_existing(data_dir)?;
             consume(&log.stream(&stream)?, partition, from, until_end, format)
         }
         StreamCommand::Compact { stream } => {
             let log = open_existing(data_dir)?;
             let stream = log.stream(&stream)?;
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)?
-                .as_millis() as i64;
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
             for p in 0..stream.partition_count() {
                 let o = stream.partition(p)?.compact(now, true)?;
                 println!(
@@ -211,8 +187,7 @@ pub fn run(data_dir: &Path, command: StreamCommand) -> Result<()> {
 
 fn describe(stream: &Stream) -> Result<()> {
     let c = stream.config();
-    let limit =
-        |v: Option<u64>, unit: &str| v.map_or("unlimited".to_owned(), |v| format!("{v} {unit}"));
+    let limit = |v: Option<u64>, unit: &str| v.map_or("unlimited".to_owned(), |v| format!("{v} {unit}"));
     let mut out = std::io::stdout().lock();
     writeln!(out, "stream:         {}", stream.name())?;
     writeln!(out, "partitions:     {}", c.partitions)?;
@@ -237,11 +212,7 @@ fn describe(stream: &Stream) -> Result<()> {
     for p in 0..c.partitions {
         let part = stream.partition(p)?;
         let (oldest, next) = (part.oldest_offset()?, part.next_offset()?);
-        let newest = if next > oldest {
-            (next - 1).to_string()
-        } else {
-            "-".to_owned()
-        };
+        let newest = if next > oldest { (next - 1).to_string() } else { "-".to_owned() };
         writeln!(
             out,
             "{p:>9} {oldest:>12} {newest:>12} {next:>12} {:>14} {:>8}",
@@ -252,69 +223,30 @@ fn describe(stream: &Stream) -> Result<()> {
     Ok(())
 }
 
-/// A byte range in a `Pending` buffer.
-type Span = (usize, usize);
-
-/// Lines waiting to be appended to one partition, as ranges into one buffer.
-#[derive(Default)]
-struct Pending {
-    bytes: Vec<u8>,
-    /// (key range, value range) per message.
-    messages: Vec<(Option<Span>, Span)>,
-}
-
-impl Pending {
-    const MAX_BYTES: usize = 1 << 20;
-    const MAX_MESSAGES: usize = 5000;
-
-    fn is_full(&self) -> bool {
-        self.bytes.len() >= Self::MAX_BYTES || self.messages.len() >= Self::MAX_MESSAGES
-    }
-
-    fn flush(&mut self, stream: &Stream, partition: u32) -> Result<()> {
-        if self.messages.is_empty() {
-            return Ok(());
-        }
-        let b = &self.bytes;
-        let records: Vec<Record<'_>> = self
-            .messages
-            .iter()
-            .map(|(k, (vs, ve))| Record {
-                key: k.map(|(ks, ke)| &b[ks..ke]),
-                ..Record::value(&b[*vs..*ve])
-            })
-            .collect();
-        stream.append(partition, &records)?;
-        self.bytes.clear();
-        self.messages.clear();
-        Ok(())
-    }
-}
-
 pub(crate) fn produce(
-    stream: &Arc<Stream>,
+    log: Log,
+    stream: &str,
     key_separator: Option<&str>,
     partition: Option<u32>,
     mut input: impl BufRead,
 ) -> Result<()> {
-    let partitions = stream.partition_count();
+    let log = Arc::new(log);
+    let partitions = log.stream(stream)?.partition_count();
     if let Some(p) = partition {
-        stream.partition(p)?; // a clear error for a bad partition before reading input
+        log.stream(stream)?.partition(p)?; // a clear error for a bad partition before reading input
     }
     if key_separator == Some("") {
         bail!("--key-separator must not be empty");
     }
-    let mut pending: Vec<Pending> = (0..partitions).map(|_| Pending::default()).collect();
+    let mut producer = LogSystemFactory::from_log(log).producer()?;
+    let ssps: Vec<SystemStreamPartition> =
+        (0..partitions).map(|p| SystemStream::new("log", stream).partition(p)).collect();
     let mut line = Vec::new();
     let mut next_round_robin = 0u32;
     let mut line_number = 0u64;
     loop {
         line.clear();
-        if input
-            .read_until(b'\n', &mut line)
-            .context("reading standard input")?
-            == 0
-        {
+        if input.read_until(b'\n', &mut line).context("reading standard input")? == 0 {
             break;
         }
         line_number += 1;
@@ -329,7 +261,7 @@ pub(crate) fn produce(
             Some(sep) => match find(&line, sep.as_bytes()) {
                 Some(at) => (Some(&line[..at]), &line[at + sep.len()..]),
                 None => {
-                    flush_all(&mut pending, stream)?;
+                    producer.flush()?;
                     bail!(
                         "line {line_number} has no key separator {sep:?} (the {} lines before it were produced)",
                         line_number - 1
@@ -345,44 +277,25 @@ pub(crate) fn produce(
                 next_round_robin
             }
         };
-        let buf = &mut pending[p as usize];
-        let key_range = key.map(|k| {
-            buf.bytes.extend_from_slice(k);
-            (buf.bytes.len() - k.len(), buf.bytes.len())
-        });
-        buf.bytes.extend_from_slice(value);
-        buf.messages
-            .push((key_range, (buf.bytes.len() - value.len(), buf.bytes.len())));
-        if buf.is_full() {
-            buf.flush(stream, p)?;
-        }
+        producer.send(&ssps[p as usize], key, Some(value), now_ms())?;
         // Nothing more buffered: the next read may wait for a person typing,
         // so make what we have visible now.
         if input.fill_buf().map(|b| b.is_empty()).unwrap_or(true) {
-            flush_all(&mut pending, stream)?;
+            producer.flush()?;
         }
     }
-    flush_all(&mut pending, stream)
+    Ok(producer.flush()?)
 }
 
-fn flush_all(pending: &mut [Pending], stream: &Stream) -> Result<()> {
-    for (p, buf) in pending.iter_mut().enumerate() {
-        buf.flush(stream, p as u32)?;
-    }
-    Ok(())
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-fn consume(
-    stream: &Arc<Stream>,
-    partition: Option<u32>,
-    from: Start,
-    until_end: bool,
-    format: Format,
-) -> Result<()> {
+fn consume(stream: &Arc<Stream>, partition: Option<u32>, from: Start, until_end: bool, format: Format) -> Result<()> {
     let partitions: Vec<u32> = match partition {
         Some(p) => vec![p],
         None => (0..stream.partition_count()).collect(),
@@ -442,12 +355,7 @@ fn consume(
     Ok(())
 }
 
-fn write_message(
-    out: &mut impl Write,
-    partition: u32,
-    m: &Message,
-    format: Format,
-) -> std::io::Result<()> {
+fn write_message(out: &mut impl Write, partition: u32, m: &Message, format: Format) -> std::io::Result<()> {
     match format {
         Format::Text => {
             if let Some(k) = &m.key {
@@ -461,12 +369,7 @@ fn write_message(
             let headers: serde_json::Map<String, serde_json::Value> = m
                 .headers
                 .iter()
-                .map(|(n, v)| {
-                    (
-                        n.clone(),
-                        v.as_deref().map_or(serde_json::Value::Null, json_bytes),
-                    )
-                })
+                .map(|(n, v)| (n.clone(), v.as_deref().map_or(serde_json::Value::Null, json_bytes)))
                 .collect();
             let value = serde_json::json!({
                 "partition": partition,

@@ -23,29 +23,17 @@ struct Case {
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    let (max_messages, budget) = if quick {
-        (200_000u64, Duration::from_secs(1))
-    } else {
-        (4_000_000u64, Duration::from_secs(4))
-    };
+    let (max_messages, budget) =
+        if quick { (200_000u64, Duration::from_secs(1)) } else { (4_000_000u64, Duration::from_secs(4)) };
     let base = std::env::var_os("GREGOR_BENCH_DIR").map_or_else(std::env::temp_dir, Into::into);
-    println!(
-        "gregor-log: {VALUE_LEN}-byte values, {PARTITIONS} partitions, one appending thread, one reading thread"
-    );
-    println!(
-        "data in {}; each case stops at {max_messages} messages or {budget:?} of appending",
-        base.display()
-    );
+    println!("gregor-log: {VALUE_LEN}-byte values, {PARTITIONS} partitions, one appending thread, one reading thread");
+    println!("data in {}; each case stops at {max_messages} messages or {budget:?} of appending", base.display());
     println!();
     println!(
         "{:<11} {:>6} {:>10} {:>14} {:>11} {:>14} {:>11}",
         "durability", "batch", "messages", "append msg/s", "append MB/s", "read msg/s", "read MB/s"
     );
-    for durability in [
-        Durability::Always,
-        Durability::IntervalMs(1000),
-        Durability::Os,
-    ] {
+    for durability in [Durability::Always, Durability::IntervalMs(1000), Durability::Os] {
         for batch in [1usize, 100, 1000] {
             run(&base, &Case { durability, batch }, max_messages, budget);
         }
@@ -66,23 +54,12 @@ fn run(base: &std::path::Path, case: &Case, max_messages: u64, budget: Duration)
     let dir = tempfile::tempdir_in(base).expect("bench directory");
     let log = Log::open(dir.path()).expect("open log");
     let stream = log
-        .create_stream(
-            "bench",
-            StreamConfig {
-                durability: case.durability,
-                ..StreamConfig::new(PARTITIONS)
-            },
-        )
+        .create_stream("bench", StreamConfig { durability: case.durability, ..StreamConfig::new(PARTITIONS) })
         .expect("create");
-    let partitions: Vec<_> = (0..PARTITIONS)
-        .map(|p| stream.partition(p).expect("partition"))
-        .collect();
+    let partitions: Vec<_> = (0..PARTITIONS).map(|p| stream.partition(p).expect("partition")).collect();
     let value = [b'x'; VALUE_LEN];
     let records = vec![Record::value(&value); case.batch];
-    let bar = progress(
-        max_messages,
-        format!("append {} x{}", case.durability, case.batch),
-    );
+    let bar = progress(max_messages, format!("append {} x{}", case.durability, case.batch));
 
     let start = Instant::now();
     let mut written = 0u64;

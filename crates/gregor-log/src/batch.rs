@@ -105,9 +105,7 @@ impl BatchHeader {
         }
         let batch_len = u32_at(prefix, 8) as usize;
         if batch_len < HEADER_LEN - PREFIX_LEN {
-            return Err(invalid(format!(
-                "batch length {batch_len} is shorter than a batch header"
-            )));
+            return Err(invalid(format!("batch length {batch_len} is shorter than a batch header")));
         }
         Ok(PREFIX_LEN + batch_len)
     }
@@ -116,15 +114,10 @@ impl BatchHeader {
     pub fn parse(buf: &[u8]) -> Result<BatchHeader, FormatError> {
         let total_len = Self::total_len_from_prefix(buf)?;
         if buf.len() < HEADER_LEN {
-            return Err(FormatError::Incomplete {
-                needed: HEADER_LEN.max(total_len),
-            });
+            return Err(FormatError::Incomplete { needed: HEADER_LEN.max(total_len) });
         }
         if buf[12] != MAGIC {
-            return Err(invalid(format!(
-                "unknown batch format version {} (expected {MAGIC})",
-                buf[12]
-            )));
+            return Err(invalid(format!("unknown batch format version {} (expected {MAGIC})", buf[12])));
         }
         let header = BatchHeader {
             base_offset: u64_at(buf, 0),
@@ -141,11 +134,7 @@ impl BatchHeader {
         if header.record_count as usize > total_len - HEADER_LEN {
             return Err(invalid("record count larger than the batch can hold"));
         }
-        if header
-            .base_offset
-            .checked_add(u64::from(header.last_offset_delta))
-            .is_none()
-        {
+        if header.base_offset.checked_add(u64::from(header.last_offset_delta)).is_none() {
             return Err(invalid("batch offsets overflow"));
         }
         Ok(header)
@@ -155,16 +144,11 @@ impl BatchHeader {
     pub fn parse_verified(buf: &[u8]) -> Result<BatchHeader, FormatError> {
         let header = Self::parse(buf)?;
         if buf.len() < header.total_len {
-            return Err(FormatError::Incomplete {
-                needed: header.total_len,
-            });
+            return Err(FormatError::Incomplete { needed: header.total_len });
         }
         let computed = crc_of(&buf[..header.total_len]);
         if computed != header.crc {
-            return Err(invalid(format!(
-                "CRC mismatch (stored {:#010x}, computed {computed:#010x})",
-                header.crc
-            )));
+            return Err(invalid(format!("CRC mismatch (stored {:#010x}, computed {computed:#010x})", header.crc)));
         }
         Ok(header)
     }
@@ -251,18 +235,8 @@ impl BatchEncoder {
         }
     }
 
-    fn body_prefix_len(
-        &self,
-        timestamp: i64,
-        offset_delta: u32,
-        key: Option<&[u8]>,
-        value: Option<&[u8]>,
-    ) -> usize {
-        let first = if self.count == 0 {
-            timestamp
-        } else {
-            self.first_timestamp
-        };
+    fn body_prefix_len(&self, timestamp: i64, offset_delta: u32, key: Option<&[u8]>, value: Option<&[u8]>) -> usize {
+        let first = if self.count == 0 { timestamp } else { self.first_timestamp };
         let opt_len = |b: Option<&[u8]>| b.map_or(1, |b| varint::len_i64(b.len() as i64) + b.len());
         varint::len_i64(timestamp.wrapping_sub(first))
             + varint::len_u64(u64::from(offset_delta))
@@ -275,12 +249,7 @@ impl BatchEncoder {
         let headers_len: usize = record
             .headers
             .iter()
-            .map(|(n, v)| {
-                varint::len_u64(n.len() as u64)
-                    + n.len()
-                    + varint::len_i64(v.len() as i64)
-                    + v.len()
-            })
+            .map(|(n, v)| varint::len_u64(n.len() as u64) + n.len() + varint::len_i64(v.len() as i64) + v.len())
             .sum();
         let body_len = self.body_prefix_len(timestamp, offset_delta, record.key, record.value)
             + varint::len_u64(record.headers.len() as u64)
@@ -299,10 +268,9 @@ impl BatchEncoder {
     /// Appends a record read from another batch, copying its encoded headers
     /// verbatim (used by compaction, which must preserve records exactly).
     pub fn push_decoded(&mut self, offset_delta: u32, record: &RecordRef<'_>) {
-        let body_len =
-            self.body_prefix_len(record.timestamp, offset_delta, record.key, record.value)
-                + varint::len_u64(u64::from(record.header_count))
-                + record.raw_headers.len();
+        let body_len = self.body_prefix_len(record.timestamp, offset_delta, record.key, record.value)
+            + varint::len_u64(u64::from(record.header_count))
+            + record.raw_headers.len();
         self.begin_record(record.timestamp, offset_delta, body_len);
         self.put_bytes(record.key);
         self.put_bytes(record.value);
@@ -386,13 +354,7 @@ pub struct RecordIter<'a> {
 impl<'a> RecordIter<'a> {
     /// Records of `batch`, whose header is `header`.
     pub fn new(header: BatchHeader, batch: &'a [u8]) -> Self {
-        RecordIter {
-            header,
-            buf: &batch[..header.total_len],
-            pos: HEADER_LEN,
-            index: 0,
-            previous_delta: None,
-        }
+        RecordIter { header, buf: &batch[..header.total_len], pos: HEADER_LEN, index: 0, previous_delta: None }
     }
 
     fn decode_next(&mut self) -> Result<RecordRef<'a>, FormatError> {
@@ -406,18 +368,15 @@ impl<'a> RecordIter<'a> {
         let body = &self.buf[..end];
         let mut pos = self.pos;
         let ts_delta = varint::get_i64(body, &mut pos).ok_or_else(|| bad("timestamp"))?;
-        let delta = varint::get_u64(body, &mut pos)
-            .and_then(|d| u32::try_from(d).ok())
-            .ok_or_else(|| bad("offset delta"))?;
-        if self.previous_delta.is_some_and(|p| delta <= p) || delta > self.header.last_offset_delta
-        {
+        let delta =
+            varint::get_u64(body, &mut pos).and_then(|d| u32::try_from(d).ok()).ok_or_else(|| bad("offset delta"))?;
+        if self.previous_delta.is_some_and(|p| delta <= p) || delta > self.header.last_offset_delta {
             return Err(bad("offset delta out of order"));
         }
         let key = read_opt_bytes(body, &mut pos).ok_or_else(|| bad("key"))?;
         let value = read_opt_bytes(body, &mut pos).ok_or_else(|| bad("value"))?;
-        let header_count = varint::get_u64(body, &mut pos)
-            .and_then(|c| u32::try_from(c).ok())
-            .ok_or_else(|| bad("header count"))?;
+        let header_count =
+            varint::get_u64(body, &mut pos).and_then(|c| u32::try_from(c).ok()).ok_or_else(|| bad("header count"))?;
         let headers_start = pos;
         for _ in 0..header_count {
             read_header(body, &mut pos).ok_or_else(|| bad("header"))?;

@@ -14,7 +14,7 @@
 use crate::batch::{BatchEncoder, RecordIter, seal};
 use crate::config::CleanupPolicy;
 use crate::error::{IoContext, LogError, Result};
-use crate::fsutil::{FileLock, sync_dir};
+use crate::fsutil::sync_dir;
 use crate::partition::Partition;
 use crate::segment::{self, BatchScanner, Segment};
 use std::collections::HashMap;
@@ -52,23 +52,20 @@ impl Partition {
                 self.stream
             )));
         }
-        let _maintenance = FileLock::exclusive(&self.maint_lock, &self.maint_path)?;
+        let _maintenance = self.maintenance.lock()?;
         self.remove_leftovers()?;
+        self.remove_merged_originals()?;
         if seal_active {
             self.roll_now()?;
         }
         let snap = self.snapshot()?;
         let set = self.segment_set(snap.segments_gen)?;
-        let sealed: Vec<Arc<Segment>> = set
-            .list
-            .iter()
-            .filter(|s| s.base < snap.active_base)
-            .cloned()
-            .collect();
+        let sealed: Vec<Arc<Segment>> = set.list.iter().filter(|s| s.base < snap.active_base).cloned().collect();
         let mut outcome = CompactionOutcome::default();
         if sealed.is_empty() {
             return Ok(outcome);
         }
+        let limit = self.compaction_limit()?;
         let mut latest: HashMap<u128, u64> = HashMap::new();
         for seg in &set.list {
             let end = self.readable_end(seg, &snap)?;
@@ -76,14 +73,16 @@ impl Partition {
             while let Some((pos, header, bytes)) = scan.next_batch(true)? {
                 for record in RecordIter::new(header, bytes) {
                     let record = record.map_err(|e| corrupt(seg, pos, e))?;
+                    if record.offset >= limit {
+                        break;
+                    }
                     latest.insert(xxh3_128(record.key.unwrap_or_default()), record.offset);
                 }
             }
         }
         let mut sizes = Vec::with_capacity(sealed.len());
         for seg in &sealed {
-            let (before, after, bytes_before, bytes_after) =
-                self.clean_segment(seg, &latest, now_ms)?;
+            let (before, after, bytes_before, bytes_after) = self.clean_segment(seg, &latest, limit, now_ms)?;
             outcome.records_before += before;
             outcome.records_after += after;
             outcome.bytes_before += bytes_before;
@@ -100,12 +99,55 @@ impl Partition {
         Ok(outcome)
     }
 
+    /// The offset from which compaction must leave records alone: `u64::MAX`
+    /// for ordinary compacted streams; for streams created with
+    /// `compaction_bounded` (store changelogs), the last offset given to
+    /// [`Partition::set_compaction_limit`], or 0 if none was given yet.
+    fn compaction_limit(&self) -> Result<u64> {
+        if !self.config.compaction_bounded {
+            return Ok(u64::MAX);
+        }
+        let path = self.dir.join(LIMIT_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => text.trim().parse().map_err(|_| LogError::Corrupt {
+                file: path.clone(),
+                position: 0,
+                reason: format!("'{}' is not an offset", text.trim()),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(e).context(|| format!("reading {}", path.display())),
+        }
+    }
+
+    /// Lets compaction use and drop records below `offset` only, so that
+    /// replaying the partition up to any offset at or above it gives the same
+    /// latest values as before compaction. A store changelog sets this to the
+    /// changelog offset of its last checkpoint. Only for streams created with
+    /// `compaction_bounded`; the limit never moves backwards.
+    pub fn set_compaction_limit(&self, offset: u64) -> Result<()> {
+        if !self.config.compaction_bounded {
+            return Err(LogError::InvalidConfig(format!(
+                "stream '{}' was not created with compaction_bounded",
+                self.stream
+            )));
+        }
+        let _maintenance = self.maintenance.lock()?;
+        if self.compaction_limit()? >= offset {
+            return Ok(());
+        }
+        let path = self.dir.join(LIMIT_FILE);
+        let tmp = self.dir.join(format!("{LIMIT_FILE}.tmp"));
+        std::fs::write(&tmp, offset.to_string()).context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &path).context(|| format!("renaming {}", tmp.display()))
+    }
+
     /// Rewrites one sealed segment without superseded records and expired
     /// tombstones. Returns (records before, after, bytes before, after).
     fn clean_segment(
         &self,
         seg: &Segment,
         latest: &HashMap<u128, u64>,
+        limit: u64,
         now_ms: i64,
     ) -> Result<(u64, u64, u64, u64)> {
         let end = seg.len()?;
@@ -121,12 +163,10 @@ impl Partition {
             for record in RecordIter::new(header, bytes) {
                 let record = record.map_err(|e| corrupt(seg, pos, e))?;
                 before += 1;
-                let newest =
-                    latest.get(&xxh3_128(record.key.unwrap_or_default())) == Some(&record.offset);
+                let newest = latest.get(&xxh3_128(record.key.unwrap_or_default())) == Some(&record.offset);
                 let expired_tombstone = record.value.is_none()
-                    && now_ms.saturating_sub(record.timestamp)
-                        >= self.config.delete_retention_ms as i64;
-                if newest && !expired_tombstone {
+                    && now_ms.saturating_sub(record.timestamp) >= self.config.delete_retention_ms as i64;
+                if record.offset >= limit || (newest && !expired_tombstone) {
                     let base = *base.get_or_insert(record.offset);
                     encoder.push_decoded((record.offset - base) as u32, &record);
                     after += 1;
@@ -135,40 +175,23 @@ impl Partition {
             if let Some(base) = base {
                 let batch = encoder.finish();
                 seal(batch, base);
-                out.write_all_at(batch, out_len)
-                    .context(|| format!("writing {}", out_path.display()))?;
+                out.write_all_at(batch, out_len).context(|| format!("writing {}", out_path.display()))?;
                 out_len += batch.len() as u64;
             }
         }
         if after == before {
             drop(out);
-            std::fs::remove_file(&out_path)
-                .context(|| format!("removing {}", out_path.display()))?;
+            std::fs::remove_file(&out_path).context(|| format!("removing {}", out_path.display()))?;
             return Ok((before, after, end, end));
         }
-        out.sync_all()
-            .context(|| format!("syncing {}", out_path.display()))?;
-        segment::rebuild_index(
-            &self.dir,
-            seg.base,
-            &out,
-            &out_path,
-            out_len,
-            self.config.index_interval_bytes,
-        )?;
-        let path = segment::log_path(&self.dir, seg.base);
-        std::fs::rename(&out_path, &path).context(|| format!("replacing {}", path.display()))?;
+        out.sync_all().context(|| format!("syncing {}", out_path.display()))?;
+        self.install(seg.base, &out, &out_path, out_len)?;
         Ok((before, after, end, out_len))
     }
 
     /// Concatenates runs of consecutive sealed segments that together fit in
     /// one segment. Returns how many segment files were merged away.
-    fn merge_small(
-        &self,
-        sealed: &[Arc<Segment>],
-        sizes: &[u64],
-        active_base: u64,
-    ) -> Result<usize> {
+    fn merge_small(&self, sealed: &[Arc<Segment>], sizes: &[u64], active_base: u64) -> Result<usize> {
         let mut merged = 0;
         let mut i = 0;
         while i < sealed.len() {
@@ -177,9 +200,7 @@ impl Partition {
             let mut j = i + 1;
             while j < sealed.len() {
                 let next_start = sealed.get(j + 1).map_or(active_base, |s| s.base);
-                if total + sizes[j] > self.config.segment_bytes
-                    || next_start - first > u64::from(u32::MAX)
-                {
+                if total + sizes[j] > self.config.segment_bytes || next_start - first > u64::from(u32::MAX) {
                     break;
                 }
                 total += sizes[j];
@@ -200,35 +221,69 @@ impl Partition {
         for seg in group {
             // Open by name: clean_segment may just have replaced the file.
             let path = segment::log_path(&self.dir, seg.base);
-            let mut input =
-                std::fs::File::open(&path).context(|| format!("opening {}", path.display()))?;
+            let mut input = std::fs::File::open(&path).context(|| format!("opening {}", path.display()))?;
             std::io::copy(&mut input, &mut out)
                 .context(|| format!("copying {} into {}", path.display(), out_path.display()))?;
         }
-        out.sync_all()
-            .context(|| format!("syncing {}", out_path.display()))?;
+        out.sync_all().context(|| format!("syncing {}", out_path.display()))?;
         let len = crate::fsutil::file_len(&out, &out_path)?;
-        segment::rebuild_index(
-            &self.dir,
-            first,
-            &out,
-            &out_path,
-            len,
-            self.config.index_interval_bytes,
-        )?;
-        let path = segment::log_path(&self.dir, first);
-        std::fs::rename(&out_path, &path).context(|| format!("replacing {}", path.display()))?;
+        self.install(first, &out, &out_path, len)?;
         for seg in &group[1..] {
             self.remove_segment_files(seg.base)?;
         }
         Ok(())
     }
 
+    /// Puts a rewritten segment (synced, at `out_path`) in place of the
+    /// segment `base`: its index is built beside it, then the log is renamed
+    /// over the old one, then the index. Readers check index hints against
+    /// the data, so the instant between the two renames is harmless.
+    fn install(&self, base: u64, out: &std::fs::File, out_path: &std::path::Path, len: u64) -> Result<()> {
+        let index_tmp = self.dir.join(format!("{base:020}.index.cleaned"));
+        segment::rebuild_index(base, out, out_path, len, self.config.index_interval_bytes, &index_tmp)?;
+        let path = segment::log_path(&self.dir, base);
+        std::fs::rename(out_path, &path).context(|| format!("replacing {}", path.display()))?;
+        let index = segment::index_path(&self.dir, base);
+        std::fs::rename(&index_tmp, &index).context(|| format!("replacing {}", index.display()))
+    }
+
+    /// Deletes segments left behind by a merge that crashed after installing
+    /// the merged file: their records all lie inside the segment before them.
+    fn remove_merged_originals(&self) -> Result<()> {
+        let snap = self.snapshot()?;
+        let set = self.segment_set(snap.segments_gen)?;
+        let mut removed = false;
+        let mut covered_to: Option<u64> = None;
+        for seg in set.list.iter().filter(|s| s.base < snap.active_base) {
+            let last = seg.sealed_last_offset()?;
+            if let Some(covered) = covered_to
+                && seg.base <= covered
+            {
+                if last.is_some_and(|l| l > covered) {
+                    return Err(LogError::Corrupt {
+                        file: seg.path.clone(),
+                        position: 0,
+                        reason: format!(
+                            "segment overlaps the one before it (which ends at offset {covered}) without being contained in it"
+                        ),
+                    });
+                }
+                tracing::warn!(file = %seg.path.display(), "removing a segment left behind by an interrupted merge");
+                self.remove_segment_files(seg.base)?;
+                removed = true;
+                continue;
+            }
+            covered_to = last.or(covered_to);
+        }
+        if removed {
+            self.publish_segment_change(None)?;
+        }
+        Ok(())
+    }
+
     /// Removes temporary files of an interrupted compaction.
     fn remove_leftovers(&self) -> Result<()> {
-        for entry in
-            std::fs::read_dir(&self.dir).context(|| format!("listing {}", self.dir.display()))?
-        {
+        for entry in std::fs::read_dir(&self.dir).context(|| format!("listing {}", self.dir.display()))? {
             let entry = entry.context(|| format!("listing {}", self.dir.display()))?;
             let name = entry.file_name();
             let name = name.to_string_lossy();
@@ -251,14 +306,13 @@ fn create_rw(path: &std::path::Path) -> Result<std::fs::File> {
         .context(|| format!("creating {}", path.display()))
 }
 
+/// Per-partition file holding the compaction limit of a bounded stream.
+const LIMIT_FILE: &str = "compaction.limit";
+
 fn cleaned_path(dir: &std::path::Path, base: u64) -> std::path::PathBuf {
     dir.join(format!("{base:020}.log.cleaned"))
 }
 
 fn corrupt(seg: &Segment, pos: u64, e: crate::batch::FormatError) -> LogError {
-    LogError::Corrupt {
-        file: seg.path.clone(),
-        position: pos,
-        reason: e.to_string(),
-    }
+    LogError::Corrupt { file: seg.path.clone(), position: pos, reason: e.to_string() }
 }

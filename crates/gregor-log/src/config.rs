@@ -118,6 +118,11 @@ pub struct StreamConfig {
     /// Largest accepted batch, in bytes.
     #[serde(default = "defaults::max_batch_bytes")]
     pub max_batch_bytes: u32,
+    /// For compacted streams: compaction touches only records below the
+    /// limit set with `Partition::set_compaction_limit` (store changelogs, so
+    /// that a restore up to a checkpointed offset stays exact).
+    #[serde(default)]
+    pub compaction_bounded: bool,
 }
 
 mod defaults {
@@ -152,15 +157,13 @@ impl StreamConfig {
             index_interval_bytes: defaults::index_interval_bytes(),
             delete_retention_ms: defaults::delete_retention_ms(),
             max_batch_bytes: defaults::max_batch_bytes(),
+            compaction_bounded: false,
         }
     }
 
     /// A compacted stream (changelogs, checkpoints) with default settings.
     pub fn compacted(partitions: u32) -> Self {
-        StreamConfig {
-            cleanup_policy: CleanupPolicy::Compact,
-            ..StreamConfig::new(partitions)
-        }
+        StreamConfig { cleanup_policy: CleanupPolicy::Compact, ..StreamConfig::new(partitions) }
     }
 
     /// Checks every setting is in range.
@@ -169,45 +172,17 @@ impl StreamConfig {
     /// [`LogError::InvalidConfig`] naming the setting and its allowed range.
     pub fn validate(&self) -> Result<()> {
         let check = |ok: bool, msg: &str| {
-            if ok {
-                Ok(())
-            } else {
-                Err(LogError::InvalidConfig(msg.to_owned()))
-            }
+            if ok { Ok(()) } else { Err(LogError::InvalidConfig(msg.to_owned())) }
         };
-        check(
-            self.partitions >= 1 && self.partitions <= 65536,
-            "partitions must be between 1 and 65536",
-        )?;
-        check(
-            self.segment_bytes >= 1024,
-            "segment_bytes must be at least 1024",
-        )?;
-        check(
-            self.segment_bytes <= u64::from(u32::MAX),
-            "segment_bytes must be below 4 GiB",
-        )?;
+        check(self.partitions >= 1 && self.partitions <= 65536, "partitions must be between 1 and 65536")?;
+        check(self.segment_bytes >= 1024, "segment_bytes must be at least 1024")?;
+        check(self.segment_bytes <= u64::from(u32::MAX), "segment_bytes must be below 4 GiB")?;
         check(self.segment_ms >= 1, "segment_ms must be positive")?;
-        check(
-            self.index_interval_bytes >= 1,
-            "index_interval_bytes must be positive",
-        )?;
-        check(
-            self.max_batch_bytes >= 1024,
-            "max_batch_bytes must be at least 1024",
-        )?;
-        check(
-            self.retention_bytes != Some(0),
-            "retention_bytes must be positive",
-        )?;
-        check(
-            self.retention_ms != Some(0),
-            "retention_ms must be positive",
-        )?;
-        check(
-            self.durability != Durability::IntervalMs(0),
-            "a durability interval must be positive",
-        )?;
+        check(self.index_interval_bytes >= 1, "index_interval_bytes must be positive")?;
+        check(self.max_batch_bytes >= 1024, "max_batch_bytes must be at least 1024")?;
+        check(self.retention_bytes != Some(0), "retention_bytes must be positive")?;
+        check(self.retention_ms != Some(0), "retention_ms must be positive")?;
+        check(self.durability != Durability::IntervalMs(0), "a durability interval must be positive")?;
         Ok(())
     }
 }
@@ -224,15 +199,9 @@ struct MetadataFile {
 pub(crate) fn write_metadata(dir: &Path, stream: &str, config: &StreamConfig) -> Result<()> {
     let path = dir.join("stream.json");
     let tmp = dir.join("stream.json.tmp");
-    let body = MetadataFile {
-        format_version: FORMAT_VERSION,
-        stream: stream.to_owned(),
-        config: config.clone(),
-    };
-    let text = serde_json::to_vec_pretty(&body).map_err(|e| LogError::InvalidMetadata {
-        path: path.clone(),
-        reason: e.to_string(),
-    })?;
+    let body = MetadataFile { format_version: FORMAT_VERSION, stream: stream.to_owned(), config: config.clone() };
+    let text = serde_json::to_vec_pretty(&body)
+        .map_err(|e| LogError::InvalidMetadata { path: path.clone(), reason: e.to_string() })?;
     crate::fsutil::write_durably(&tmp, &text)?;
     std::fs::rename(&tmp, &path).context(|| format!("renaming {} into place", tmp.display()))
 }
@@ -240,13 +209,10 @@ pub(crate) fn write_metadata(dir: &Path, stream: &str, config: &StreamConfig) ->
 /// Reads and validates `stream.json`.
 pub(crate) fn read_metadata(dir: &Path, stream: &str) -> Result<StreamConfig> {
     let path = dir.join("stream.json");
-    let invalid = |reason: String| LogError::InvalidMetadata {
-        path: path.clone(),
-        reason,
-    };
+    let invalid = |reason: String| LogError::InvalidMetadata { path: path.clone(), reason };
     let text = std::fs::read(&path).map_err(|e| invalid(format!("cannot read: {e}")))?;
-    let file: MetadataFile = serde_json::from_slice(&text)
-        .map_err(|e| invalid(format!("not valid stream metadata: {e}")))?;
+    let file: MetadataFile =
+        serde_json::from_slice(&text).map_err(|e| invalid(format!("not valid stream metadata: {e}")))?;
     if file.format_version != FORMAT_VERSION {
         return Err(invalid(format!(
             "format version {} is not supported by this gregor (it reads version {FORMAT_VERSION})",
@@ -254,10 +220,7 @@ pub(crate) fn read_metadata(dir: &Path, stream: &str) -> Result<StreamConfig> {
         )));
     }
     if file.stream != stream {
-        return Err(invalid(format!(
-            "belongs to stream '{}', found in the directory of '{stream}'",
-            file.stream
-        )));
+        return Err(invalid(format!("belongs to stream '{}', found in the directory of '{stream}'", file.stream)));
     }
     file.config.validate().map_err(|e| invalid(e.to_string()))?;
     Ok(file.config)
@@ -271,10 +234,7 @@ mod tests {
     fn durability_parses() {
         assert_eq!("always".parse::<Durability>().unwrap(), Durability::Always);
         assert_eq!("os".parse::<Durability>().unwrap(), Durability::Os);
-        assert_eq!(
-            "250ms".parse::<Durability>().unwrap(),
-            Durability::IntervalMs(250)
-        );
+        assert_eq!("250ms".parse::<Durability>().unwrap(), Durability::IntervalMs(250));
         assert!("0ms".parse::<Durability>().is_err());
         assert!("sometimes".parse::<Durability>().is_err());
     }
@@ -282,20 +242,12 @@ mod tests {
     #[test]
     fn metadata_roundtrip_and_rejections() {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = StreamConfig {
-            retention_bytes: Some(1 << 20),
-            ..StreamConfig::compacted(3)
-        };
+        let cfg = StreamConfig { retention_bytes: Some(1 << 20), ..StreamConfig::compacted(3) };
         write_metadata(dir.path(), "s", &cfg).unwrap();
         assert_eq!(read_metadata(dir.path(), "s").unwrap(), cfg);
-        assert!(matches!(
-            read_metadata(dir.path(), "other"),
-            Err(LogError::InvalidMetadata { .. })
-        ));
+        assert!(matches!(read_metadata(dir.path(), "other"), Err(LogError::InvalidMetadata { .. })));
         let path = dir.path().join("stream.json");
-        let text = std::fs::read_to_string(&path)
-            .unwrap()
-            .replace("\"format_version\": 1", "\"format_version\": 9");
+        let text = std::fs::read_to_string(&path).unwrap().replace("\"format_version\": 1", "\"format_version\": 9");
         std::fs::write(&path, text).unwrap();
         let err = read_metadata(dir.path(), "s").unwrap_err().to_string();
         assert!(err.contains("format version 9"), "{err}");

@@ -112,9 +112,6 @@ pub(crate) trait IoContext<T> {
 
 impl<T> IoContext<T> for std::io::Result<T> {
     fn context(self, what: impl FnOnce() -> String) -> Result<T> {
-        self.map_err(|source| LogError::Io {
-            context: what(),
-            source,
-        })
+        self.map_err(|source| LogError::Io { context: what(), source })
     }
 }

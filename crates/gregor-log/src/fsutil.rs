@@ -10,25 +10,19 @@ use std::path::Path;
 
 /// Milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Writes a whole file and fsyncs it (not its directory).
 pub(crate) fn write_durably(path: &Path, bytes: &[u8]) -> Result<()> {
     let file = File::create(path).context(|| format!("creating {}", path.display()))?;
-    file.write_all_at(bytes, 0)
-        .context(|| format!("writing {}", path.display()))?;
-    file.sync_all()
-        .context(|| format!("syncing {}", path.display()))
+    file.write_all_at(bytes, 0).context(|| format!("writing {}", path.display()))?;
+    file.sync_all().context(|| format!("syncing {}", path.display()))
 }
 
 /// fsyncs a directory so that file creations, renames and deletions in it are durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .context(|| format!("syncing directory {}", dir.display()))
+    File::open(dir).and_then(|d| d.sync_all()).context(|| format!("syncing directory {}", dir.display()))
 }
 
 /// Opens a file for reading and writing, creating it if missing.
@@ -44,48 +38,76 @@ pub(crate) fn open_rw(path: &Path) -> Result<File> {
 
 /// Reads exactly `buf.len()` bytes at `pos`.
 pub(crate) fn read_exact_at(file: &File, buf: &mut [u8], pos: u64, path: &Path) -> Result<()> {
-    file.read_exact_at(buf, pos)
-        .context(|| format!("reading {} at byte {pos}", path.display()))
+    file.read_exact_at(buf, pos).context(|| format!("reading {} at byte {pos}", path.display()))
 }
 
 /// Length of an open file.
 pub(crate) fn file_len(file: &File, path: &Path) -> Result<u64> {
-    file.metadata()
-        .map(|m| m.len())
-        .context(|| format!("reading the size of {}", path.display()))
+    file.metadata().map(|m| m.len()).context(|| format!("reading the size of {}", path.display()))
 }
 
-/// An exclusive `flock` held until dropped.
+/// An exclusive lock between threads *and* processes: a mutex for the
+/// threads of this process plus an `flock` for other processes.
 ///
-/// `flock` locks belong to an open file description, so two handles in one
-/// process exclude each other exactly like two processes do, and the kernel
-/// releases the lock when a process dies, even by `kill -9`.
-pub(crate) struct FileLock<'a> {
-    file: &'a File,
+/// `flock` alone is not enough: it belongs to an open file description, so
+/// every thread using the same handle would "hold" it at once, and one
+/// thread's unlock would release it for all. The kernel releases the `flock`
+/// when a process dies, even by `kill -9`.
+pub(crate) struct ProcessLock {
+    mutex: std::sync::Mutex<()>,
+    file: File,
+    path: std::path::PathBuf,
 }
 
-impl<'a> FileLock<'a> {
-    /// Blocks until the lock on `file` is held.
-    pub(crate) fn exclusive(file: &'a File, path: &Path) -> Result<Self> {
-        loop {
-            // SAFETY: flock on a valid descriptor owned by `file`.
-            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
-            if rc == 0 {
-                return Ok(FileLock { file });
-            }
-            let err = std::io::Error::last_os_error();
-            if err.kind() != std::io::ErrorKind::Interrupted {
-                return Err(err).context(|| format!("locking {}", path.display()));
-            }
-        }
+/// A held [`ProcessLock`].
+pub(crate) struct LockGuard<'a> {
+    file: &'a File,
+    _thread: std::sync::MutexGuard<'a, ()>,
+}
+
+impl ProcessLock {
+    /// A lock on the file at `path` (created if missing).
+    pub(crate) fn open(path: &Path) -> Result<Self> {
+        Ok(ProcessLock { mutex: std::sync::Mutex::new(()), file: open_rw(path)?, path: path.to_owned() })
+    }
+
+    /// Blocks until this thread holds the lock.
+    pub(crate) fn lock(&self) -> Result<LockGuard<'_>> {
+        let thread = self.mutex.lock().unwrap_or_else(|p| p.into_inner());
+        flock(&self.file, &self.path)?;
+        Ok(LockGuard { file: &self.file, _thread: thread })
     }
 }
 
-impl Drop for FileLock<'_> {
+impl Drop for LockGuard<'_> {
     fn drop(&mut self) {
         // SAFETY: unlocking a lock this guard holds on a valid descriptor.
         unsafe { libc::flock(self.file.as_raw_fd(), libc::LOCK_UN) };
     }
+}
+
+/// Takes an exclusive `flock` on `file`, retrying on EINTR.
+fn flock(file: &File, path: &Path) -> Result<()> {
+    loop {
+        // SAFETY: flock on a valid descriptor owned by `file`.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let err = std::io::Error::last_os_error();
+        if err.kind() != std::io::ErrorKind::Interrupted {
+            return Err(err).context(|| format!("locking {}", path.display()));
+        }
+    }
+}
+
+/// Runs `f` holding an exclusive `flock` on a handle no other code uses.
+pub(crate) fn with_flock<T>(file: &File, path: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    flock(file, path)?;
+    let out = f();
+    // SAFETY: unlocking the lock taken above on a valid descriptor.
+    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_UN) };
+    out
 }
 
 /// The kernel's boot id: it changes when the machine reboots, which is the

@@ -74,8 +74,7 @@ pub(crate) struct WriterFields {
 /// The mapped head of one partition.
 pub(crate) struct Head {
     map: MmapRaw,
-    /// The open head file; also the file the partition's write lock is taken on.
-    pub file: File,
+    _file: File,
 }
 
 impl Head {
@@ -84,8 +83,7 @@ impl Head {
     /// rebuilds it from the segments.
     pub fn open(path: &Path) -> Result<Head> {
         let file = crate::fsutil::open_rw(path)?;
-        {
-            let _lock = crate::fsutil::FileLock::exclusive(&file, path)?;
+        crate::fsutil::with_flock(&file, path, || {
             let len = crate::fsutil::file_len(&file, path)?;
             if len != HEAD_LEN {
                 if len != 0 {
@@ -95,13 +93,14 @@ impl Head {
                     .and_then(|_| file.set_len(HEAD_LEN))
                     .context(|| format!("resizing {}", path.display()))?;
             }
-        }
+            Ok(())
+        })?;
         let map = MmapRaw::map_raw(&file).context(|| format!("mapping {}", path.display()))?;
         if map.len() < HEAD_LEN as usize {
             return Err(std::io::Error::other("mapping shorter than the head"))
                 .context(|| format!("mapping {}", path.display()));
         }
-        Ok(Head { map, file })
+        Ok(Head { map, _file: file })
     }
 
     fn u64_at(&self, at: usize) -> &AtomicU64 {
@@ -225,10 +224,8 @@ impl Head {
     /// Marks the head as written by this code on this boot (after recovery).
     pub fn stamp(&self) {
         for (i, c) in crate::fsutil::boot_id().chunks_exact(8).enumerate() {
-            self.u64_at(F_BOOT_ID + 8 * i).store(
-                u64::from_le_bytes(c.try_into().unwrap_or_default()),
-                Ordering::Relaxed,
-            );
+            self.u64_at(F_BOOT_ID + 8 * i)
+                .store(u64::from_le_bytes(c.try_into().unwrap_or_default()), Ordering::Relaxed);
         }
         self.u64_at(F_VERSION).store(VERSION, Ordering::Relaxed);
         self.u64_at(F_MAGIC).store(MAGIC, Ordering::Release);
@@ -239,15 +236,7 @@ impl Head {
         if self.u32_at(F_WAITERS).load(Ordering::SeqCst) > 0 {
             // SAFETY: FUTEX_WAKE on an aligned u32 inside a live shared mapping.
             unsafe {
-                libc::syscall(
-                    libc::SYS_futex,
-                    self.seq().as_ptr(),
-                    libc::FUTEX_WAKE,
-                    i32::MAX,
-                    0usize,
-                    0usize,
-                    0u32,
-                );
+                libc::syscall(libc::SYS_futex, self.seq().as_ptr(), libc::FUTEX_WAKE, i32::MAX, 0usize, 0usize, 0u32);
             }
         }
     }
@@ -277,5 +266,68 @@ impl Head {
             }
         }
         waiters.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Sleeps until any of `heads` changes from its given sequence value, or
+/// `timeout` passes, with one `futex_waitv` (Linux 5.16+). Older kernels fall
+/// back to waiting on the first head for at most 10 ms at a time.
+pub(crate) fn wait_any(heads: &[(&Head, u32)], timeout: Duration) {
+    const FUTEX2_SIZE_U32: u32 = 0x02;
+    const MAX: usize = 128; // FUTEX_WAITV_MAX
+    #[repr(C)]
+    struct FutexWaitv {
+        val: u64,
+        uaddr: u64,
+        flags: u32,
+        reserved: u32,
+    }
+    let Some(&(first, first_seq)) = heads.first() else {
+        std::thread::sleep(timeout);
+        return;
+    };
+    let heads = &heads[..heads.len().min(MAX)];
+    for (h, _) in heads {
+        h.u32_at(F_WAITERS).fetch_add(1, Ordering::SeqCst);
+    }
+    let changed = heads.iter().any(|(h, seq)| h.seq().load(Ordering::SeqCst) != *seq);
+    let mut unsupported = false;
+    if !changed {
+        let waiters: Vec<FutexWaitv> = heads
+            .iter()
+            .map(|(h, seq)| FutexWaitv {
+                val: u64::from(*seq),
+                uaddr: h.seq().as_ptr() as u64,
+                flags: FUTEX2_SIZE_U32,
+                reserved: 0,
+            })
+            .collect();
+        let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: clock_gettime writes into a valid timespec.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+        let end_ns = (now.tv_sec as u128) * 1_000_000_000 + now.tv_nsec as u128 + timeout.as_nanos();
+        let deadline = libc::timespec {
+            tv_sec: (end_ns / 1_000_000_000) as libc::time_t,
+            tv_nsec: (end_ns % 1_000_000_000) as libc::c_long,
+        };
+        // SAFETY: `waiters` points to `len` valid entries whose addresses are
+        // aligned u32 words inside live shared mappings; the deadline is valid.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_futex_waitv,
+                waiters.as_ptr(),
+                waiters.len() as u32,
+                0u32,
+                &deadline as *const libc::timespec,
+                libc::CLOCK_MONOTONIC,
+            )
+        };
+        unsupported = rc == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS);
+    }
+    for (h, _) in heads {
+        h.u32_at(F_WAITERS).fetch_sub(1, Ordering::SeqCst);
+    }
+    if unsupported {
+        first.wait(first_seq, timeout.min(Duration::from_millis(10)));
     }
 }

@@ -51,6 +51,7 @@ mod reader;
 mod record;
 mod retention;
 mod segment;
+pub mod system;
 mod varint;
 
 pub use compaction::CompactionOutcome;
@@ -67,10 +68,7 @@ impl Log {
     /// Starts background maintenance (interval fsyncs, retention, compaction)
     /// of the partitions this handle opens; it stops when the returned guard
     /// is dropped.
-    pub fn start_maintenance(
-        self: &std::sync::Arc<Self>,
-        options: MaintenanceOptions,
-    ) -> Maintenance {
+    pub fn start_maintenance(self: &std::sync::Arc<Self>, options: MaintenanceOptions) -> Maintenance {
         maintenance::start(self.clone(), options)
     }
 }

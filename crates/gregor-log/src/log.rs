@@ -40,22 +40,14 @@ pub struct Stream {
 /// # Errors
 /// [`LogError::InvalidStreamName`] naming the rule broken.
 pub fn validate_stream_name(name: &str) -> Result<()> {
-    let bad = |reason| {
-        Err(LogError::InvalidStreamName {
-            name: name.to_owned(),
-            reason,
-        })
-    };
+    let bad = |reason| Err(LogError::InvalidStreamName { name: name.to_owned(), reason });
     if name.is_empty() || name.len() > 249 {
         return bad("a name has 1 to 249 characters");
     }
     if name.starts_with('.') {
         return bad("a name must not start with '.'");
     }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
-    {
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-') {
         return bad("a name may contain only letters, digits, '.', '_' and '-'");
     }
     Ok(())
@@ -68,24 +60,17 @@ impl Log {
     /// [`LogError::DataDir`] if `root` is not a usable directory.
     pub fn open(root: impl AsRef<Path>) -> Result<Log> {
         let root = root.as_ref().to_path_buf();
-        let data_dir = |reason: String| LogError::DataDir {
-            path: root.clone(),
-            reason,
-        };
+        let data_dir = |reason: String| LogError::DataDir { path: root.clone(), reason };
         match std::fs::metadata(&root) {
             Ok(m) if !m.is_dir() => return Err(data_dir("exists and is not a directory".into())),
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir_all(&root)
-                    .map_err(|e| data_dir(format!("cannot create it: {e}")))?;
+                std::fs::create_dir_all(&root).map_err(|e| data_dir(format!("cannot create it: {e}")))?;
             }
             Err(e) => return Err(data_dir(format!("cannot access it: {e}"))),
         }
         std::fs::read_dir(&root).map_err(|e| data_dir(format!("cannot read it: {e}")))?;
-        Ok(Log {
-            root,
-            streams: Mutex::new(HashMap::new()),
-        })
+        Ok(Log { root, streams: Mutex::new(HashMap::new()) })
     }
 
     /// The data directory.
@@ -107,13 +92,9 @@ impl Log {
         config.validate()?;
         let dir = self.root.join(name);
         if dir.exists() {
-            return Err(LogError::StreamExists {
-                stream: name.to_owned(),
-            });
+            return Err(LogError::StreamExists { stream: name.to_owned() });
         }
-        let tmp = self
-            .root
-            .join(format!(".{name}.creating-{}", std::process::id()));
+        let tmp = self.root.join(format!(".{name}.creating-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp).context(|| format!("creating {}", tmp.display()))?;
         write_metadata(&tmp, name, &config)?;
@@ -126,9 +107,7 @@ impl Log {
         if let Err(e) = std::fs::rename(&tmp, &dir) {
             let _ = std::fs::remove_dir_all(&tmp);
             if dir.exists() {
-                return Err(LogError::StreamExists {
-                    stream: name.to_owned(),
-                });
+                return Err(LogError::StreamExists { stream: name.to_owned() });
             }
             return Err(e).context(|| format!("creating stream directory {}", dir.display()));
         }
@@ -147,18 +126,12 @@ impl Log {
         validate_stream_name(name)?;
         let dir = self.root.join(name);
         if !dir.join("stream.json").exists() {
-            return Err(LogError::StreamNotFound {
-                stream: name.to_owned(),
-                data_dir: self.root.clone(),
-            });
+            return Err(LogError::StreamNotFound { stream: name.to_owned(), data_dir: self.root.clone() });
         }
         let config = read_metadata(&dir, name)?;
         for entry in std::fs::read_dir(&dir).context(|| format!("listing {}", dir.display()))? {
             let entry = entry.context(|| format!("listing {}", dir.display()))?;
-            if let Some(p) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<u32>().ok())
+            if let Some(p) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok())
                 && p >= config.partitions
             {
                 return Err(LogError::InvalidMetadata {
@@ -176,19 +149,13 @@ impl Log {
             config: Arc::new(config),
             dir,
         });
-        Ok(self
-            .cache()
-            .entry(name.to_owned())
-            .or_insert(stream)
-            .clone())
+        Ok(self.cache().entry(name.to_owned()).or_insert(stream).clone())
     }
 
     /// Names of all streams, sorted.
     pub fn list_streams(&self) -> Result<Vec<String>> {
         let mut names = Vec::new();
-        for entry in
-            std::fs::read_dir(&self.root).context(|| format!("listing {}", self.root.display()))?
-        {
+        for entry in std::fs::read_dir(&self.root).context(|| format!("listing {}", self.root.display()))? {
             let entry = entry.context(|| format!("listing {}", self.root.display()))?;
             if let Some(name) = entry.file_name().to_str()
                 && validate_stream_name(name).is_ok()
@@ -206,17 +173,11 @@ impl Log {
         validate_stream_name(name)?;
         let dir = self.root.join(name);
         if !dir.join("stream.json").exists() {
-            return Err(LogError::StreamNotFound {
-                stream: name.to_owned(),
-                data_dir: self.root.clone(),
-            });
+            return Err(LogError::StreamNotFound { stream: name.to_owned(), data_dir: self.root.clone() });
         }
         self.cache().remove(name);
-        let doomed = self
-            .root
-            .join(format!(".{name}.deleting-{}", std::process::id()));
-        std::fs::rename(&dir, &doomed)
-            .context(|| format!("deleting stream directory {}", dir.display()))?;
+        let doomed = self.root.join(format!(".{name}.deleting-{}", std::process::id()));
+        std::fs::rename(&dir, &doomed).context(|| format!("deleting stream directory {}", dir.display()))?;
         crate::fsutil::sync_dir(&self.root)?;
         std::fs::remove_dir_all(&doomed).context(|| format!("removing {}", doomed.display()))
     }
@@ -224,6 +185,22 @@ impl Log {
     /// Streams opened through this handle.
     pub(crate) fn opened_streams(&self) -> Vec<Arc<Stream>> {
         self.cache().values().cloned().collect()
+    }
+}
+
+impl Drop for Log {
+    /// Syncs partitions with interval durability, so that closing a log loses
+    /// nothing on a later power failure.
+    fn drop(&mut self) {
+        for stream in self.opened_streams() {
+            if let crate::Durability::IntervalMs(_) = stream.config().durability {
+                for p in stream.opened_partitions() {
+                    if let Err(e) = p.flush() {
+                        tracing::error!(stream = stream.name(), partition = p.id(), "syncing on close failed: {e}");
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -248,22 +225,16 @@ impl Stream {
     /// # Errors
     /// [`LogError::PartitionOutOfRange`], or recovery errors.
     pub fn partition(&self, partition: u32) -> Result<Arc<Partition>> {
-        let slot = self.partitions.get(partition as usize).ok_or_else(|| {
-            LogError::PartitionOutOfRange {
-                stream: self.name.to_string(),
-                partition,
-                partitions: self.config.partitions,
-            }
+        let slot = self.partitions.get(partition as usize).ok_or_else(|| LogError::PartitionOutOfRange {
+            stream: self.name.to_string(),
+            partition,
+            partitions: self.config.partitions,
         })?;
         if let Some(p) = slot.get() {
             return Ok(p.clone());
         }
-        let opened = Partition::open(
-            self.name.clone(),
-            partition,
-            self.dir.join(partition.to_string()),
-            self.config.clone(),
-        )?;
+        let opened =
+            Partition::open(self.name.clone(), partition, self.dir.join(partition.to_string()), self.config.clone())?;
         Ok(slot.get_or_init(|| opened).clone())
     }
 

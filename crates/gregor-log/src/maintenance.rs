@@ -71,9 +71,8 @@ pub fn start(log: Arc<Log>, options: MaintenanceOptions) -> Maintenance {
             loop {
                 let (flag, cv) = &*stop2;
                 let guard = flag.lock().unwrap_or_else(|p| p.into_inner());
-                let (guard, _) = cv
-                    .wait_timeout_while(guard, options.tick, |stopped| !*stopped)
-                    .unwrap_or_else(|p| p.into_inner());
+                let (guard, _) =
+                    cv.wait_timeout_while(guard, options.tick, |stopped| !*stopped).unwrap_or_else(|p| p.into_inner());
                 if *guard {
                     return;
                 }
@@ -92,38 +91,25 @@ pub fn start(log: Arc<Log>, options: MaintenanceOptions) -> Maintenance {
 
 fn run_once(log: &Log, options: &MaintenanceOptions, state: &mut State) {
     let now = Instant::now();
-    let due = |last: Option<Instant>, every: Duration| {
-        last.is_none_or(|l| now.duration_since(l) >= every)
-    };
+    let due = |last: Option<Instant>, every: Duration| last.is_none_or(|l| now.duration_since(l) >= every);
     let retention_due = due(state.last_retention, options.retention_interval);
     let compaction_due = due(state.last_compaction, options.compaction_interval);
     for stream in log.opened_streams() {
         for partition in stream.opened_partitions() {
             let key = (stream.name().to_owned(), partition.id());
             if let Durability::IntervalMs(ms) = stream.config().durability
-                && due(
-                    state.last_flush.get(&key).copied(),
-                    Duration::from_millis(ms),
-                )
+                && due(state.last_flush.get(&key).copied(), Duration::from_millis(ms))
             {
                 report(partition, "fsync", partition.flush());
                 state.last_flush.insert(key.clone(), now);
             }
             if retention_due {
-                report(
-                    partition,
-                    "retention",
-                    partition.enforce_retention(now_ms()).map(|_| ()),
-                );
+                report(partition, "retention", partition.enforce_retention(now_ms()).map(|_| ()));
             }
             if compaction_due && stream.config().cleanup_policy == CleanupPolicy::Compact {
                 let active = partition.snapshot().map(|s| s.active_base).unwrap_or(0);
                 if state.last_compacted_active.get(&key) != Some(&active) {
-                    report(
-                        partition,
-                        "compaction",
-                        partition.compact(now_ms(), false).map(|_| ()),
-                    );
+                    report(partition, "compaction", partition.compact(now_ms(), false).map(|_| ()));
                     state.last_compacted_active.insert(key, active);
                 }
             }
@@ -139,10 +125,6 @@ fn run_once(log: &Log, options: &MaintenanceOptions, state: &mut State) {
 
 fn report(partition: &Partition, job: &str, result: crate::Result<()>) {
     if let Err(e) = result {
-        tracing::error!(
-            stream = partition.stream(),
-            partition = partition.id(),
-            "background {job} failed: {e}"
-        );
+        tracing::error!(stream = partition.stream(), partition = partition.id(), "background {job} failed: {e}");
     }
 }

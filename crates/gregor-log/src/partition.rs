@@ -14,7 +14,7 @@ use crate::Record;
 use crate::batch::BatchEncoder;
 use crate::config::{CleanupPolicy, Durability, StreamConfig};
 use crate::error::{IoContext, LogError, Result};
-use crate::fsutil::{FileLock, now_ms, open_rw};
+use crate::fsutil::{LockGuard, ProcessLock, now_ms};
 use crate::head::{Head, NO_INDEX, Snapshot, WriterFields};
 use crate::segment::{self, IndexEntry, Segment};
 use std::fs::{File, OpenOptions};
@@ -69,19 +69,17 @@ pub struct Partition {
     pub(crate) dir: PathBuf,
     pub(crate) config: Arc<StreamConfig>,
     pub(crate) head: Head,
-    head_path: PathBuf,
-    pub(crate) maint_lock: File,
-    pub(crate) maint_path: PathBuf,
+    /// Serialises writers (and head repairs) across threads and processes.
+    write: ProcessLock,
+    /// Serialises retention and compaction across threads and processes.
+    pub(crate) maintenance: ProcessLock,
     segments: RwLock<Arc<SegmentSet>>,
     writer: Mutex<Writer>,
     recovery: Mutex<RecoveryReport>,
 }
 
 fn no_active() -> LogError {
-    LogError::Io {
-        context: "opening the active segment".into(),
-        source: std::io::Error::other("no active segment"),
-    }
+    LogError::Io { context: "opening the active segment".into(), source: std::io::Error::other("no active segment") }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -90,29 +88,18 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Partition {
     /// Opens the partition in `dir` (creating it if missing) and recovers it if needed.
-    pub(crate) fn open(
-        stream: Arc<str>,
-        id: u32,
-        dir: PathBuf,
-        config: Arc<StreamConfig>,
-    ) -> Result<Arc<Partition>> {
-        std::fs::create_dir_all(&dir)
-            .context(|| format!("creating partition directory {}", dir.display()))?;
+    pub(crate) fn open(stream: Arc<str>, id: u32, dir: PathBuf, config: Arc<StreamConfig>) -> Result<Arc<Partition>> {
+        std::fs::create_dir_all(&dir).context(|| format!("creating partition directory {}", dir.display()))?;
         let head_path = dir.join("head");
-        let maint_path = dir.join("maintenance.lock");
         let partition = Partition {
             head: Head::open(&head_path)?,
-            head_path,
-            maint_lock: open_rw(&maint_path)?,
-            maint_path,
+            write: ProcessLock::open(&head_path)?,
+            maintenance: ProcessLock::open(&dir.join("maintenance.lock"))?,
             stream,
             id,
             dir,
             config,
-            segments: RwLock::new(Arc::new(SegmentSet {
-                generation: u64::MAX,
-                list: Vec::new(),
-            })),
+            segments: RwLock::new(Arc::new(SegmentSet { generation: u64::MAX, list: Vec::new() })),
             writer: Mutex::new(Writer::default()),
             recovery: Mutex::new(RecoveryReport::default()),
         };
@@ -138,8 +125,8 @@ impl Partition {
         lock(&self.recovery).clone()
     }
 
-    pub(crate) fn write_lock(&self) -> Result<FileLock<'_>> {
-        FileLock::exclusive(&self.head.file, &self.head_path)
+    pub(crate) fn write_lock(&self) -> Result<LockGuard<'_>> {
+        self.write.lock()
     }
 
     /// A consistent view of the published end, repairing the head if a writer died mid-update.
@@ -197,11 +184,19 @@ impl Partition {
                 return Ok(current.clone());
             }
         }
+        // A file listed but gone by the time it is opened means compaction or
+        // retention changed the layout meanwhile; list again, so that a merged
+        // segment is never combined with the originals it replaced.
         let mut list = Vec::new();
-        for base in segment::list_bases(&self.dir)? {
-            if let Some(seg) = Segment::open(&self.dir, base)? {
-                list.push(Arc::new(seg));
+        'listing: for _ in 0..100 {
+            list.clear();
+            for base in segment::list_bases(&self.dir)? {
+                match Segment::open(&self.dir, base)? {
+                    Some(seg) => list.push(Arc::new(seg)),
+                    None => continue 'listing,
+                }
             }
+            break;
         }
         let set = Arc::new(SegmentSet { generation, list });
         *self.segments.write().unwrap_or_else(|p| p.into_inner()) = set.clone();
@@ -210,11 +205,7 @@ impl Partition {
 
     /// Byte length of the readable part of `seg`.
     pub(crate) fn readable_end(&self, seg: &Segment, snap: &Snapshot) -> Result<u64> {
-        if seg.base == snap.active_base {
-            Ok(snap.active_len)
-        } else {
-            seg.len()
-        }
+        if seg.base == snap.active_base { Ok(snap.active_len) } else { seg.len() }
     }
 
     /// Total bytes in the partition's segment files.
@@ -237,26 +228,18 @@ impl Partition {
     /// `max_batch_bytes`, or an unkeyed record in a compacted stream;
     /// [`LogError::Io`] if the disk fails (nothing is published then).
     pub fn append(&self, records: &[Record<'_>]) -> Result<AppendInfo> {
-        let refuse = |reason: String| LogError::InvalidAppend {
-            stream: self.stream.to_string(),
-            reason,
-        };
+        let refuse = |reason: String| LogError::InvalidAppend { stream: self.stream.to_string(), reason };
         if records.is_empty() {
             return Err(refuse("a batch needs at least one message".into()));
         }
-        if self.config.cleanup_policy == CleanupPolicy::Compact
-            && records.iter().any(|r| r.key.is_none())
-        {
-            return Err(refuse(
-                "the stream is compacted, so every message needs a key".into(),
-            ));
+        if self.config.cleanup_policy == CleanupPolicy::Compact && records.iter().any(|r| r.key.is_none()) {
+            return Err(refuse("the stream is compacted, so every message needs a key".into()));
         }
         let mut w = lock(&self.writer);
         let now = now_ms();
         w.encoder.clear();
         for (i, record) in records.iter().enumerate() {
-            w.encoder
-                .push(i as u32, record.timestamp.unwrap_or(now), record);
+            w.encoder.push(i as u32, record.timestamp.unwrap_or(now), record);
         }
         let batch_len = w.encoder.len() as u64;
         if batch_len > u64::from(self.config.max_batch_bytes) {
@@ -266,11 +249,7 @@ impl Partition {
             )));
         }
         w.encoder.finish();
-        let max_ts = records
-            .iter()
-            .map(|r| r.timestamp.unwrap_or(now))
-            .max()
-            .unwrap_or(now);
+        let max_ts = records.iter().map(|r| r.timestamp.unwrap_or(now)).max().unwrap_or(now);
 
         let _lock = self.write_lock()?;
         if self.head.seq_is_odd() || self.head.pending() {
@@ -307,18 +286,12 @@ impl Partition {
                 .context(|| format!("appending to the index of {}", active.log_path.display()))?;
             f.index_last_pos = f.active_len;
         }
-        let info = AppendInfo {
-            base_offset: f.next_offset,
-            last_offset: f.next_offset + records.len() as u64 - 1,
-        };
+        let info = AppendInfo { base_offset: f.next_offset, last_offset: f.next_offset + records.len() as u64 - 1 };
         f.next_offset = info.last_offset + 1;
         f.active_len += batch_len;
         f.active_max_ts = f.active_max_ts.max(max_ts);
         if self.config.durability == Durability::Always {
-            active
-                .log
-                .sync_data()
-                .context(|| format!("syncing {}", active.log_path.display()))?;
+            active.log.sync_data().context(|| format!("syncing {}", active.log_path.display()))?;
             f.recovery_base = f.active_base;
             f.recovery_pos = f.active_len;
         }
@@ -329,10 +302,7 @@ impl Partition {
     /// The writer's open files of the active segment, reopened when another
     /// writer rolled or recovery rebuilt files.
     fn ensure_active(&self, slot: &mut Option<ActiveFiles>, f: &WriterFields) -> Result<()> {
-        if slot
-            .as_ref()
-            .is_none_or(|a| a.base != f.active_base || a.generation != f.segments_gen)
-        {
+        if slot.as_ref().is_none_or(|a| a.base != f.active_base || a.generation != f.segments_gen) {
             *slot = Some(self.open_active(f.active_base, f.segments_gen, false)?);
         }
         Ok(())
@@ -355,35 +325,18 @@ impl Partition {
             .open(&index_path)
             .context(|| format!("opening index {}", index_path.display()))?;
         if create {
-            index
-                .set_len(0)
-                .context(|| format!("truncating {}", index_path.display()))?;
+            index.set_len(0).context(|| format!("truncating {}", index_path.display()))?;
         }
-        Ok(ActiveFiles {
-            base,
-            generation,
-            log,
-            log_path,
-            index,
-        })
+        Ok(ActiveFiles { base, generation, log, log_path, index })
     }
 
     /// Seals the active segment and starts a new one at the next offset.
-    fn roll_locked(
-        &self,
-        slot: &mut Option<ActiveFiles>,
-        f: &mut WriterFields,
-        now: i64,
-    ) -> Result<()> {
+    fn roll_locked(&self, slot: &mut Option<ActiveFiles>, f: &mut WriterFields, now: i64) -> Result<()> {
         if self.config.durability != Durability::Os
             && let Some(old) = slot.as_ref()
         {
-            old.log
-                .sync_data()
-                .context(|| format!("syncing {}", old.log_path.display()))?;
-            old.index
-                .sync_data()
-                .context(|| format!("syncing the index of {}", old.log_path.display()))?;
+            old.log.sync_data().context(|| format!("syncing {}", old.log_path.display()))?;
+            old.index.sync_data().context(|| format!("syncing the index of {}", old.log_path.display()))?;
         }
         let base = f.next_offset;
         let generation = f.segments_gen.wrapping_add(1);
@@ -427,10 +380,7 @@ impl Partition {
         }
         self.ensure_active(&mut w.active, &f)?;
         let active = w.active.as_ref().ok_or_else(no_active)?;
-        active
-            .log
-            .sync_data()
-            .context(|| format!("syncing {}", active.log_path.display()))?;
+        active.log.sync_data().context(|| format!("syncing {}", active.log_path.display()))?;
         f.recovery_base = f.active_base;
         f.recovery_pos = f.active_len;
         self.head.publish(&f);

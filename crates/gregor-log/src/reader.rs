@@ -28,13 +28,7 @@ pub struct Fetch {
 
 impl Fetch {
     fn empty(next_offset: u64) -> Fetch {
-        Fetch {
-            data: Bytes::new(),
-            skip_below: next_offset,
-            segment: None,
-            file_pos: 0,
-            next_offset,
-        }
+        Fetch { data: Bytes::new(), skip_below: next_offset, segment: None, file_pos: 0, next_offset }
     }
 
     /// True when the fetch holds no batches.
@@ -58,6 +52,9 @@ impl Fetch {
         let mut at = 0usize;
         let mut current: Option<(usize, RecordIter<'_>)> = None;
         let mut failed = false;
+        // Offsets only grow: anything at or below the last one served is a
+        // duplicate (never expected; a guard against a damaged layout).
+        let mut floor = self.skip_below;
         std::iter::from_fn(move || {
             loop {
                 if failed {
@@ -65,8 +62,11 @@ impl Fetch {
                 }
                 if let Some((batch_at, iter)) = &mut current {
                     match iter.next() {
-                        Some(Ok(r)) if r.offset < self.skip_below => continue,
-                        Some(Ok(r)) => return Some(Ok(self.to_message(&r))),
+                        Some(Ok(r)) if r.offset < floor => continue,
+                        Some(Ok(r)) => {
+                            floor = r.offset + 1;
+                            return Some(Ok(self.to_message(&r)));
+                        }
                         Some(Err(e)) => {
                             failed = true;
                             return Some(Err(self.corrupt(*batch_at, e.to_string())));
@@ -98,20 +98,13 @@ impl Fetch {
             timestamp: r.timestamp,
             key: r.key.map(slice),
             value: r.value.map(slice),
-            headers: r
-                .headers()
-                .map(|(n, v)| (String::from_utf8_lossy(n).into_owned(), v.map(slice)))
-                .collect(),
+            headers: r.headers().map(|(n, v)| (String::from_utf8_lossy(n).into_owned(), v.map(slice))).collect(),
         }
     }
 
     fn corrupt(&self, at: usize, reason: String) -> LogError {
         LogError::Corrupt {
-            file: self
-                .segment
-                .as_ref()
-                .map(|s| s.path.clone())
-                .unwrap_or_default(),
+            file: self.segment.as_ref().map(|s| s.path.clone()).unwrap_or_default(),
             position: self.file_pos + at as u64,
             reason,
         }
@@ -135,12 +128,7 @@ impl PartitionReader {
     /// A reader of `partition` whose first message will be the one at `offset`
     /// (or the next one after it, if compaction removed it).
     pub fn new(partition: Arc<Partition>, offset: u64) -> Self {
-        PartitionReader {
-            partition,
-            next_offset: offset,
-            cursor: None,
-            last_seq: 0,
-        }
+        PartitionReader { partition, next_offset: offset, cursor: None, last_seq: 0 }
     }
 
     /// The offset of the next message this reader returns.
@@ -199,10 +187,7 @@ impl PartitionReader {
                 next_offset: self.next_offset.max(last_offset + 1),
                 data,
             };
-            self.cursor = Some(Cursor {
-                pos: cursor.pos + fetch.data.len() as u64,
-                segment: cursor.segment,
-            });
+            self.cursor = Some(Cursor { pos: cursor.pos + fetch.data.len() as u64, segment: cursor.segment });
             if last_offset < self.next_offset {
                 continue; // only messages before our offset (e.g. left by compaction)
             }
@@ -210,18 +195,15 @@ impl PartitionReader {
             return Ok(fetch);
         }
         Err(LogError::Io {
-            context: format!(
-                "reading {}[{}]",
-                self.partition.stream(),
-                self.partition.id()
-            ),
+            context: format!("reading {}[{}]", self.partition.stream(), self.partition.id()),
             source: std::io::Error::other("the segment layout kept changing while reading"),
         })
     }
 
     /// Like [`Self::poll`], but waits up to `timeout` for data to arrive.
     pub fn poll_timeout(&mut self, max_bytes: usize, timeout: Duration) -> Result<Fetch> {
-        let deadline = Instant::now() + timeout;
+        let deadline =
+            Instant::now().checked_add(timeout).unwrap_or_else(|| Instant::now() + Duration::from_secs(86400 * 365));
         loop {
             let fetch = self.poll(max_bytes)?;
             let now = Instant::now();
@@ -232,13 +214,18 @@ impl PartitionReader {
         }
     }
 
+    /// Sleeps until any of `readers` may have new data (a partition changed
+    /// since the reader's last poll) or `timeout` passes: one system call for
+    /// all of them, woken by appends from any process.
+    pub fn wait_any(readers: &[&PartitionReader], timeout: Duration) {
+        let heads: Vec<(&crate::head::Head, u32)> = readers.iter().map(|r| (&r.partition.head, r.last_seq)).collect();
+        crate::head::wait_any(&heads, timeout);
+    }
+
     /// Finds the segment and byte position of `next_offset`.
     fn locate(&self, snap: &crate::head::Snapshot) -> Result<Option<Cursor>> {
         let set = self.partition.segment_set(snap.segments_gen)?;
-        let i = set
-            .list
-            .partition_point(|s| s.base <= self.next_offset)
-            .saturating_sub(1);
+        let i = set.list.partition_point(|s| s.base <= self.next_offset).saturating_sub(1);
         let Some(segment) = set.list.get(i).cloned() else {
             return Ok(None);
         };
@@ -249,7 +236,7 @@ impl PartitionReader {
             let mut scan = BatchScanner::new(&segment.file, &segment.path, start, end);
             let mut first = true;
             loop {
-                match scan.next_batch_or_fault(false)? {
+                match scan.next_batch_or_fault(true)? {
                     Ok(Some((pos, h, _))) => {
                         if first && start > 0 && h.base_offset > self.next_offset {
                             break;
@@ -280,11 +267,7 @@ impl PartitionReader {
     /// Where to go after finishing a sealed segment. Usually the next segment
     /// by base offset; but compaction may have merged later segments into an
     /// earlier file, so first look the next offset up again.
-    fn next_segment(
-        &self,
-        finished: &Segment,
-        snap: &crate::head::Snapshot,
-    ) -> Result<Option<Cursor>> {
+    fn next_segment(&self, finished: &Segment, snap: &crate::head::Snapshot) -> Result<Option<Cursor>> {
         let mut after = finished.base;
         if let Some(found) = self.locate(snap)? {
             if found.pos < self.partition.readable_end(&found.segment, snap)? {
@@ -294,58 +277,39 @@ impl PartitionReader {
         }
         let set = self.partition.segment_set(snap.segments_gen)?;
         let i = set.list.partition_point(|s| s.base <= after);
-        Ok(set.list.get(i).map(|s| Cursor {
-            segment: s.clone(),
-            pos: 0,
-        }))
+        Ok(set.list.get(i).map(|s| Cursor { segment: s.clone(), pos: 0 }))
     }
 }
 
 /// Reads whole, CRC-checked batches from `pos`, about `max_bytes` of them.
 /// Returns the bytes and the last offset they contain.
 fn read_batches(seg: &Segment, pos: u64, end: u64, max_bytes: usize) -> Result<(Bytes, u64)> {
-    let corrupt = |at: usize, reason: String| LogError::Corrupt {
-        file: seg.path.clone(),
-        position: pos + at as u64,
-        reason,
-    };
+    let corrupt =
+        |at: usize, reason: String| LogError::Corrupt { file: seg.path.clone(), position: pos + at as u64, reason };
     let want = (end - pos).min(max_bytes.max(batch::HEADER_LEN) as u64) as usize;
     let mut buf = vec![0u8; want];
     crate::fsutil::read_exact_at(&seg.file, &mut buf, pos, &seg.path)?;
     let mut at = 0;
     let mut last_offset = None;
     while buf.len() - at >= batch::PREFIX_LEN {
-        let total = BatchHeader::total_len_from_prefix(&buf[at..])
-            .map_err(|e| corrupt(at, e.to_string()))?;
+        let total = BatchHeader::total_len_from_prefix(&buf[at..]).map_err(|e| corrupt(at, e.to_string()))?;
         if at + total > buf.len() {
             if at > 0 {
                 break;
             }
             if pos + total as u64 > end {
-                return Err(corrupt(
-                    0,
-                    format!("batch of {total} bytes runs past the end of the data"),
-                ));
+                return Err(corrupt(0, format!("batch of {total} bytes runs past the end of the data")));
             }
             let have = buf.len();
             buf.resize(total, 0);
-            crate::fsutil::read_exact_at(
-                &seg.file,
-                &mut buf[have..],
-                pos + have as u64,
-                &seg.path,
-            )?;
+            crate::fsutil::read_exact_at(&seg.file, &mut buf[have..], pos + have as u64, &seg.path)?;
         }
-        let header = BatchHeader::parse_verified(&buf[at..at + total])
-            .map_err(|e| corrupt(at, e.to_string()))?;
+        let header = BatchHeader::parse_verified(&buf[at..at + total]).map_err(|e| corrupt(at, e.to_string()))?;
         last_offset = Some(header.last_offset());
         at += total;
     }
     let Some(last_offset) = last_offset else {
-        return Err(corrupt(
-            0,
-            "fewer bytes than a batch header before the end of the data".into(),
-        ));
+        return Err(corrupt(0, "fewer bytes than a batch header before the end of the data".into()));
     };
     buf.truncate(at);
     Ok((Bytes::from(buf), last_offset))
@@ -362,8 +326,7 @@ impl Partition {
                 continue;
             }
             let end = self.readable_end(seg, &snap)?;
-            let mut scan =
-                BatchScanner::new(&seg.file, &seg.path, seg.scan_start_for_time(ts, end), end);
+            let mut scan = BatchScanner::new(&seg.file, &seg.path, seg.scan_start_for_time(ts, end), end);
             while let Some((pos, header, bytes)) = scan.next_batch(true)? {
                 if header.max_timestamp < ts {
                     continue;

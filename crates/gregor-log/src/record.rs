@@ -24,19 +24,12 @@ pub struct Record<'a> {
 impl<'a> Record<'a> {
     /// A record with only a value.
     pub fn value(value: &'a [u8]) -> Self {
-        Record {
-            value: Some(value),
-            ..Record::default()
-        }
+        Record { value: Some(value), ..Record::default() }
     }
 
     /// A record with a key and a value.
     pub fn keyed(key: &'a [u8], value: &'a [u8]) -> Self {
-        Record {
-            key: Some(key),
-            value: Some(value),
-            ..Record::default()
-        }
+        Record { key: Some(key), value: Some(value), ..Record::default() }
     }
 }
 

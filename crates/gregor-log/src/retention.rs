@@ -7,7 +7,6 @@
 //! never deleted.
 
 use crate::error::Result;
-use crate::fsutil::FileLock;
 use crate::partition::Partition;
 
 /// What a retention pass deleted.
@@ -28,14 +27,10 @@ impl Partition {
         if max_bytes.is_none() && max_age.is_none() {
             return Ok(RetentionOutcome::default());
         }
-        let _maintenance = FileLock::exclusive(&self.maint_lock, &self.maint_path)?;
+        let _maintenance = self.maintenance.lock()?;
         let snap = self.snapshot()?;
         let set = self.segment_set(snap.segments_gen)?;
-        let mut total: u64 = set
-            .list
-            .iter()
-            .map(|s| self.readable_end(s, &snap))
-            .sum::<Result<u64>>()?;
+        let mut total: u64 = set.list.iter().map(|s| self.readable_end(s, &snap)).sum::<Result<u64>>()?;
         let mut doomed = Vec::new();
         for (i, seg) in set.list.iter().enumerate() {
             if seg.base >= snap.active_base || i + 1 >= set.list.len() {

@@ -83,6 +83,9 @@ pub(crate) struct Segment {
     pub base: u64,
     pub path: PathBuf,
     pub file: File,
+    /// The index, opened with the segment so both always come from the same
+    /// generation of files (compaction replaces them by rename).
+    index_file: Option<File>,
     index: Mutex<IndexCache>,
 }
 
@@ -92,8 +95,8 @@ struct IndexCache {
     /// Bytes of the index file already read (the file only grows, except when
     /// rebuilt, which changes the segment generation and so this cache).
     bytes_read: u64,
-    /// Largest timestamp in a sealed segment, computed once.
-    sealed_max_ts: Option<i64>,
+    /// Largest timestamp and last offset of a sealed segment, computed once.
+    sealed_summary: Option<(i64, Option<u64>)>,
 }
 
 impl Segment {
@@ -106,12 +109,8 @@ impl Segment {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e).context(|| format!("opening {}", path.display())),
         };
-        Ok(Some(Segment {
-            base,
-            path,
-            file,
-            index: Mutex::new(IndexCache::default()),
-        }))
+        let index_file = File::open(index_path(dir, base)).ok();
+        Ok(Some(Segment { base, path, file, index_file, index: Mutex::new(IndexCache::default()) }))
     }
 
     /// Current size of this segment's file.
@@ -125,11 +124,7 @@ impl Segment {
         let rel = offset.saturating_sub(self.base).min(u64::from(u32::MAX)) as u32;
         self.with_index(valid_end, |entries| {
             let i = entries.partition_point(|e| e.rel_offset <= rel);
-            if i == 0 {
-                0
-            } else {
-                u64::from(entries[i - 1].position)
-            }
+            if i == 0 { 0 } else { u64::from(entries[i - 1].position) }
         })
     }
 
@@ -138,30 +133,57 @@ impl Segment {
     pub fn scan_start_for_time(&self, ts: i64, valid_end: u64) -> u64 {
         self.with_index(valid_end, |entries| {
             let i = entries.partition_point(|e| e.max_ts_before < ts);
-            if i == 0 {
-                0
-            } else {
-                u64::from(entries[i - 1].position)
-            }
+            if i == 0 { 0 } else { u64::from(entries[i - 1].position) }
         })
     }
 
     /// Largest timestamp in this (sealed) segment, `i64::MIN` if empty.
     pub fn sealed_max_timestamp(&self) -> Result<i64> {
-        if let Some(ts) = self.lock_index().sealed_max_ts {
-            return Ok(ts);
+        Ok(self.sealed_summary()?.0)
+    }
+
+    /// Offset of the last record in this (sealed) segment, `None` if empty.
+    pub fn sealed_last_offset(&self) -> Result<Option<u64>> {
+        Ok(self.sealed_summary()?.1)
+    }
+
+    /// Scans the tail of a sealed segment from its last index entry (from the
+    /// start if that entry turns out not to point at an intact batch).
+    fn sealed_summary(&self) -> Result<(i64, Option<u64>)> {
+        if let Some(summary) = self.lock_index().sealed_summary {
+            return Ok(summary);
         }
         let end = self.len()?;
-        let (start, mut max_ts) = self.with_index(end, |e| {
-            e.last()
-                .map_or((0, i64::MIN), |e| (u64::from(e.position), e.max_ts_before))
-        });
-        let mut scan = BatchScanner::new(&self.file, &self.path, start, end);
-        while let Some((_, header, _)) = scan.next_batch(false)? {
-            max_ts = max_ts.max(header.max_timestamp);
+        let hint = self.with_index(end, |e| e.last().map(|e| (u64::from(e.position), e.max_ts_before)));
+        for (start, max_before) in hint.into_iter().chain([(0, i64::MIN)]) {
+            let mut scan = BatchScanner::new(&self.file, &self.path, start, end);
+            let (mut max_ts, mut last) = (max_before, None);
+            let fault = loop {
+                match scan.next_batch_or_fault(true)? {
+                    Ok(Some((_, header, _))) => {
+                        max_ts = max_ts.max(header.max_timestamp);
+                        last = Some(header.last_offset());
+                    }
+                    Ok(None) => break None,
+                    Err(fault) => break Some(fault),
+                }
+            };
+            match fault {
+                None => {
+                    self.lock_index().sealed_summary = Some((max_ts, last));
+                    return Ok((max_ts, last));
+                }
+                Some(fault) if start == 0 => {
+                    return Err(LogError::Corrupt {
+                        file: self.path.clone(),
+                        position: fault.position,
+                        reason: fault.error.to_string(),
+                    });
+                }
+                Some(_) => {} // a stale index entry: rescan from the start
+            }
         }
-        self.lock_index().sealed_max_ts = Some(max_ts);
-        Ok(max_ts)
+        Ok((i64::MIN, None))
     }
 
     fn lock_index(&self) -> std::sync::MutexGuard<'_, IndexCache> {
@@ -171,19 +193,14 @@ impl Segment {
     fn with_index<T>(&self, valid_end: u64, f: impl FnOnce(&[IndexEntry]) -> T) -> T {
         let mut cache = self.lock_index();
         self.refresh_index(&mut cache);
-        let n = cache
-            .entries
-            .partition_point(|e| u64::from(e.position) < valid_end);
+        let n = cache.entries.partition_point(|e| u64::from(e.position) < valid_end);
         f(&cache.entries[..n])
     }
 
     /// Reads index entries appended since the last look. An unreadable or
     /// inconsistent index is ignored (scans start earlier; never wrong).
     fn refresh_index(&self, cache: &mut IndexCache) {
-        let Some(dir) = self.path.parent() else {
-            return;
-        };
-        let Ok(file) = File::open(index_path(dir, self.base)) else {
+        let Some(file) = &self.index_file else {
             return;
         };
         let Ok(len) = file.metadata().map(|m| m.len()) else {
@@ -200,9 +217,7 @@ impl Segment {
         for chunk in buf.chunks_exact(INDEX_ENTRY_LEN) {
             let e = IndexEntry::decode(chunk);
             let ordered = cache.entries.last().is_none_or(|l| {
-                e.rel_offset > l.rel_offset
-                    && e.position > l.position
-                    && e.max_ts_before >= l.max_ts_before
+                e.rel_offset > l.rel_offset && e.position > l.position && e.max_ts_before >= l.max_ts_before
             });
             if !ordered {
                 break; // stop at the first inconsistent entry: the rest is not trusted
@@ -240,14 +255,7 @@ impl<'a> BatchScanner<'a> {
 
     /// Scans `file` from byte `start` up to byte `end`.
     pub fn new(file: &'a File, path: &'a Path, start: u64, end: u64) -> Self {
-        BatchScanner {
-            file,
-            path,
-            buf_pos: start,
-            buf: Vec::new(),
-            pos: start,
-            end,
-        }
+        BatchScanner { file, path, buf_pos: start, buf: Vec::new(), pos: start, end }
     }
 
     /// The next batch, `Ok(None)` at `end`. Bad bytes give a `Corrupt` error;
@@ -275,12 +283,7 @@ impl<'a> BatchScanner<'a> {
         let fault = |position, error| Ok(Err(ScanFault { position, error }));
         let remaining = self.end - self.pos;
         if remaining < crate::batch::PREFIX_LEN as u64 {
-            return fault(
-                self.pos,
-                FormatError::Incomplete {
-                    needed: crate::batch::PREFIX_LEN,
-                },
-            );
+            return fault(self.pos, FormatError::Incomplete { needed: crate::batch::PREFIX_LEN });
         }
         self.fill(crate::batch::PREFIX_LEN)?;
         let at = (self.pos - self.buf_pos) as usize;
@@ -294,11 +297,7 @@ impl<'a> BatchScanner<'a> {
         self.fill(total)?;
         let at = (self.pos - self.buf_pos) as usize;
         let bytes = &self.buf[at..at + total];
-        let parsed = if verify_crc {
-            BatchHeader::parse_verified(bytes)
-        } else {
-            BatchHeader::parse(bytes)
-        };
+        let parsed = if verify_crc { BatchHeader::parse_verified(bytes) } else { BatchHeader::parse(bytes) };
         match parsed {
             Ok(header) => {
                 let position = self.pos;
@@ -315,10 +314,7 @@ impl<'a> BatchScanner<'a> {
         if have_from + need as u64 <= self.buf.len() as u64 {
             return Ok(());
         }
-        let want = need
-            .max(Self::CHUNK)
-            .min((self.end - self.pos) as usize)
-            .max(need);
+        let want = need.max(Self::CHUNK).min((self.end - self.pos) as usize).max(need);
         self.buf.resize(want, 0);
         crate::fsutil::read_exact_at(self.file, &mut self.buf, self.pos, self.path)?;
         self.buf_pos = self.pos;
@@ -326,15 +322,15 @@ impl<'a> BatchScanner<'a> {
     }
 }
 
-/// Writes a fresh index for a whole segment by scanning it; returns the
+/// Writes a fresh index (to `index_out`) for a whole segment by scanning it; returns the
 /// position of the last index entry and the segment's largest timestamp.
 pub(crate) fn rebuild_index(
-    dir: &Path,
     base: u64,
     file: &File,
     path: &Path,
     end: u64,
     interval: u32,
+    index_out: &Path,
 ) -> Result<(u64, i64)> {
     let mut out = Vec::new();
     let mut last_pos = crate::head::NO_INDEX;
@@ -352,9 +348,8 @@ pub(crate) fn rebuild_index(
         }
         max_ts = max_ts.max(header.max_timestamp);
     }
-    let ipath = index_path(dir, base);
-    let tmp = ipath.with_extension("index.tmp");
+    let tmp = index_out.with_extension("tmp");
     crate::fsutil::write_durably(&tmp, &out)?;
-    std::fs::rename(&tmp, &ipath).context(|| format!("renaming {} into place", tmp.display()))?;
+    std::fs::rename(&tmp, index_out).context(|| format!("renaming {} into place", tmp.display()))?;
     Ok((last_pos, max_ts))
 }

@@ -14,14 +14,7 @@ const STRESS: &str = env!("CARGO_BIN_EXE_gregor-log-stress");
 
 fn spawn_writer(dir: &std::path::Path, writer: &str, batches: u64, batch_size: usize) -> Child {
     Command::new(STRESS)
-        .args([
-            dir.to_str().unwrap(),
-            "s",
-            "0",
-            writer,
-            &batches.to_string(),
-            &batch_size.to_string(),
-        ])
+        .args([dir.to_str().unwrap(), "s", "0", writer, &batches.to_string(), &batch_size.to_string()])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -35,11 +28,7 @@ fn forward_acks(child: &mut Child) -> (mpsc::Receiver<(u64, u64)>, std::thread::
     let handle = std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
-            let parts: Vec<u64> = line
-                .split(' ')
-                .skip(1)
-                .map(|n| n.parse().unwrap())
-                .collect();
+            let parts: Vec<u64> = line.split(' ').skip(1).map(|n| n.parse().unwrap()).collect();
             if tx.send((parts[0], parts[1])).is_err() {
                 break;
             }
@@ -57,11 +46,7 @@ fn killed_writers_never_lose_an_acknowledged_batch() {
     let dir = tempfile::tempdir().unwrap();
     {
         let log = Log::open(dir.path()).unwrap();
-        let config = StreamConfig {
-            durability: Durability::Always,
-            segment_bytes: 16 * 1024,
-            ..StreamConfig::new(1)
-        };
+        let config = StreamConfig { durability: Durability::Always, segment_bytes: 16 * 1024, ..StreamConfig::new(1) };
         log.create_stream("s", config).unwrap();
     }
     // Everything known to be in the log, by offset.
@@ -78,10 +63,7 @@ fn killed_writers_never_lose_an_acknowledged_batch() {
         let (acks, reader) = forward_acks(&mut child);
         let mut acked = Vec::new();
         while (acked.len() as u64) < kill_after {
-            acked.push(
-                acks.recv_timeout(Duration::from_secs(60))
-                    .expect("writer acknowledges appends"),
-            );
+            acked.push(acks.recv_timeout(Duration::from_secs(60)).expect("writer acknowledges appends"));
         }
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
@@ -95,11 +77,7 @@ fn killed_writers_never_lose_an_acknowledged_batch() {
             assert_eq!(m.offset, i as u64, "offsets are dense");
         }
         let values: Vec<String> = all.iter().map(value_of).collect();
-        assert_eq!(
-            values[..known.len()],
-            known[..],
-            "round {round}: earlier data changed"
-        );
+        assert_eq!(values[..known.len()], known[..], "round {round}: earlier data changed");
         // This round's messages: a gap-free prefix of what the writer sent.
         for (seq, v) in values[known.len()..].iter().enumerate() {
             assert_eq!(v, &format!("{writer}:{seq}"), "round {round}");
@@ -110,15 +88,9 @@ fn killed_writers_never_lose_an_acknowledged_batch() {
             "round {round}: acknowledged offset {last_acked} lost (log has {})",
             values.len()
         );
-        assert_eq!(
-            acked[0].0,
-            known.len() as u64,
-            "round {round}: appends continued at the next offset"
-        );
+        assert_eq!(acked[0].0, known.len() as u64, "round {round}: appends continued at the next offset");
         // Appends continue right after what survived.
-        let at = p
-            .append(&[Record::keyed(b"check", format!("check{round}").as_bytes())])
-            .unwrap();
+        let at = p.append(&[Record::keyed(b"check", format!("check{round}").as_bytes())]).unwrap();
         assert_eq!(at.base_offset, values.len() as u64);
         known = values;
         known.push(format!("check{round}"));
@@ -139,11 +111,7 @@ fn check_writers(messages: &[Message], writers: usize, batches: usize, batch_siz
         let (w, seq) = v.split_once(':').unwrap();
         let seq: usize = seq.parse().unwrap();
         let expected = next.entry(w.to_owned()).or_default();
-        assert_eq!(
-            seq, *expected,
-            "writer {w}: out of order or duplicated at offset {}",
-            m.offset
-        );
+        assert_eq!(seq, *expected, "writer {w}: out of order or duplicated at offset {}", m.offset);
         *expected += 1;
         if !seq.is_multiple_of(batch_size) {
             assert_eq!(
@@ -166,14 +134,8 @@ fn tail(p: std::sync::Arc<gregor_log::Partition>, total: usize) -> Vec<Message> 
     let mut out = Vec::with_capacity(total);
     let deadline = Instant::now() + Duration::from_secs(120);
     while out.len() < total {
-        assert!(
-            Instant::now() < deadline,
-            "tailing reader saw only {} of {total}",
-            out.len()
-        );
-        let fetch = reader
-            .poll_timeout(16 * 1024, Duration::from_secs(5))
-            .unwrap();
+        assert!(Instant::now() < deadline, "tailing reader saw only {} of {total}", out.len());
+        let fetch = reader.poll_timeout(16 * 1024, Duration::from_secs(5)).unwrap();
         out.extend(fetch.messages().map(|m| m.unwrap()));
     }
     out
@@ -183,18 +145,13 @@ fn tail(p: std::sync::Arc<gregor_log::Partition>, total: usize) -> Vec<Message> 
 fn processes_appending_to_one_partition_never_interleave_or_lose_batches() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path()).unwrap();
-    let config = StreamConfig {
-        durability: Durability::Os,
-        segment_bytes: 32 * 1024,
-        ..StreamConfig::new(1)
-    };
+    let config = StreamConfig { durability: Durability::Os, segment_bytes: 32 * 1024, ..StreamConfig::new(1) };
     let stream = log.create_stream("s", config).unwrap();
     let (writers, batches, batch_size) = (4, 400, 7);
     let p = stream.partition(0).unwrap();
     let tailer = std::thread::spawn(move || tail(p, writers * batches * batch_size));
-    let mut children: Vec<Child> = (0..writers)
-        .map(|w| spawn_writer(dir.path(), &format!("p{w}"), batches as u64, batch_size))
-        .collect();
+    let mut children: Vec<Child> =
+        (0..writers).map(|w| spawn_writer(dir.path(), &format!("p{w}"), batches as u64, batch_size)).collect();
     for c in &mut children {
         let out = c.stdout.take().unwrap();
         std::thread::spawn(move || std::io::copy(&mut BufReader::new(out), &mut std::io::sink()));
@@ -206,21 +163,14 @@ fn processes_appending_to_one_partition_never_interleave_or_lose_batches() {
     let final_read = common::read_all(&stream.partition(0).unwrap());
     assert_eq!(tailed, final_read, "the tailing reader saw the same log");
     check_writers(&final_read, writers, batches, batch_size);
-    assert!(
-        stream.partition(0).unwrap().segment_count().unwrap() > 3,
-        "writers rolled segments"
-    );
+    assert!(stream.partition(0).unwrap().segment_count().unwrap() > 3, "writers rolled segments");
 }
 
 #[test]
 fn threads_appending_and_tailing_share_one_partition() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path()).unwrap();
-    let config = StreamConfig {
-        durability: Durability::Os,
-        segment_bytes: 16 * 1024,
-        ..StreamConfig::new(1)
-    };
+    let config = StreamConfig { durability: Durability::Os, segment_bytes: 16 * 1024, ..StreamConfig::new(1) };
     let stream = log.create_stream("s", config).unwrap();
     let (writers, batches, batch_size) = (4, 300, 3);
     let tailers: Vec<_> = (0..2)
@@ -234,11 +184,8 @@ fn threads_appending_and_tailing_share_one_partition() {
             let stream = &stream;
             s.spawn(move || {
                 for b in 0..batches {
-                    let values: Vec<String> = (0..batch_size)
-                        .map(|i| format!("t{w}:{}", b * batch_size + i))
-                        .collect();
-                    let records: Vec<Record<'_>> =
-                        values.iter().map(|v| Record::value(v.as_bytes())).collect();
+                    let values: Vec<String> = (0..batch_size).map(|i| format!("t{w}:{}", b * batch_size + i)).collect();
+                    let records: Vec<Record<'_>> = values.iter().map(|v| Record::value(v.as_bytes())).collect();
                     stream.append(0, &records).unwrap();
                 }
             });

@@ -41,23 +41,11 @@ fn reopen_partition(dir: &Path) -> Result<(Log, std::sync::Arc<gregor_log::Parti
 #[test]
 fn torn_tail_after_the_last_sync_is_truncated_and_reported() {
     let dir = tempfile::tempdir().unwrap();
-    let written = fill(
-        dir.path(),
-        StreamConfig {
-            durability: Durability::Os,
-            ..StreamConfig::new(1)
-        },
-        20,
-    );
+    let written = fill(dir.path(), StreamConfig { durability: Durability::Os, ..StreamConfig::new(1) }, 20);
     let seg = segment_files(&dir.path().join("s/0")).pop().unwrap();
     let len = std::fs::metadata(&seg).unwrap().len();
     // A crash mid-write: the last batch lost its last 10 bytes.
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&seg)
-        .unwrap()
-        .set_len(len - 10)
-        .unwrap();
+    std::fs::OpenOptions::new().write(true).open(&seg).unwrap().set_len(len - 10).unwrap();
 
     let (log, p) = reopen_partition(dir.path()).unwrap();
     let report = p.recovery_report();
@@ -67,25 +55,14 @@ fn torn_tail_after_the_last_sync_is_truncated_and_reported() {
     let read: Vec<String> = common::read_all(&p).iter().map(common::text).collect();
     assert_eq!(read, written[..57]);
     // Appends continue at the next offset.
-    let at = log
-        .stream("s")
-        .unwrap()
-        .append(0, &[Record::value(b"after")])
-        .unwrap();
+    let at = log.stream("s").unwrap().append(0, &[Record::value(b"after")]).unwrap();
     assert_eq!(at.base_offset, 57);
 }
 
 #[test]
 fn partial_write_past_the_synced_end_is_truncated() {
     let dir = tempfile::tempdir().unwrap();
-    let written = fill(
-        dir.path(),
-        StreamConfig {
-            durability: Durability::Always,
-            ..StreamConfig::new(1)
-        },
-        5,
-    );
+    let written = fill(dir.path(), StreamConfig { durability: Durability::Always, ..StreamConfig::new(1) }, 5);
     let seg = segment_files(&dir.path().join("s/0")).pop().unwrap();
     let bytes = std::fs::read(&seg).unwrap();
     let batch_len = bytes.len() / 5;
@@ -104,22 +81,10 @@ fn partial_write_past_the_synced_end_is_truncated() {
 #[test]
 fn synced_data_that_vanished_is_an_error_not_a_truncation() {
     let dir = tempfile::tempdir().unwrap();
-    fill(
-        dir.path(),
-        StreamConfig {
-            durability: Durability::Always,
-            ..StreamConfig::new(1)
-        },
-        5,
-    );
+    fill(dir.path(), StreamConfig { durability: Durability::Always, ..StreamConfig::new(1) }, 5);
     let seg = segment_files(&dir.path().join("s/0")).pop().unwrap();
     let len = std::fs::metadata(&seg).unwrap().len();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&seg)
-        .unwrap()
-        .set_len(len - 3)
-        .unwrap();
+    std::fs::OpenOptions::new().write(true).open(&seg).unwrap().set_len(len - 3).unwrap();
     match reopen_partition(dir.path()) {
         Err(LogError::Corrupt { file, reason, .. }) => {
             assert_eq!(file, seg);
@@ -128,24 +93,13 @@ fn synced_data_that_vanished_is_an_error_not_a_truncation() {
         Err(other) => panic!("unexpected error {other}"),
         Ok(_) => panic!("recovery silently accepted lost synced data"),
     }
-    assert_eq!(
-        std::fs::metadata(&seg).unwrap().len(),
-        len - 3,
-        "nothing may be truncated"
-    );
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), len - 3, "nothing may be truncated");
 }
 
 #[test]
 fn damage_in_the_middle_of_a_segment_is_reported_with_file_and_position() {
     let dir = tempfile::tempdir().unwrap();
-    fill(
-        dir.path(),
-        StreamConfig {
-            durability: Durability::Os,
-            ..StreamConfig::new(1)
-        },
-        20,
-    );
+    fill(dir.path(), StreamConfig { durability: Durability::Os, ..StreamConfig::new(1) }, 20);
     let seg = segment_files(&dir.path().join("s/0")).pop().unwrap();
     let mut bytes = std::fs::read(&seg).unwrap();
     let batch_len = bytes.len() / 20;
@@ -167,11 +121,7 @@ fn damage_in_the_middle_of_a_segment_is_reported_with_file_and_position() {
         }
     }
     match result {
-        Err(LogError::Corrupt {
-            file,
-            position,
-            reason,
-        }) => {
+        Err(LogError::Corrupt { file, position, reason }) => {
             assert_eq!(file, seg);
             assert_eq!(position, (damaged_batch * batch_len) as u64);
             assert!(reason.contains("CRC"), "{reason}");
@@ -184,11 +134,7 @@ fn damage_in_the_middle_of_a_segment_is_reported_with_file_and_position() {
     // intact data that follows the damage.
     std::fs::remove_file(dir.path().join("s/0/head")).unwrap();
     match reopen_partition(dir.path()) {
-        Err(LogError::Corrupt {
-            file,
-            position,
-            reason,
-        }) => {
+        Err(LogError::Corrupt { file, position, reason }) => {
             assert_eq!(file, seg);
             assert_eq!(position, (damaged_batch * batch_len) as u64);
             assert!(reason.contains("not a torn tail"), "{reason}");
@@ -196,11 +142,7 @@ fn damage_in_the_middle_of_a_segment_is_reported_with_file_and_position() {
         Err(other) => panic!("unexpected error {other}"),
         Ok(_) => panic!("damage inside the log was not reported"),
     }
-    assert_eq!(
-        std::fs::read(&seg).unwrap(),
-        bytes,
-        "nothing may be truncated"
-    );
+    assert_eq!(std::fs::read(&seg).unwrap(), bytes, "nothing may be truncated");
 }
 
 #[test]
@@ -224,10 +166,7 @@ fn a_missing_or_damaged_index_is_rebuilt_or_ignored() {
     std::fs::write(&indexes[1], vec![0xAB; 48]).unwrap();
     let (_log, p) = reopen_partition(dir.path()).unwrap();
     for start in [0u64, 5, 31, 77, 150, 179] {
-        let got: Vec<String> = common::read_from(&p, start)
-            .iter()
-            .map(common::text)
-            .collect();
+        let got: Vec<String> = common::read_from(&p, start).iter().map(common::text).collect();
         assert_eq!(got, written[start as usize..], "reading from {start}");
     }
 }

@@ -27,17 +27,9 @@ fn rec() -> impl Strategy<Value = Rec> {
         proptest::option::of(proptest::collection::vec(any::<u8>(), 0..16)),
         proptest::option::weighted(0.9, proptest::collection::vec(any::<u8>(), 0..400)),
         0i64..1_000_000,
-        proptest::collection::vec(
-            ("[a-z]{1,5}", proptest::collection::vec(any::<u8>(), 0..8)),
-            0..2,
-        ),
+        proptest::collection::vec(("[a-z]{1,5}", proptest::collection::vec(any::<u8>(), 0..8)), 0..2),
     )
-        .prop_map(|(key, value, ts, headers)| Rec {
-            key,
-            value,
-            ts,
-            headers,
-        })
+        .prop_map(|(key, value, ts, headers)| Rec { key, value, ts, headers })
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -107,15 +99,7 @@ proptest! {
 fn segments_roll_at_the_configured_size() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path()).unwrap();
-    let stream = log
-        .create_stream(
-            "s",
-            StreamConfig {
-                segment_bytes: 4096,
-                ..StreamConfig::new(1)
-            },
-        )
-        .unwrap();
+    let stream = log.create_stream("s", StreamConfig { segment_bytes: 4096, ..StreamConfig::new(1) }).unwrap();
     let value = [7u8; 100];
     for _ in 0..200 {
         stream.append(0, &[Record::value(&value)]).unwrap();
@@ -127,11 +111,7 @@ fn segments_roll_at_the_configured_size() {
     for entry in std::fs::read_dir(dir.path().join("s/0")).unwrap() {
         let entry = entry.unwrap();
         if entry.path().extension().is_some_and(|e| e == "log") {
-            assert!(
-                entry.metadata().unwrap().len() <= 4096,
-                "{:?} exceeds the segment size",
-                entry.path()
-            );
+            assert!(entry.metadata().unwrap().len() <= 4096, "{:?} exceeds the segment size", entry.path());
         }
     }
     assert_eq!(common::read_all(&p).len(), 200);

@@ -17,33 +17,16 @@ fn owned_record() -> impl Strategy<Value = OwnedRecord> {
         proptest::option::of(proptest::collection::vec(any::<u8>(), 0..40)),
         proptest::option::of(proptest::collection::vec(any::<u8>(), 0..300)),
         any::<i64>(),
-        proptest::collection::vec(
-            ("[a-z]{0,8}", proptest::collection::vec(any::<u8>(), 0..10)),
-            0..3,
-        ),
+        proptest::collection::vec(("[a-z]{0,8}", proptest::collection::vec(any::<u8>(), 0..10)), 0..3),
     )
-        .prop_map(|(key, value, timestamp, headers)| OwnedRecord {
-            key,
-            value,
-            timestamp,
-            headers,
-        })
+        .prop_map(|(key, value, timestamp, headers)| OwnedRecord { key, value, timestamp, headers })
 }
 
 fn encode(records: &[OwnedRecord], deltas: &[u32], base: u64) -> Vec<u8> {
     let mut enc = BatchEncoder::new();
     for (r, d) in records.iter().zip(deltas) {
-        let headers: Vec<(&str, &[u8])> = r
-            .headers
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_slice()))
-            .collect();
-        let rec = Record {
-            key: r.key.as_deref(),
-            value: r.value.as_deref(),
-            timestamp: None,
-            headers: &headers,
-        };
+        let headers: Vec<(&str, &[u8])> = r.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())).collect();
+        let rec = Record { key: r.key.as_deref(), value: r.value.as_deref(), timestamp: None, headers: &headers };
         enc.push(*d, r.timestamp, &rec);
     }
     let batch = enc.finish();
@@ -119,12 +102,7 @@ proptest! {
 
 #[test]
 fn torn_batch_is_incomplete() {
-    let rec = OwnedRecord {
-        key: None,
-        value: Some(vec![1; 50]),
-        timestamp: 5,
-        headers: vec![],
-    };
+    let rec = OwnedRecord { key: None, value: Some(vec![1; 50]), timestamp: 5, headers: vec![] };
     let bytes = encode(&[rec], &[0], 0);
     for cut in 0..bytes.len() {
         match BatchHeader::parse_verified(&bytes[..cut]) {

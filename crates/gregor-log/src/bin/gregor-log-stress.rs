@@ -19,7 +19,9 @@ fn main() {
 fn run() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [dir, stream, partition, writer, batches, batch_size] = args.as_slice() else {
-        return Err("usage: gregor-log-stress <data-dir> <stream> <partition> <writer-id> <batches> <batch-size>".into());
+        return Err(
+            "usage: gregor-log-stress <data-dir> <stream> <partition> <writer-id> <batches> <batch-size>".into()
+        );
     };
     let (partition, batches, batch_size): (u32, u64, usize) =
         (partition.parse()?, batches.parse()?, batch_size.parse()?);
@@ -35,10 +37,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             values.push(format!("{writer}:{seq}"));
             seq += 1;
         }
-        let records: Vec<Record<'_>> = values
-            .iter()
-            .map(|v| Record::keyed(writer.as_bytes(), v.as_bytes()))
-            .collect();
+        let records: Vec<Record<'_>> = values.iter().map(|v| Record::keyed(writer.as_bytes(), v.as_bytes())).collect();
         let at = partition.append(&records)?;
         writeln!(out, "ack {} {}", at.base_offset, at.last_offset)?;
         out.flush()?;

@@ -34,9 +34,7 @@ impl Partition {
             && bases.binary_search(&f.active_base).is_ok()
         {
             let path = segment::log_path(&self.dir, f.active_base);
-            let len = std::fs::metadata(&path)
-                .context(|| format!("reading the size of {}", path.display()))?
-                .len();
+            let len = std::fs::metadata(&path).context(|| format!("reading the size of {}", path.display()))?.len();
             if !self.head.pending() && last == f.active_base && len == f.active_len {
                 return Ok(());
             }
@@ -51,11 +49,7 @@ impl Partition {
         // A new partition, or one whose files were all removed by hand: offsets
         // still only grow, so it restarts at the recorded end.
         let base = if initialized { old.next_offset } else { 0 };
-        let generation = if initialized {
-            old.segments_gen.wrapping_add(1)
-        } else {
-            1
-        };
+        let generation = if initialized { old.segments_gen.wrapping_add(1) } else { 1 };
         drop(self.open_active(base, generation, true)?);
         sync_dir(&self.dir)?;
         self.head.publish(&WriterFields {
@@ -83,8 +77,7 @@ impl Partition {
         let path = segment::log_path(&self.dir, f.active_base);
         let file = open_rw(&path)?;
         dropped += crate::fsutil::file_len(&file, &path)? - f.active_len;
-        file.set_len(f.active_len)
-            .context(|| format!("truncating {}", path.display()))?;
+        file.set_len(f.active_len).context(|| format!("truncating {}", path.display()))?;
         let index_path = segment::index_path(&self.dir, f.active_base);
         let index = open_rw(&index_path)?;
         let index_len = crate::fsutil::file_len(&index, &index_path)?;
@@ -96,48 +89,27 @@ impl Partition {
             crate::fsutil::read_exact_at(&index, &mut buf, 0, &index_path)?;
             let n = buf
                 .chunks_exact(INDEX_ENTRY_LEN)
-                .take_while(|c| {
-                    u64::from(u32::from_le_bytes([c[4], c[5], c[6], c[7]])) <= f.index_last_pos
-                })
+                .take_while(|c| u64::from(u32::from_le_bytes([c[4], c[5], c[6], c[7]])) <= f.index_last_pos)
                 .count();
             (n * INDEX_ENTRY_LEN) as u64
         };
-        index
-            .set_len(keep)
-            .context(|| format!("truncating {}", index_path.display()))?;
+        index.set_len(keep).context(|| format!("truncating {}", index_path.display()))?;
         f.segments_gen = f.segments_gen.wrapping_add(1);
         self.head.publish(&f);
         if dropped > 0 {
             tracing::warn!(file = %path.display(), position = f.active_len, bytes_dropped = dropped, "dropped an unpublished append of a writer that died");
-            *lock(&self.recovery) = RecoveryReport {
-                bytes_dropped: dropped,
-                truncated_file: Some(path),
-                truncated_at: f.active_len,
-            };
+            *lock(&self.recovery) =
+                RecoveryReport { bytes_dropped: dropped, truncated_file: Some(path), truncated_at: f.active_len };
         }
         Ok(())
     }
 
-    fn full_recovery(
-        &self,
-        mut bases: Vec<u64>,
-        initialized: bool,
-        old: &WriterFields,
-    ) -> Result<()> {
+    fn full_recovery(&self, mut bases: Vec<u64>, initialized: bool, old: &WriterFields) -> Result<()> {
         // Scan from the segment holding the recovery point (the last segment
         // if the head is unknown). Earlier segments were fsynced when sealed.
         let (start, durable_pos) = if initialized {
-            let i = bases
-                .partition_point(|&b| b <= old.recovery_base)
-                .saturating_sub(1);
-            (
-                i,
-                if bases[i] == old.recovery_base {
-                    old.recovery_pos
-                } else {
-                    0
-                },
-            )
+            let i = bases.partition_point(|&b| b <= old.recovery_base).saturating_sub(1);
+            (i, if bases[i] == old.recovery_base { old.recovery_pos } else { 0 })
         } else {
             (bases.len() - 1, 0)
         };
@@ -180,25 +152,31 @@ impl Partition {
                         reason: format!("{error} in data that was already synced to disk"),
                     });
                 }
+                // Intact data after the damage means it is not a torn tail. With
+                // no head we cannot tell what was synced, so refuse; past the
+                // recovery point the policy allowed losing it, so truncate
+                // (as Kafka does) but say loudly what happened.
                 if let Some((file_with_data, at)) =
                     self.valid_data_after(&file, &path, position, len, &bases[i + 1..])?
                 {
-                    return Err(LogError::Corrupt {
-                        file: path,
-                        position,
-                        reason: format!(
-                            "{error}, followed by intact data in {} at byte {at}: this is damage inside the log, not a torn tail, so nothing was truncated",
-                            file_with_data.display()
-                        ),
-                    });
+                    if !initialized {
+                        return Err(LogError::Corrupt {
+                            file: path,
+                            position,
+                            reason: format!(
+                                "{error}, followed by intact data in {} at byte {at}: this is damage inside the log, not a torn tail, so nothing was truncated",
+                                file_with_data.display()
+                            ),
+                        });
+                    }
+                    tracing::error!(file = %path.display(), position, "{error} after the last fsync point, followed by intact data in {} at byte {at}: truncating everything from the damage on, as the durability policy allows", file_with_data.display());
                 }
                 let mut dropped = len - position;
                 for &later in &bases[i + 1..] {
                     dropped += self.remove_segment_files(later)?;
                 }
                 bases.truncate(i + 1);
-                file.set_len(position)
-                    .context(|| format!("truncating {}", path.display()))?;
+                file.set_len(position).context(|| format!("truncating {}", path.display()))?;
                 tracing::warn!(file = %path.display(), position, bytes_dropped = dropped, "recovered a torn or corrupt tail: {error}");
                 report = RecoveryReport {
                     bytes_dropped: dropped,
@@ -207,18 +185,12 @@ impl Partition {
                 };
             }
             if faulted || is_last {
-                let (last_index, max_ts) = segment::rebuild_index(
-                    &self.dir,
-                    base,
-                    &file,
-                    &path,
-                    valid_end,
-                    self.config.index_interval_bytes,
-                )?;
+                let index_out = segment::index_path(&self.dir, base);
+                let interval = self.config.index_interval_bytes;
+                let (last_index, max_ts) = segment::rebuild_index(base, &file, &path, valid_end, interval, &index_out)?;
                 (active_len, active_max_ts, index_last_pos) = (valid_end, max_ts, last_index);
             }
-            file.sync_data()
-                .context(|| format!("syncing {}", path.display()))?;
+            file.sync_data().context(|| format!("syncing {}", path.display()))?;
             i += 1;
         }
         sync_dir(&self.dir)?;
@@ -228,11 +200,7 @@ impl Partition {
             active_base,
             active_len,
             log_start: bases[0],
-            segments_gen: if initialized {
-                old.segments_gen.wrapping_add(1)
-            } else {
-                1
-            },
+            segments_gen: if initialized { old.segments_gen.wrapping_add(1) } else { 1 },
             recovery_base: active_base,
             recovery_pos: active_len,
             active_max_ts,
@@ -262,8 +230,8 @@ impl Partition {
         }
         for &base in later {
             let later_path = segment::log_path(&self.dir, base);
-            let later_file = std::fs::File::open(&later_path)
-                .context(|| format!("opening {}", later_path.display()))?;
+            let later_file =
+                std::fs::File::open(&later_path).context(|| format!("opening {}", later_path.display()))?;
             let later_len = crate::fsutil::file_len(&later_file, &later_path)?;
             if let Some(at) = find_intact_batch(&later_file, &later_path, 0, later_len)? {
                 return Ok(Some((later_path, at)));
@@ -288,12 +256,7 @@ impl Partition {
 }
 
 /// The position of the first CRC-valid batch starting at or after `from`.
-fn find_intact_batch(
-    file: &std::fs::File,
-    path: &std::path::Path,
-    from: u64,
-    len: u64,
-) -> Result<Option<u64>> {
+fn find_intact_batch(file: &std::fs::File, path: &std::path::Path, from: u64, len: u64) -> Result<Option<u64>> {
     const WINDOW: u64 = 8 << 20;
     let mut start = from;
     while start + (crate::batch::HEADER_LEN as u64) <= len {
@@ -305,9 +268,7 @@ fn find_intact_batch(
                 continue;
             };
             let candidate = start + at as u64;
-            if candidate + total as u64 > len
-                || crate::batch::BatchHeader::parse(&buf[at..]).is_err()
-            {
+            if candidate + total as u64 > len || crate::batch::BatchHeader::parse(&buf[at..]).is_err() {
                 continue;
             }
             let mut batch = vec![0u8; total];
@@ -316,9 +277,7 @@ fn find_intact_batch(
                 return Ok(Some(candidate));
             }
         }
-        start += window_len
-            .saturating_sub(crate::batch::HEADER_LEN as u64)
-            .max(1);
+        start += window_len.saturating_sub(crate::batch::HEADER_LEN as u64).max(1);
     }
     Ok(None)
 }

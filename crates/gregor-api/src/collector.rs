@@ -1,0 +1,193 @@
+//! The message collector: how a task sends to output streams.
+//!
+//! `send` serializes the envelope with its stream's configured serdes into
+//! one reusable buffer and records where it goes; the container routes the
+//! batch to the systems' producers after the task returns. No I/O happens
+//! here, and after warm-up sending allocates nothing.
+
+use crate::serde::{Data, Serde, Serdes};
+use crate::system::SystemStream;
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::Arc;
+
+/// A message to send.
+#[derive(Debug)]
+pub struct OutgoingEnvelope<'a, K, M> {
+    /// The destination stream.
+    pub stream: &'a SystemStream,
+    /// An explicit partition; `None` partitions by key (murmur2, like Kafka),
+    /// or round-robin when there is no key either.
+    pub partition: Option<u32>,
+    /// The key.
+    pub key: Option<K>,
+    /// The message; `None` sends a tombstone.
+    pub message: Option<M>,
+    /// Milliseconds since the epoch; `None` means now.
+    pub timestamp: Option<i64>,
+}
+
+impl<'a, K, M> OutgoingEnvelope<'a, K, M> {
+    /// A keyed message, partitioned by its key.
+    pub fn keyed(stream: &'a SystemStream, key: K, message: M) -> Self {
+        OutgoingEnvelope { stream, partition: None, key: Some(key), message: Some(message), timestamp: None }
+    }
+
+    /// A message for an explicit partition.
+    pub fn to_partition(stream: &'a SystemStream, partition: u32, key: Option<K>, message: M) -> Self {
+        OutgoingEnvelope { stream, partition: Some(partition), key, message: Some(message), timestamp: None }
+    }
+}
+
+/// Why a send was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The stream's system is not configured, or its serdes do not fit the types.
+    #[error("cannot send to {stream}: {reason}")]
+    Stream {
+        /// The stream.
+        stream: SystemStream,
+        /// Why.
+        reason: String,
+    },
+    /// The serde failed on this message.
+    #[error("cannot send to {stream}: encoding the {what}: {reason}")]
+    Encode {
+        /// The stream.
+        stream: SystemStream,
+        /// `key` or `message`.
+        what: &'static str,
+        /// The serde's error.
+        reason: String,
+    },
+}
+
+/// Looks up an output stream's key and message serde names (from config).
+pub type SerdeNamesFor = Box<dyn Fn(&SystemStream) -> Result<(String, String), String>>;
+
+/// A send recorded by the collector (read by the runtime).
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct PendingSend {
+    pub stream: SystemStream,
+    pub partition: Option<u32>,
+    pub key: Option<Range<usize>>,
+    pub value: Option<Range<usize>>,
+    pub timestamp: Option<i64>,
+}
+
+/// Collects a task's output messages.
+pub struct MessageCollector {
+    serdes: Arc<Serdes>,
+    names: SerdeNamesFor,
+    resolved: HashMap<(SystemStream, TypeId, bool), Arc<dyn Any>>,
+    buf: Vec<u8>,
+    sends: Vec<PendingSend>,
+}
+
+impl MessageCollector {
+    #[doc(hidden)]
+    pub fn new(serdes: Arc<Serdes>, names: SerdeNamesFor) -> Self {
+        MessageCollector {
+            serdes,
+            names,
+            resolved: HashMap::new(),
+            buf: Vec::with_capacity(1 << 16),
+            sends: Vec::new(),
+        }
+    }
+
+    fn serde_for<T: Data>(&mut self, stream: &SystemStream, is_key: bool) -> Result<Arc<dyn Serde<T>>, SendError> {
+        let id = (stream.clone(), TypeId::of::<T>(), is_key);
+        if let Some(found) = self.resolved.get(&id).and_then(|a| a.downcast_ref::<Arc<dyn Serde<T>>>()) {
+            return Ok(found.clone());
+        }
+        let fail = |reason: String| SendError::Stream { stream: stream.clone(), reason };
+        let (key_name, msg_name) = (self.names)(stream).map_err(&fail)?;
+        let name = if is_key { key_name } else { msg_name };
+        let serde = self.serdes.resolve::<T>(&name).map_err(|e| fail(e.0))?;
+        self.resolved.insert(id, Arc::new(serde.clone()));
+        Ok(serde)
+    }
+
+    fn encode<T: Data>(
+        &mut self,
+        stream: &SystemStream,
+        value: Option<&T>,
+        is_key: bool,
+    ) -> Result<Option<Range<usize>>, SendError> {
+        let Some(value) = value else { return Ok(None) };
+        let serde = self.serde_for::<T>(stream, is_key)?;
+        let start = self.buf.len();
+        serde.encode(value, &mut self.buf).map_err(|e| SendError::Encode {
+            stream: stream.clone(),
+            what: if is_key { "key" } else { "message" },
+            reason: e.0,
+        })?;
+        Ok(Some(start..self.buf.len()))
+    }
+
+    /// Sends a message (delivered in order per partition; durable at the next commit).
+    ///
+    /// # Errors
+    /// [`SendError`] if the stream's system or serdes are not configured for
+    /// these types, or encoding fails.
+    pub fn send<K: Data, M: Data>(&mut self, envelope: OutgoingEnvelope<'_, K, M>) -> Result<(), SendError> {
+        let mark = self.buf.len();
+        let result = (|| {
+            let key = self.encode(envelope.stream, envelope.key.as_ref(), true)?;
+            let value = self.encode(envelope.stream, envelope.message.as_ref(), false)?;
+            Ok((key, value))
+        })();
+        match result {
+            Ok((key, value)) => {
+                self.sends.push(PendingSend {
+                    stream: envelope.stream.clone(),
+                    partition: envelope.partition,
+                    key,
+                    value,
+                    timestamp: envelope.timestamp,
+                });
+                Ok(())
+            }
+            Err(e) => {
+                self.buf.truncate(mark);
+                Err(e)
+            }
+        }
+    }
+
+    /// Sends already-encoded bytes (the runtime uses this for dead letters).
+    #[doc(hidden)]
+    pub fn send_raw(
+        &mut self,
+        stream: &SystemStream,
+        partition: Option<u32>,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+    ) {
+        let mut range = |b: &[u8]| {
+            let start = self.buf.len();
+            self.buf.extend_from_slice(b);
+            start..self.buf.len()
+        };
+        let key = key.map(&mut range);
+        let value = value.map(&mut range);
+        self.sends.push(PendingSend { stream: stream.clone(), partition, key, value, timestamp: None });
+    }
+
+    /// The recorded sends and the buffer their ranges point into.
+    #[doc(hidden)]
+    pub fn pending(&self) -> (&[PendingSend], &[u8]) {
+        (&self.sends, &self.buf)
+    }
+
+    /// Forgets the recorded sends, keeping capacity.
+    #[doc(hidden)]
+    pub fn clear(&mut self) {
+        self.sends.clear();
+        self.buf.clear();
+    }
+}

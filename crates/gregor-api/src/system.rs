@@ -1,0 +1,242 @@
+//! Streaming systems as plug-ins: names, raw messages, and the admin,
+//! consumer and producer contracts every system (the embedded log, Kafka)
+//! implements.
+//!
+//! # Contract
+//! - A system is created once per container by its [`SystemFactory`] from the
+//!   job config; its consumer and producer are used from the container's one
+//!   thread only, so they need no internal locking.
+//! - [`SystemConsumer::register`] is called once per partition before
+//!   [`SystemConsumer::start`]; `poll` is called only after `start`.
+//! - Offsets are 64-bit and only grow within a partition; "next offset" means
+//!   one past the newest message.
+//! - Implementations return errors; they never panic on bad data from outside.
+
+use bytes::Bytes;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A stream in a system: `system.stream`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SystemStream {
+    /// The system's name in the config (`systems.<name>.*`).
+    pub system: Arc<str>,
+    /// The stream's physical name in that system.
+    pub stream: Arc<str>,
+}
+
+impl SystemStream {
+    /// `system.stream`.
+    pub fn new(system: &str, stream: &str) -> Self {
+        SystemStream { system: Arc::from(system), stream: Arc::from(stream) }
+    }
+
+    /// Parses `system.stream` (the stream name may itself contain dots).
+    pub fn parse(text: &str) -> Option<SystemStream> {
+        let (system, stream) = text.trim().split_once('.')?;
+        (!system.is_empty() && !stream.is_empty()).then(|| SystemStream::new(system, stream))
+    }
+
+    /// One partition of this stream.
+    pub fn partition(&self, partition: u32) -> SystemStreamPartition {
+        SystemStreamPartition { stream: self.clone(), partition }
+    }
+}
+
+impl fmt::Display for SystemStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.system, self.stream)
+    }
+}
+
+/// One partition of a system stream: `system.stream[partition]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SystemStreamPartition {
+    /// The stream.
+    pub stream: SystemStream,
+    /// The partition number.
+    pub partition: u32,
+}
+
+impl fmt::Display for SystemStreamPartition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}[{}]", self.stream, self.partition)
+    }
+}
+
+impl SystemStreamPartition {
+    /// Parses `system.stream[partition]`.
+    pub fn parse(text: &str) -> Option<SystemStreamPartition> {
+        let (stream, rest) = text.rsplit_once('[')?;
+        let partition = rest.strip_suffix(']')?.parse().ok()?;
+        Some(SystemStream::parse(stream)?.partition(partition))
+    }
+}
+
+/// A message as a system delivers it: undecoded bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawMessage {
+    /// Offset in its partition.
+    pub offset: u64,
+    /// Milliseconds since the epoch.
+    pub timestamp: i64,
+    /// Key bytes, if any.
+    pub key: Option<Bytes>,
+    /// Value bytes; `None` is a tombstone.
+    pub value: Option<Bytes>,
+}
+
+/// Where a consumer starts reading a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartOffset {
+    /// This exact offset (from a checkpoint).
+    At(u64),
+    /// The oldest retained offset.
+    Oldest,
+    /// Only messages written from now on.
+    Upcoming,
+}
+
+/// Offsets of one partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionOffsets {
+    /// Oldest retained offset.
+    pub oldest: u64,
+    /// One past the newest message (equal to `oldest` when empty).
+    pub next: u64,
+}
+
+/// How a stream is cleaned up, when a system creates it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamKind {
+    /// Normal retention (inputs, outputs, metrics).
+    Regular,
+    /// Keeps the latest value per key (checkpoints).
+    Compacted,
+    /// A store changelog: compacted, and never compacted at or past the offset
+    /// last passed to [`SystemAdmin::set_compaction_limit`], so a restore up
+    /// to a checkpointed offset stays exact.
+    Changelog,
+}
+
+/// A system's failure, with the context needed to act.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SystemError {
+    /// A stream the job needs does not exist.
+    #[error("stream {stream} does not exist{hint}")]
+    StreamNotFound {
+        /// The stream.
+        stream: SystemStream,
+        /// e.g. " (similar: ...)" or how to create it.
+        hint: String,
+    },
+    /// An offset outside the retained range.
+    #[error("offset {requested} is out of range for {ssp} (oldest {oldest}, next {next})")]
+    OffsetOutOfRange {
+        /// The partition.
+        ssp: SystemStreamPartition,
+        /// Offset asked for.
+        requested: u64,
+        /// Oldest retained offset.
+        oldest: u64,
+        /// Next offset.
+        next: u64,
+    },
+    /// Anything else, described.
+    #[error("{context}: {message}")]
+    Other {
+        /// What was being done.
+        context: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+impl SystemError {
+    /// A [`SystemError::Other`].
+    pub fn other(context: impl Into<String>, message: impl fmt::Display) -> Self {
+        SystemError::Other { context: context.into(), message: message.to_string() }
+    }
+}
+
+/// Streams, partitions and offsets of a system.
+pub trait SystemAdmin: Send + Sync {
+    /// Number of partitions of a stream.
+    fn partition_count(&self, stream: &SystemStream) -> Result<u32, SystemError>;
+    /// Oldest and next offsets of a partition.
+    fn offsets(&self, ssp: &SystemStreamPartition) -> Result<PartitionOffsets, SystemError>;
+    /// Creates a stream if it does not exist; if it exists, checks it has
+    /// `partitions` partitions (when `Some`).
+    fn ensure_stream(&self, stream: &SystemStream, partitions: u32, kind: StreamKind) -> Result<(), SystemError>;
+    /// Tells a changelog that compaction must keep everything needed to
+    /// restore up to `offset` (see [`StreamKind::Changelog`]).
+    fn set_compaction_limit(&self, ssp: &SystemStreamPartition, offset: u64) -> Result<(), SystemError>;
+}
+
+/// Reads partitions of a system.
+pub trait SystemConsumer {
+    /// Adds a partition to read, starting at `start`.
+    fn register(&mut self, ssp: &SystemStreamPartition, start: StartOffset) -> Result<(), SystemError>;
+    /// Starts reading.
+    fn start(&mut self) -> Result<(), SystemError>;
+    /// Delivers available messages of registered partitions whose `wants`
+    /// returns true (buffer space), waiting up to `timeout` if none is
+    /// available. Returns the number of messages delivered.
+    fn poll(
+        &mut self,
+        wants: &dyn Fn(&SystemStreamPartition) -> bool,
+        deliver: &mut dyn FnMut(&SystemStreamPartition, RawMessage),
+        timeout: Duration,
+    ) -> Result<usize, SystemError>;
+    /// Stops reading and releases resources.
+    fn stop(&mut self) {}
+}
+
+/// Writes to streams of a system.
+pub trait SystemProducer {
+    /// Queues a message for a partition (batched; durable after `flush`).
+    fn send(
+        &mut self,
+        ssp: &SystemStreamPartition,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        timestamp: i64,
+    ) -> Result<(), SystemError>;
+    /// Writes everything queued and waits until the system acknowledged it.
+    fn flush(&mut self) -> Result<(), SystemError>;
+    /// The next offset of `ssp` after everything this producer flushed to it,
+    /// if it wrote to it.
+    fn next_offset(&self, ssp: &SystemStreamPartition) -> Option<u64>;
+    /// Flushes and releases resources.
+    fn stop(&mut self) -> Result<(), SystemError> {
+        self.flush()
+    }
+}
+
+/// Creates a system's parts from the job config (`systems.<name>.*`).
+pub trait SystemFactory: Send + Sync {
+    /// The admin.
+    fn admin(&self) -> Result<Arc<dyn SystemAdmin>, SystemError>;
+    /// A new consumer.
+    fn consumer(&self) -> Result<Box<dyn SystemConsumer>, SystemError>;
+    /// A new producer.
+    fn producer(&self) -> Result<Box<dyn SystemProducer>, SystemError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_parse_and_print() {
+        let ss = SystemStream::parse("log.page.views").unwrap();
+        assert_eq!((&*ss.system, &*ss.stream), ("log", "page.views"));
+        let ssp = ss.partition(3);
+        assert_eq!(ssp.to_string(), "log.page.views[3]");
+        assert_eq!(SystemStreamPartition::parse("log.page.views[3]"), Some(ssp));
+        assert_eq!(SystemStream::parse("nodot"), None);
+        assert_eq!(SystemStream::parse(".x"), None);
+    }
+}

@@ -1,0 +1,61 @@
+//! The changelog layer: every change that reaches the engine also goes to
+//! the store's changelog partition, so the store can be rebuilt elsewhere.
+//!
+//! Changes are handed to the sink in the order they are applied; the sink
+//! (the runtime's producer) batches them and makes them durable at commit,
+//! before the checkpoint that records the changelog offset is written.
+
+use crate::engine::{Engine, KvError, WriteBatch};
+use bytes::Bytes;
+use std::ops::Bound;
+
+/// Where changelog records go (the runtime's producer for the changelog partition).
+pub trait ChangelogSink {
+    /// Queues one change; `None` is a deletion (a tombstone).
+    fn send(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), KvError>;
+}
+
+/// An engine whose writes are also sent to a changelog.
+pub struct LoggedEngine<E> {
+    engine: E,
+    sink: Box<dyn ChangelogSink>,
+}
+
+impl<E: Engine> LoggedEngine<E> {
+    /// Logs `engine`'s writes to `sink`.
+    pub fn new(engine: E, sink: Box<dyn ChangelogSink>) -> Self {
+        LoggedEngine { engine, sink }
+    }
+}
+
+impl<E: Engine> Engine for LoggedEngine<E> {
+    fn get(&mut self, key: &[u8]) -> Result<Option<Bytes>, KvError> {
+        self.engine.get(key)
+    }
+
+    fn write_batch(&mut self, batch: &WriteBatch) -> Result<(), KvError> {
+        self.engine.write_batch(batch)?;
+        for (k, v) in batch {
+            self.sink.send(k, v.as_deref())?;
+        }
+        Ok(())
+    }
+
+    fn scan(
+        &mut self,
+        from: Bound<&[u8]>,
+        to: Option<&[u8]>,
+        limit: usize,
+        out: &mut Vec<(Bytes, Bytes)>,
+    ) -> Result<(), KvError> {
+        self.engine.scan(from, to, limit, out)
+    }
+
+    fn flush(&mut self) -> Result<(), KvError> {
+        self.engine.flush()
+    }
+
+    fn len_hint(&self) -> u64 {
+        self.engine.len_hint()
+    }
+}

@@ -1,0 +1,371 @@
+//! The embedded log as a gregor system (`systems.<name>.factory=log`).
+//!
+//! `systems.<name>.path` names the data directory (default: `$GREGOR_DATA_DIR`,
+//! else `./gregor-data`). All containers of a process share one [`Log`] per
+//! directory, with background maintenance (interval fsyncs, retention,
+//! compaction) running while any of them uses it.
+//!
+//! The producer batches sends per partition (up to 5000 messages or 1 MiB)
+//! and appends a batch when it fills and at `flush`; the consumer reads in
+//! 1 MiB polls and sleeps on all its partitions at once when idle.
+
+use crate::{CleanupPolicy, Log, LogError, Maintenance, MaintenanceOptions, PartitionReader, Record, StreamConfig};
+use gregor_api::system::{
+    PartitionOffsets, StreamKind, SystemAdmin, SystemConsumer, SystemError, SystemFactory, SystemProducer,
+};
+use gregor_api::{Config, ConfigError, RawMessage, StartOffset, SystemStream, SystemStreamPartition};
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+/// The default data directory: `$GREGOR_DATA_DIR`, else `./gregor-data`.
+pub fn default_data_dir() -> PathBuf {
+    std::env::var_os("GREGOR_DATA_DIR").map_or_else(|| PathBuf::from("./gregor-data"), PathBuf::from)
+}
+
+struct Shared {
+    log: Arc<Log>,
+    _maintenance: Option<Maintenance>,
+}
+
+/// Opens (or shares) the log at `path` with maintenance running.
+fn shared_log(path: &Path) -> Result<Arc<Shared>, LogError> {
+    static OPEN: Mutex<Vec<(PathBuf, Weak<Shared>)>> = Mutex::new(Vec::new());
+    let mut open = OPEN.lock().unwrap_or_else(|p| p.into_inner());
+    open.retain(|(_, w)| w.strong_count() > 0);
+    let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+    if let Some(shared) = open.iter().find(|(p, _)| *p == canonical).and_then(|(_, w)| w.upgrade()) {
+        return Ok(shared);
+    }
+    let log = Arc::new(Log::open(path)?);
+    let maintenance = log.start_maintenance(MaintenanceOptions::default());
+    let shared = Arc::new(Shared { log, _maintenance: Some(maintenance) });
+    let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+    open.push((canonical, Arc::downgrade(&shared)));
+    Ok(shared)
+}
+
+fn sys_err(context: impl Into<String>, e: impl std::fmt::Display) -> SystemError {
+    SystemError::other(context, e)
+}
+
+fn to_system_error(e: LogError, stream: &SystemStream) -> SystemError {
+    match e {
+        LogError::StreamNotFound { .. } => SystemError::StreamNotFound {
+            stream: stream.clone(),
+            hint: format!(" (create it with `gregor stream create {} --partitions N`)", stream.stream),
+        },
+        LogError::OffsetOutOfRange { partition, requested, oldest, next, .. } => {
+            SystemError::OffsetOutOfRange { ssp: stream.partition(partition), requested, oldest, next }
+        }
+        other => sys_err(format!("log system, stream {stream}"), other),
+    }
+}
+
+/// The embedded log as a system.
+pub struct LogSystemFactory {
+    shared: Arc<Shared>,
+}
+
+impl LogSystemFactory {
+    /// The system called `name` as configured in `config`.
+    ///
+    /// # Errors
+    /// If the data directory cannot be used.
+    pub fn from_config(config: &Config, name: &str) -> Result<Self, ConfigError> {
+        let key = format!("systems.{name}.path");
+        let path = config.get(&key).map_or_else(default_data_dir, PathBuf::from);
+        Self::open(&path).map_err(|e| {
+            gregor_api::config::invalid(&key, &path.display().to_string(), &format!("a usable data directory ({e})"))
+        })
+    }
+
+    /// The system over the data directory `path`.
+    ///
+    /// # Errors
+    /// If the directory cannot be used.
+    pub fn open(path: &Path) -> Result<Self, LogError> {
+        Ok(LogSystemFactory { shared: shared_log(path)? })
+    }
+
+    /// The system over a log the caller already opened, without background
+    /// maintenance (for short-lived tools such as the CLI).
+    pub fn from_log(log: Arc<Log>) -> Self {
+        LogSystemFactory { shared: Arc::new(Shared { log, _maintenance: None }) }
+    }
+
+    /// The underlying log.
+    pub fn log(&self) -> &Arc<Log> {
+        &self.shared.log
+    }
+}
+
+impl SystemFactory for LogSystemFactory {
+    fn admin(&self) -> Result<Arc<dyn SystemAdmin>, SystemError> {
+        Ok(Arc::new(LogAdmin { shared: self.shared.clone() }))
+    }
+
+    fn consumer(&self) -> Result<Box<dyn SystemConsumer>, SystemError> {
+        Ok(Box::new(LogConsumer { shared: self.shared.clone(), readers: Vec::new(), next: 0 }))
+    }
+
+    fn producer(&self) -> Result<Box<dyn SystemProducer>, SystemError> {
+        Ok(Box::new(LogProducer { shared: self.shared.clone(), pending: HashMap::new(), next_offsets: HashMap::new() }))
+    }
+}
+
+struct LogAdmin {
+    shared: Arc<Shared>,
+}
+
+impl SystemAdmin for LogAdmin {
+    fn partition_count(&self, stream: &SystemStream) -> Result<u32, SystemError> {
+        let s = self.shared.log.stream(&stream.stream).map_err(|e| to_system_error(e, stream))?;
+        Ok(s.partition_count())
+    }
+
+    fn offsets(&self, ssp: &SystemStreamPartition) -> Result<PartitionOffsets, SystemError> {
+        let p = self
+            .shared
+            .log
+            .stream(&ssp.stream.stream)
+            .and_then(|s| s.partition(ssp.partition))
+            .map_err(|e| to_system_error(e, &ssp.stream))?;
+        let (oldest, next) = (p.oldest_offset(), p.next_offset());
+        Ok(PartitionOffsets {
+            oldest: oldest.map_err(|e| to_system_error(e, &ssp.stream))?,
+            next: next.map_err(|e| to_system_error(e, &ssp.stream))?,
+        })
+    }
+
+    fn ensure_stream(&self, stream: &SystemStream, partitions: u32, kind: StreamKind) -> Result<(), SystemError> {
+        let log = &self.shared.log;
+        let existing = match log.stream(&stream.stream) {
+            Ok(s) => s,
+            Err(LogError::StreamNotFound { .. }) => {
+                let config = match kind {
+                    StreamKind::Regular => StreamConfig::new(partitions),
+                    StreamKind::Compacted => StreamConfig::compacted(partitions),
+                    StreamKind::Changelog => {
+                        StreamConfig { compaction_bounded: true, ..StreamConfig::compacted(partitions) }
+                    }
+                };
+                match log.create_stream(&stream.stream, config) {
+                    Ok(_) => {
+                        tracing::info!(%stream, partitions, ?kind, "created stream");
+                        return Ok(());
+                    }
+                    Err(LogError::StreamExists { .. }) => {
+                        log.stream(&stream.stream).map_err(|e| to_system_error(e, stream))?
+                    }
+                    Err(e) => return Err(to_system_error(e, stream)),
+                }
+            }
+            Err(e) => return Err(to_system_error(e, stream)),
+        };
+        if existing.partition_count() != partitions {
+            return Err(sys_err(
+                format!("stream {stream}"),
+                format!("has {} partitions, but the job needs {partitions}", existing.partition_count()),
+            ));
+        }
+        if kind != StreamKind::Regular && existing.config().cleanup_policy != CleanupPolicy::Compact {
+            return Err(sys_err(
+                format!("stream {stream}"),
+                "must be compacted (it holds changelogs or checkpoints) but was created without --compact",
+            ));
+        }
+        Ok(())
+    }
+
+    fn set_compaction_limit(&self, ssp: &SystemStreamPartition, offset: u64) -> Result<(), SystemError> {
+        self.shared
+            .log
+            .stream(&ssp.stream.stream)
+            .and_then(|s| s.partition(ssp.partition))
+            .and_then(|p| p.set_compaction_limit(offset))
+            .map_err(|e| to_system_error(e, &ssp.stream))
+    }
+}
+
+struct LogConsumer {
+    shared: Arc<Shared>,
+    readers: Vec<(SystemStreamPartition, PartitionReader)>,
+    /// Where the next poll starts, so no partition starves the others.
+    next: usize,
+}
+
+impl LogConsumer {
+    const POLL_BYTES: usize = 1 << 20;
+
+    fn poll_once(
+        &mut self,
+        wants: &dyn Fn(&SystemStreamPartition) -> bool,
+        deliver: &mut dyn FnMut(&SystemStreamPartition, RawMessage),
+    ) -> Result<usize, SystemError> {
+        let mut delivered = 0;
+        let n = self.readers.len();
+        for i in 0..n {
+            let (ssp, reader) = &mut self.readers[(self.next + i) % n];
+            if !wants(ssp) {
+                continue;
+            }
+            let fetch = match reader.poll(Self::POLL_BYTES) {
+                Ok(f) => f,
+                Err(LogError::OffsetOutOfRange { requested, oldest, .. }) if requested < oldest => {
+                    tracing::warn!(%ssp, requested, oldest, "messages were deleted by retention before they were read; skipping to the oldest offset");
+                    reader.seek(oldest);
+                    continue;
+                }
+                Err(e) => return Err(to_system_error(e, &ssp.stream)),
+            };
+            for m in fetch.messages() {
+                let m = m.map_err(|e| to_system_error(e, &ssp.stream))?;
+                deliver(ssp, RawMessage { offset: m.offset, timestamp: m.timestamp, key: m.key, value: m.value });
+                delivered += 1;
+            }
+        }
+        self.next = (self.next + 1) % n.max(1);
+        Ok(delivered)
+    }
+}
+
+impl SystemConsumer for LogConsumer {
+    fn register(&mut self, ssp: &SystemStreamPartition, start: StartOffset) -> Result<(), SystemError> {
+        let p = self
+            .shared
+            .log
+            .stream(&ssp.stream.stream)
+            .and_then(|s| s.partition(ssp.partition))
+            .map_err(|e| to_system_error(e, &ssp.stream))?;
+        let offset = match start {
+            StartOffset::At(o) => {
+                p.check_offset(o).map_err(|e| to_system_error(e, &ssp.stream))?;
+                o
+            }
+            StartOffset::Oldest => p.oldest_offset().map_err(|e| to_system_error(e, &ssp.stream))?,
+            StartOffset::Upcoming => p.next_offset().map_err(|e| to_system_error(e, &ssp.stream))?,
+        };
+        self.readers.push((ssp.clone(), PartitionReader::new(p, offset)));
+        Ok(())
+    }
+
+    fn start(&mut self) -> Result<(), SystemError> {
+        Ok(())
+    }
+
+    fn poll(
+        &mut self,
+        wants: &dyn Fn(&SystemStreamPartition) -> bool,
+        deliver: &mut dyn FnMut(&SystemStreamPartition, RawMessage),
+        timeout: Duration,
+    ) -> Result<usize, SystemError> {
+        let delivered = self.poll_once(wants, deliver)?;
+        if delivered > 0 || timeout.is_zero() {
+            return Ok(delivered);
+        }
+        let waiting: Vec<&PartitionReader> = self.readers.iter().filter(|(s, _)| wants(s)).map(|(_, r)| r).collect();
+        if waiting.is_empty() {
+            return Ok(0);
+        }
+        PartitionReader::wait_any(&waiting, timeout);
+        self.poll_once(wants, deliver)
+    }
+}
+
+/// Messages waiting to be appended to one partition, as ranges into one buffer.
+#[derive(Default)]
+struct Pending {
+    bytes: Vec<u8>,
+    records: Vec<PendingRecord>,
+}
+
+/// One queued message: key and value as ranges of `Pending::bytes`.
+struct PendingRecord {
+    key: Option<Range<usize>>,
+    value: Option<Range<usize>>,
+    timestamp: i64,
+}
+
+struct LogProducer {
+    shared: Arc<Shared>,
+    pending: HashMap<SystemStreamPartition, Pending>,
+    next_offsets: HashMap<SystemStreamPartition, u64>,
+}
+
+impl LogProducer {
+    const MAX_RECORDS: usize = 5000;
+    const MAX_BYTES: usize = 1 << 20;
+
+    fn append(&mut self, ssp: &SystemStreamPartition) -> Result<(), SystemError> {
+        let Some(batch) = self.pending.get_mut(ssp) else {
+            return Ok(());
+        };
+        if batch.records.is_empty() {
+            return Ok(());
+        }
+        let b = &batch.bytes;
+        let records: Vec<Record<'_>> = batch
+            .records
+            .iter()
+            .map(|r| Record {
+                key: r.key.clone().map(|k| &b[k]),
+                value: r.value.clone().map(|v| &b[v]),
+                timestamp: Some(r.timestamp),
+                headers: &[],
+            })
+            .collect();
+        let at = self
+            .shared
+            .log
+            .stream(&ssp.stream.stream)
+            .and_then(|s| s.append(ssp.partition, &records))
+            .map_err(|e| to_system_error(e, &ssp.stream))?;
+        batch.bytes.clear();
+        batch.records.clear();
+        self.next_offsets.insert(ssp.clone(), at.last_offset + 1);
+        Ok(())
+    }
+}
+
+impl SystemProducer for LogProducer {
+    fn send(
+        &mut self,
+        ssp: &SystemStreamPartition,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        timestamp: i64,
+    ) -> Result<(), SystemError> {
+        let batch = match self.pending.get_mut(ssp) {
+            Some(b) => b,
+            None => self.pending.entry(ssp.clone()).or_default(),
+        };
+        let mut push = |b: &[u8]| {
+            let start = batch.bytes.len();
+            batch.bytes.extend_from_slice(b);
+            start..batch.bytes.len()
+        };
+        let key = key.map(&mut push);
+        let value = value.map(&mut push);
+        batch.records.push(PendingRecord { key, value, timestamp });
+        if batch.records.len() >= Self::MAX_RECORDS || batch.bytes.len() >= Self::MAX_BYTES {
+            self.append(ssp)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), SystemError> {
+        let ssps: Vec<SystemStreamPartition> =
+            self.pending.iter().filter(|(_, b)| !b.records.is_empty()).map(|(s, _)| s.clone()).collect();
+        for ssp in ssps {
+            self.append(&ssp)?;
+        }
+        Ok(())
+    }
+
+    fn next_offset(&self, ssp: &SystemStreamPartition) -> Option<u64> {
+        self.next_offsets.get(ssp).copied()
+    }
+}
