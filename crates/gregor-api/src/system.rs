@@ -65,6 +65,20 @@ impl fmt::Display for SystemStreamPartition {
     }
 }
 
+impl serde::Serialize for SystemStreamPartition {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for SystemStreamPartition {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        SystemStreamPartition::parse(&text)
+            .ok_or_else(|| serde::de::Error::custom(format!("'{text}' is not system.stream[partition]")))
+    }
+}
+
 impl SystemStreamPartition {
     /// Parses `system.stream[partition]`.
     pub fn parse(text: &str) -> Option<SystemStreamPartition> {
@@ -190,6 +204,9 @@ pub trait SystemConsumer {
         deliver: &mut dyn FnMut(&SystemStreamPartition, RawMessage),
         timeout: Duration,
     ) -> Result<usize, SystemError>;
+    /// The offset the consumer will deliver next for `ssp` (one past what it
+    /// delivered; past any gap left by compaction). `None` if not registered.
+    fn position(&self, ssp: &SystemStreamPartition) -> Option<u64>;
     /// Stops reading and releases resources.
     fn stop(&mut self) {}
 }

@@ -273,6 +273,10 @@ impl SystemConsumer for LogConsumer {
         PartitionReader::wait_any(&waiting, timeout);
         self.poll_once(wants, deliver)
     }
+
+    fn position(&self, ssp: &SystemStreamPartition) -> Option<u64> {
+        self.readers.iter().find(|(s, _)| s == ssp).map(|(_, r)| r.next_offset())
+    }
 }
 
 /// Messages waiting to be appended to one partition, as ranges into one buffer.

@@ -1,0 +1,35 @@
+//! gregor's processing layer: containers that run tasks.
+//!
+//! A [`Container`] runs a group of tasks on one thread: it polls input
+//! batches from the systems' consumers, picks messages with a chooser
+//! (bootstrap inputs first, then by priority, round-robin), calls the tasks,
+//! routes their sends to producers, calls `window` on time, and commits:
+//! stores flushed (changelog writes first), producers flushed, then
+//! checkpoints written. A restarted task resumes from its checkpoint with
+//! stores restored exactly to it.
+//!
+//! This crate never spawns threads or processes (execution modes do that) and
+//! never commits past a message that failed.
+#![deny(missing_docs)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
+mod checkpoint;
+mod chooser;
+mod container;
+mod error;
+pub mod job_config;
+pub mod model;
+mod producers;
+mod reporter;
+mod run_loop;
+pub mod schema;
+mod stores;
+mod systems;
+
+pub use checkpoint::{Checkpoint, StoreCheckpoint, read_checkpoints};
+pub use container::{Container, ContainerOptions, EndBarrier};
+pub use error::RuntimeError;
+pub use job_config::JobConfig;
+pub use model::{ContainerModel, JobModel, TaskModel, job_model};
+pub use run_loop::RunSummary;
+pub use systems::{SystemConstructor, SystemKinds, Systems};

@@ -1,0 +1,405 @@
+//! The event loop: poll -> choose -> process -> route sends, and on time
+//! `window`, commit and metrics reports. One call to [`Container::step`] is
+//! one turn, so tests can drive a container deterministically.
+
+use crate::checkpoint::{Checkpoint, StoreCheckpoint};
+use crate::container::Container;
+use crate::error::{RuntimeError, panic_message};
+use crate::job_config::DeserializationPolicy;
+use crate::producers::now_ms;
+use gregor_api::{IncomingEnvelope, RawMessage, RawStore, SerdeError, ShutdownScope, StreamTask};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// Messages processed per turn before timers are checked.
+const BATCH: usize = 1000;
+/// Longest a turn waits for input.
+const MAX_WAIT: Duration = Duration::from_millis(100);
+
+/// What a finished container did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunSummary {
+    /// Messages processed.
+    pub processed: u64,
+}
+
+impl<T: StreamTask> Container<T> {
+    /// Runs until the inputs end (bounded or `until_end`), a task asks for
+    /// shutdown, or the shutdown flag is set; then commits and closes tasks.
+    ///
+    /// # Errors
+    /// The first failure; nothing after the last successful commit is
+    /// committed then.
+    pub fn run(mut self) -> Result<RunSummary, RuntimeError> {
+        while !self.step()? {}
+        self.finish()
+    }
+
+    /// One turn of the loop. Returns `true` once the container should stop.
+    ///
+    /// # Errors
+    /// As [`Self::run`].
+    pub fn step(&mut self) -> Result<bool, RuntimeError> {
+        if self.shutdown.load(Ordering::Relaxed) || self.stop_requested {
+            return Ok(true);
+        }
+        self.producers.borrow_mut().now_ms = now_ms();
+        self.poll()?;
+        for _ in 0..BATCH {
+            let Some((input, message)) = self.chooser.next() else { break };
+            self.process(input, message)?;
+            if self.commit_requested || self.stop_requested {
+                break;
+            }
+        }
+        self.check_ends()?;
+        let now = Instant::now();
+        if let Some(at) = self.next_window
+            && now >= at
+        {
+            self.window()?;
+            self.next_window = self.job.window_interval.map(|w| now + w);
+        }
+        if self.commit_requested || now >= self.next_commit {
+            self.commit()?;
+        }
+        self.report(now)?;
+        Ok(self.stop_requested || self.tasks.iter().all(|t| t.stopped || t.end_of_stream_called))
+    }
+
+    /// Final commit, then `close` on every task and the consumers and producers stopped.
+    fn finish(mut self) -> Result<RunSummary, RuntimeError> {
+        self.commit()?;
+        for t in &mut self.tasks {
+            match catch_unwind(AssertUnwindSafe(|| t.task.close())) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    return Err(RuntimeError::Task { task: t.name.clone(), phase: "close", message: e.to_string() });
+                }
+                Err(p) => {
+                    return Err(RuntimeError::Task {
+                        task: t.name.clone(),
+                        phase: "close",
+                        message: panic_message(&*p),
+                    });
+                }
+            }
+        }
+        for c in &mut self.consumers {
+            c.stop();
+        }
+        self.producers.borrow_mut().stop()?;
+        Ok(RunSummary { processed: self.tasks.iter().map(|t| t.processed.get()).sum() })
+    }
+
+    fn wants(&self, i: usize) -> bool {
+        let input = &self.inputs[i];
+        !input.ended && !self.tasks[input.task].stopped && self.chooser.len(i) < self.job.max_buffered
+    }
+
+    /// Fills the chooser's buffers; waits (on every partition at once) only
+    /// when there is nothing to process.
+    fn poll(&mut self) -> Result<(), RuntimeError> {
+        let wants: Vec<bool> = (0..self.inputs.len()).map(|i| self.wants(i)).collect();
+        let now = Instant::now();
+        let idle = self.chooser.is_empty()
+            || !self.chooser.bootstrapping().iter().any(|&i| self.chooser.len(i) > 0)
+                && !self.chooser.bootstrapping().is_empty();
+        let mut deadline = self.next_commit.min(now + MAX_WAIT);
+        if let Some(w) = self.next_window {
+            deadline = deadline.min(w);
+        }
+        for r in &self.reporters {
+            deadline = deadline.min(r.next);
+        }
+        let timeout = if idle { deadline.saturating_duration_since(now) } else { Duration::ZERO };
+        let per_consumer = timeout / self.consumers.len().max(1) as u32;
+        let Container { consumers, inputs, input_index, chooser, .. } = self;
+        for (c, consumer) in consumers.iter_mut().enumerate() {
+            let lookup = |ssp: &gregor_api::SystemStreamPartition| input_index.get(ssp).copied();
+            let mut last: Option<(gregor_api::SystemStreamPartition, usize)> = None;
+            consumer.poll(
+                &|ssp| lookup(ssp).is_some_and(|i| wants[i] && inputs[i].consumer == c),
+                &mut |ssp, m| {
+                    let i = match &last {
+                        Some((s, i)) if s == ssp => *i,
+                        _ => match lookup(ssp) {
+                            Some(i) => {
+                                last = Some((ssp.clone(), i));
+                                i
+                            }
+                            None => return,
+                        },
+                    };
+                    // Past a bounded input's end: left for a later run.
+                    if inputs[i].end.is_none_or(|e| m.offset < e) {
+                        chooser.push(i, m);
+                    }
+                },
+                per_consumer,
+            )?;
+        }
+        Ok(())
+    }
+
+    fn process(&mut self, i: usize, m: RawMessage) -> Result<(), RuntimeError> {
+        let input = &self.inputs[i];
+        let key = match m.key.as_ref().map(|k| input.key_serde.decode(k)).transpose() {
+            Ok(k) => k,
+            Err(e) => return self.bad_message(i, &m, "key", e),
+        };
+        let message = match m.value.as_ref().map(|v| input.msg_serde.decode(v)).transpose() {
+            Ok(v) => v,
+            Err(e) => return self.bad_message(i, &m, "message", e),
+        };
+        let t = input.task;
+        let task = &mut self.tasks[t];
+        let envelope = IncomingEnvelope { ssp: &input.ssp, offset: m.offset, timestamp: m.timestamp, key, message };
+        let fail = |message: String| RuntimeError::Process {
+            task: task.name.clone(),
+            ssp: input.ssp.to_string(),
+            offset: m.offset,
+            message,
+        };
+        match catch_unwind(AssertUnwindSafe(|| task.task.process(envelope, &mut task.collector, &mut task.coordinator)))
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(fail(e.to_string())),
+            Err(p) => return Err(fail(panic_message(&*p))),
+        }
+        input.processed.inc();
+        task.processed.inc();
+        self.inputs[i].next_offset = m.offset + 1;
+        self.route(t)?;
+        self.coordinate(t);
+        Ok(())
+    }
+
+    /// Applies the deserialization policy to message `m` of input `i`.
+    fn bad_message(&mut self, i: usize, m: &RawMessage, what: &'static str, e: SerdeError) -> Result<(), RuntimeError> {
+        let ssp = self.inputs[i].ssp.to_string();
+        match &self.job.deserialization {
+            DeserializationPolicy::Fail => {
+                return Err(RuntimeError::Deserialization { ssp, offset: m.offset, what, reason: e.0 });
+            }
+            DeserializationPolicy::Drop => {
+                tracing::warn!(%ssp, offset = m.offset, "skipping a message whose {what} does not deserialize: {}", e.0);
+            }
+            DeserializationPolicy::DeadLetter(stream) => {
+                tracing::warn!(%ssp, offset = m.offset, dead_letters = %stream, "setting aside a message whose {what} does not deserialize: {}", e.0);
+                let t = self.inputs[i].task;
+                self.tasks[t].collector.send_raw(stream, None, m.key.as_deref(), m.value.as_deref());
+                self.route(t)?;
+            }
+        }
+        self.metrics.counter("container", "deserialization-errors").inc();
+        self.inputs[i].next_offset = m.offset + 1;
+        Ok(())
+    }
+
+    /// Sends what task `t` collected.
+    fn route(&mut self, t: usize) -> Result<(), RuntimeError> {
+        let task = &mut self.tasks[t];
+        let (sends, buf) = task.collector.pending();
+        if sends.is_empty() {
+            return Ok(());
+        }
+        let mut producers = self.producers.borrow_mut();
+        for send in sends {
+            self.router.route(&self.job, &self.systems, &mut producers, send, buf)?;
+        }
+        self.metrics.counter("container", "sends").add(sends.len() as u64);
+        task.collector.clear();
+        Ok(())
+    }
+
+    /// Acts on what task `t` asked of its coordinator.
+    fn coordinate(&mut self, t: usize) {
+        let task = &mut self.tasks[t];
+        if task.coordinator.take_commit() {
+            self.commit_requested = true;
+        }
+        match task.coordinator.take_shutdown() {
+            Some(ShutdownScope::Container) => {
+                self.commit_requested = true;
+                self.stop_requested = true;
+            }
+            Some(ShutdownScope::Task) => {
+                task.stopped = true;
+                self.commit_requested = true;
+                for &i in &task.inputs {
+                    self.chooser.clear(i);
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// Marks inputs that reached their end, finishes bootstrapping, and calls
+    /// `end_of_stream` on tasks whose inputs all ended.
+    fn check_ends(&mut self) -> Result<(), RuntimeError> {
+        self.check_barrier()?;
+        for i in 0..self.inputs.len() {
+            let input = &self.inputs[i];
+            let position = self.consumers[input.consumer].position(&input.ssp).unwrap_or(0);
+            let buffered = self.chooser.len(i);
+            let caught_up = |end: u64| input.next_offset >= end || (position >= end && buffered == 0);
+            let ended = !input.ended && input.end.is_some_and(caught_up);
+            let bootstrapped = input.bootstrap_end.is_some_and(caught_up) && self.chooser.bootstrapping().contains(&i);
+            if ended {
+                self.inputs[i].ended = true;
+            }
+            if bootstrapped {
+                self.chooser.bootstrap_done(i);
+            }
+        }
+        for t in 0..self.tasks.len() {
+            let task = &self.tasks[t];
+            let ended = !task.inputs.is_empty() && task.inputs.iter().all(|&i| self.inputs[i].ended);
+            if task.end_of_stream_called || task.stopped || !ended {
+                continue;
+            }
+            let task = &mut self.tasks[t];
+            task.end_of_stream_called = true;
+            match catch_unwind(AssertUnwindSafe(|| task.task.end_of_stream(&mut task.collector, &mut task.coordinator)))
+            {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    return Err(RuntimeError::Task {
+                        task: task.name.clone(),
+                        phase: "end_of_stream",
+                        message: e.to_string(),
+                    });
+                }
+                Err(p) => {
+                    return Err(RuntimeError::Task {
+                        task: task.name.clone(),
+                        phase: "end_of_stream",
+                        message: panic_message(&*p),
+                    });
+                }
+            }
+            self.route(t)?;
+            self.coordinate(t);
+        }
+        Ok(())
+    }
+
+    /// Under `until_end`: arrive at the barrier once all non-intermediate
+    /// inputs ended (after a commit, so our sends are durable); once everyone
+    /// arrived, fix the ends of the intermediate inputs.
+    fn check_barrier(&mut self) -> Result<(), RuntimeError> {
+        let Some((barrier, arrived)) = self.end_barrier.clone() else { return Ok(()) };
+        if !self.inputs.iter().any(|i| i.intermediate && i.end.is_none()) {
+            return Ok(());
+        }
+        if !arrived {
+            if self.inputs.iter().all(|i| i.intermediate || i.ended) {
+                self.commit()?;
+                barrier.arrive();
+                self.end_barrier = Some((barrier, true));
+            }
+            return Ok(());
+        }
+        if barrier.complete() {
+            for i in self.inputs.iter_mut().filter(|i| i.intermediate && i.end.is_none()) {
+                i.end = Some(self.systems.offsets(&i.ssp)?.next);
+            }
+        }
+        Ok(())
+    }
+
+    fn window(&mut self) -> Result<(), RuntimeError> {
+        for t in 0..self.tasks.len() {
+            let task = &mut self.tasks[t];
+            if task.stopped {
+                continue;
+            }
+            match catch_unwind(AssertUnwindSafe(|| task.task.window(&mut task.collector, &mut task.coordinator))) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    return Err(RuntimeError::Task { task: task.name.clone(), phase: "window", message: e.to_string() });
+                }
+                Err(p) => {
+                    return Err(RuntimeError::Task {
+                        task: task.name.clone(),
+                        phase: "window",
+                        message: panic_message(&*p),
+                    });
+                }
+            }
+            self.route(t)?;
+            self.coordinate(t);
+        }
+        Ok(())
+    }
+
+    /// Flush stores (their changelog writes), flush all producers, then write
+    /// and flush checkpoints, then let changelog compaction catch up to them.
+    pub(crate) fn commit(&mut self) -> Result<(), RuntimeError> {
+        let started = Instant::now();
+        for task in &self.tasks {
+            for store in &task.stores {
+                store.store.borrow_mut().flush().map_err(RuntimeError::Store)?;
+            }
+        }
+        let mut producers = self.producers.borrow_mut();
+        producers.flush()?;
+        let now = producers.now_ms;
+        let mut wrote = false;
+        for task in &mut self.tasks {
+            let mut cp = Checkpoint::default();
+            for &i in &task.inputs {
+                cp.inputs.insert(self.inputs[i].ssp.clone(), self.inputs[i].next_offset);
+            }
+            for store in &mut task.stores {
+                if let Some((ssp, end)) = &mut store.changelog {
+                    if let Some(n) = producers.next_offset(ssp) {
+                        *end = n;
+                    }
+                    cp.stores.insert(store.spec.name.clone(), StoreCheckpoint { changelog: ssp.clone(), offset: *end });
+                }
+            }
+            if task.last_checkpoint.as_ref() == Some(&cp) {
+                continue;
+            }
+            let json =
+                serde_json::to_vec(&cp).map_err(|e| RuntimeError::Other(format!("encoding a checkpoint: {e}")))?;
+            producers.send(&self.checkpoint_ssp, Some(task.name.as_bytes()), Some(&json), now)?;
+            task.last_checkpoint = Some(cp);
+            wrote = true;
+        }
+        if wrote {
+            producers.flush()?;
+            for task in &self.tasks {
+                for (ssp, end) in task.stores.iter().filter_map(|s| s.changelog.as_ref()) {
+                    self.systems.admin(&ssp.stream.system)?.set_compaction_limit(ssp, *end)?;
+                }
+            }
+        }
+        drop(producers);
+        self.commit_requested = false;
+        self.next_commit = Instant::now() + self.job.commit_interval;
+        self.metrics.counter("container", "commits").inc();
+        self.metrics.timer("container", "commit").record(started.elapsed());
+        Ok(())
+    }
+
+    fn report(&mut self, now: Instant) -> Result<(), RuntimeError> {
+        if !self.reporters.iter().any(|r| now >= r.next) {
+            return Ok(());
+        }
+        for i in &self.inputs {
+            let next = self.systems.offsets(&i.ssp)?.next;
+            self.metrics.gauge(&format!("input.{}", i.ssp), "lag").set(next.saturating_sub(i.next_offset) as i64);
+        }
+        let mut producers = self.producers.borrow_mut();
+        for r in &mut self.reporters {
+            if now >= r.next {
+                r.report(now, &self.job, &self.id, &self.metrics, &mut self.router, &self.systems, &mut producers)?;
+            }
+        }
+        Ok(())
+    }
+}

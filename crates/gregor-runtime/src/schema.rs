@@ -1,0 +1,308 @@
+//! Every config key gregor knows, with its form and default: the single
+//! source for validation (and for `docs/config.md`, which mirrors it).
+//!
+//! A key is matched against patterns segment by segment: `*` matches one
+//! segment (a system, stream id, store or reporter name) and `**` the rest of
+//! the key (client settings passed through to a system). Keys a job declares
+//! for itself (`App::config_key`) are accepted as strings.
+
+use gregor_api::config::invalid;
+use gregor_api::{Config, ConfigError, SystemStream};
+
+/// The form a value must have.
+#[derive(Debug, Clone, Copy)]
+pub enum Kind {
+    /// Any text.
+    Text,
+    /// `true` or `false`.
+    Bool,
+    /// A non-negative integer.
+    Count,
+    /// A positive integer.
+    Positive,
+    /// An integer (may be negative).
+    Integer,
+    /// `system.stream`.
+    Stream,
+    /// A comma-separated list of `system.stream`.
+    StreamList,
+    /// One of these words.
+    OneOf(&'static [&'static str]),
+}
+
+/// One known key pattern.
+pub struct Key {
+    /// The pattern.
+    pub pattern: &'static str,
+    /// Its form.
+    pub kind: Kind,
+    /// Default, as documented.
+    pub default: &'static str,
+    /// What it means.
+    pub doc: &'static str,
+}
+
+const fn key(pattern: &'static str, kind: Kind, default: &'static str, doc: &'static str) -> Key {
+    Key { pattern, kind, default, doc }
+}
+
+/// The keys of the runtime (later layers add theirs here).
+pub const KEYS: &[Key] = &[
+    key("job.name", Kind::Text, "(required)", "Name of the job; names its checkpoint stream and state."),
+    key("job.id", Kind::Text, "1", "Instance id, to run the same job twice side by side."),
+    key("job.container.count", Kind::Positive, "1", "Number of containers the tasks are spread over."),
+    key(
+        "job.default.system",
+        Kind::Text,
+        "system of the first input",
+        "System for checkpoints, changelogs and metrics streams unless a key names another.",
+    ),
+    key(
+        "job.systemstreampartition.grouper",
+        Kind::OneOf(&["partition", "ssp"]),
+        "partition",
+        "`partition`: task `Partition N` gets partition N of every input; `ssp`: one task per input partition.",
+    ),
+    key(
+        "job.coordinator",
+        Kind::OneOf(&["local"]),
+        "local",
+        "Execution mode: `local` runs containers as threads of this process.",
+    ),
+    key("task.inputs", Kind::StreamList, "(required)", "Input streams, e.g. `log.words,log.other`."),
+    key(
+        "task.commit.ms",
+        Kind::Count,
+        "60000",
+        "Commit (flush outputs and stores, write checkpoints) at least this often.",
+    ),
+    key("task.window.ms", Kind::Positive, "(off)", "Call each task's `window` this often."),
+    key(
+        "task.checkpoint.system",
+        Kind::Text,
+        "job.default.system",
+        "System of the checkpoint stream `__gregor-checkpoints-<job.name>-<job.id>`.",
+    ),
+    key(
+        "task.drop.deserialization.errors",
+        Kind::Bool,
+        "false",
+        "Skip (and count) input messages that fail to deserialize instead of failing the job.",
+    ),
+    key(
+        "task.deserialization.errors.stream",
+        Kind::Stream,
+        "(none)",
+        "Send input messages that fail to deserialize, as they were, to this stream and go on.",
+    ),
+    key(
+        "task.max.buffered.messages",
+        Kind::Positive,
+        "10000",
+        "Messages buffered per input partition before its consumer pauses.",
+    ),
+    key(
+        "systems.*.factory",
+        Kind::OneOf(&["log"]),
+        "(required per system)",
+        "Implementation of the system: `log` is the embedded log.",
+    ),
+    key("systems.*.path", Kind::Text, "$GREGOR_DATA_DIR or ./gregor-data", "Data directory of a `log` system."),
+    key("systems.*.samza.key.serde", Kind::Text, "bytes", "Default key serde of the system's streams."),
+    key("systems.*.samza.msg.serde", Kind::Text, "bytes", "Default message serde of the system's streams."),
+    key(
+        "systems.*.samza.offset.default",
+        Kind::OneOf(&["oldest", "upcoming"]),
+        "upcoming",
+        "Where inputs without a checkpoint start.",
+    ),
+    key("streams.*.samza.system", Kind::Text, "(from task.inputs)", "System of the stream with this id."),
+    key("streams.*.samza.physical.name", Kind::Text, "the id", "Name of the stream in its system."),
+    key("streams.*.samza.key.serde", Kind::Text, "system default", "Key serde of this stream."),
+    key("streams.*.samza.msg.serde", Kind::Text, "system default", "Message serde of this stream."),
+    key(
+        "streams.*.samza.offset.default",
+        Kind::OneOf(&["oldest", "upcoming"]),
+        "system default",
+        "Where this input starts without a checkpoint.",
+    ),
+    key(
+        "streams.*.samza.reset.offset",
+        Kind::Bool,
+        "false",
+        "Ignore this input's checkpoint and start at its default offset.",
+    ),
+    key(
+        "streams.*.samza.bootstrap",
+        Kind::Bool,
+        "false",
+        "Read this input to its end (as of start-up) before any other input.",
+    ),
+    key(
+        "streams.*.samza.priority",
+        Kind::Integer,
+        "0",
+        "Inputs with higher priority are read first when several have messages.",
+    ),
+    key("streams.*.samza.bounded", Kind::Bool, "false", "This input ends at its newest offset as of start-up."),
+    key(
+        "streams.*.samza.intermediate",
+        Kind::Bool,
+        "false",
+        "This input is also written by the job (a repartitioning step): with --until-end it is read until every container has finished its other inputs and nothing more arrives.",
+    ),
+    key(
+        "streams.*.partitions",
+        Kind::Positive,
+        "the job's task count",
+        "Partitions of this output stream when gregor creates it.",
+    ),
+    key("stores.*.factory", Kind::OneOf(&["memory"]), "(required per store)", "Store engine: `memory`."),
+    key("stores.*.key.serde", Kind::Text, "(required per store)", "Serde of the store's keys."),
+    key("stores.*.msg.serde", Kind::Text, "(required per store)", "Serde of the store's values."),
+    key(
+        "stores.*.changelog",
+        Kind::Stream,
+        "(none)",
+        "Changelog stream `system.stream` that makes the store survive restarts.",
+    ),
+    key("stores.*.object.cache.size", Kind::Count, "1000", "Entries in the store's write-back cache (0 disables it)."),
+    key(
+        "stores.*.write.batch.size",
+        Kind::Positive,
+        "500",
+        "Dirty cache entries written to the engine and changelog together.",
+    ),
+    key("metrics.reporters", Kind::Text, "(none)", "Comma-separated names of metrics reporters."),
+    key(
+        "metrics.reporter.*.factory",
+        Kind::OneOf(&["log", "stream"]),
+        "(required per reporter)",
+        "`log` writes snapshots to the log; `stream` sends them as JSON to a stream.",
+    ),
+    key("metrics.reporter.*.stream", Kind::Stream, "(required for `stream`)", "Stream receiving the snapshots."),
+    key("metrics.reporter.*.interval", Kind::Positive, "60", "Seconds between snapshots."),
+];
+
+fn matches(pattern: &str, key: &str) -> bool {
+    let mut p = pattern.split('.');
+    let mut k = key.split('.');
+    loop {
+        match (p.next(), k.next()) {
+            (Some("**"), Some(_)) => return true,
+            (Some("*"), Some(seg)) if !seg.is_empty() => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+fn check_kind(key: &str, value: &str, kind: Kind) -> Result<(), ConfigError> {
+    let ok = match kind {
+        Kind::Text => true,
+        Kind::Bool => value == "true" || value == "false",
+        Kind::Count => value.parse::<u64>().is_ok(),
+        Kind::Positive => value.parse::<u64>().is_ok_and(|v| v > 0),
+        Kind::Integer => value.parse::<i64>().is_ok(),
+        Kind::Stream => SystemStream::parse(value).is_some(),
+        Kind::StreamList => {
+            let items: Vec<&str> = value.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+            !items.is_empty() && items.iter().all(|s| SystemStream::parse(s).is_some())
+        }
+        Kind::OneOf(words) => words.contains(&value),
+    };
+    if ok {
+        return Ok(());
+    }
+    let expected = match kind {
+        Kind::Text => "text".to_owned(),
+        Kind::Bool => "true or false".to_owned(),
+        Kind::Count => "a non-negative integer".to_owned(),
+        Kind::Positive => "a positive integer".to_owned(),
+        Kind::Integer => "an integer".to_owned(),
+        Kind::Stream => "a stream as system.stream, e.g. log.words".to_owned(),
+        Kind::StreamList => "comma-separated streams as system.stream, e.g. log.words,log.other".to_owned(),
+        Kind::OneOf(words) => format!("one of: {}", words.join(", ")),
+    };
+    Err(invalid(key, value, &expected))
+}
+
+/// Checks every key of `config` against [`KEYS`] plus the job's own keys.
+///
+/// # Errors
+/// The first unknown key (with the nearest known key as a suggestion) or
+/// malformed value.
+pub fn validate(config: &Config, app_keys: &[&str]) -> Result<(), ConfigError> {
+    for (k, v) in config.iter() {
+        if app_keys.contains(&k) {
+            continue;
+        }
+        match KEYS.iter().find(|spec| matches(spec.pattern, k)) {
+            Some(spec) => check_kind(k, v, spec.kind)?,
+            None => return Err(ConfigError::Unknown { key: k.to_owned(), suggestion: suggest(k, app_keys) }),
+        }
+    }
+    Ok(())
+}
+
+/// " (did you mean 'x'?)" for the known key nearest to `key`, if any is near.
+fn suggest(key: &str, app_keys: &[&str]) -> String {
+    let segments: Vec<&str> = key.split('.').collect();
+    let concrete = KEYS.iter().map(|spec| {
+        spec.pattern
+            .split('.')
+            .enumerate()
+            .map(|(i, p)| if p == "*" { segments.get(i).copied().unwrap_or("*") } else { p })
+            .collect::<Vec<_>>()
+            .join(".")
+    });
+    let best = concrete
+        .chain(app_keys.iter().map(|k| (*k).to_owned()))
+        .map(|c| (strsim::levenshtein(key, &c), c))
+        .min_by_key(|(d, _)| *d);
+    match best {
+        Some((d, c)) if d <= 3.max(key.len() / 5) => format!(" (did you mean '{c}'?)"),
+        _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(pairs: &[(&str, &str)]) -> Config {
+        let mut c = Config::new();
+        for (k, v) in pairs {
+            c.set(*k, *v);
+        }
+        c
+    }
+
+    #[test]
+    fn known_keys_pass_and_bad_values_name_the_key() {
+        let c = cfg(&[
+            ("job.name", "wc"),
+            ("task.inputs", "log.words, log.x"),
+            ("stores.counts.object.cache.size", "0"),
+            ("wordcount.output", "log.out"),
+        ]);
+        validate(&c, &["wordcount.output"]).unwrap();
+        let err = validate(&cfg(&[("task.commit.ms", "soon")]), &[]).unwrap_err().to_string();
+        assert_eq!(err, "config key 'task.commit.ms' has invalid value 'soon': expected a non-negative integer");
+        let err = validate(&cfg(&[("task.inputs", "words")]), &[]).unwrap_err().to_string();
+        assert!(err.contains("system.stream"), "{err}");
+        let err = validate(&cfg(&[("stores.s.factory", "redis")]), &[]).unwrap_err().to_string();
+        assert!(err.contains("one of: memory"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_suggest_the_nearest() {
+        let err = validate(&cfg(&[("task.comit.ms", "5")]), &[]).unwrap_err().to_string();
+        assert_eq!(err, "unknown config key 'task.comit.ms' (did you mean 'task.commit.ms'?)");
+        let err = validate(&cfg(&[("stores.counts.chnagelog", "log.c")]), &[]).unwrap_err().to_string();
+        assert!(err.contains("did you mean 'stores.counts.changelog'"), "{err}");
+        let err = validate(&cfg(&[("completely.different", "x")]), &[]).unwrap_err().to_string();
+        assert_eq!(err, "unknown config key 'completely.different'");
+    }
+}

@@ -1,0 +1,134 @@
+//! `App`: what a job's `main` builds and runs.
+
+use crate::args::{JobArgs, usage};
+use gregor_api::{Serde, Serdes, StreamTask};
+use gregor_runtime::{ContainerOptions, JobConfig, RunSummary, RuntimeError, SystemKinds};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+/// Why a job did not run to completion.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// Bad command line or config file.
+    #[error("{0}")]
+    Usage(String),
+    /// The job failed.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+}
+
+/// A job: a task factory plus the serdes and config keys it adds.
+pub struct App<T: StreamTask> {
+    name: String,
+    factory: Arc<dyn Fn() -> T + Send + Sync>,
+    serdes: Serdes,
+    config_keys: Vec<&'static str>,
+    kinds: SystemKinds,
+}
+
+impl<T: StreamTask> App<T> {
+    /// A job called `name` whose tasks `factory` creates (once per task).
+    pub fn new(name: &str, factory: impl Fn() -> T + Send + Sync + 'static) -> Self {
+        App {
+            name: name.to_owned(),
+            factory: Arc::new(factory),
+            serdes: Serdes::new(),
+            config_keys: Vec::new(),
+            kinds: SystemKinds::default(),
+        }
+    }
+
+    /// Adds a serde usable by name in the config for values of type `V`.
+    pub fn serde<V: 'static>(mut self, name: &str, serde: impl Serde<V>) -> Self {
+        self.serdes.register(name, serde);
+        self
+    }
+
+    /// Declares a config key of the job's own (unknown keys are errors).
+    pub fn config_key(mut self, key: &'static str) -> Self {
+        self.config_keys.push(key);
+        self
+    }
+
+    /// Adds a system kind usable as `systems.<name>.factory=<kind>`.
+    pub fn system_kind(mut self, kind: &str, constructor: gregor_runtime::SystemConstructor) -> Self {
+        self.kinds.register(kind, constructor);
+        self
+    }
+
+    /// Validates a config as this job would.
+    ///
+    /// # Errors
+    /// The first problem, naming the key.
+    pub fn job_config(&self, config: gregor_api::Config) -> Result<JobConfig, JobError> {
+        JobConfig::new(config, &self.config_keys).map_err(|e| JobError::Runtime(e.into()))
+    }
+
+    /// Runs with parsed arguments; SIGINT/SIGTERM stop it gracefully.
+    ///
+    /// # Errors
+    /// Bad arguments or config, or the job's failure.
+    pub fn run(&self, args: &JobArgs) -> Result<RunSummary, JobError> {
+        let config = args.load_config().map_err(JobError::Usage)?;
+        self.run_config(config, args.until_end, crate::local::shutdown_flag())
+    }
+
+    /// Runs with a config; `shutdown` stops the job gracefully when set.
+    ///
+    /// # Errors
+    /// A bad config or the job's failure.
+    pub fn run_config(
+        &self,
+        config: gregor_api::Config,
+        until_end: bool,
+        shutdown: Arc<AtomicBool>,
+    ) -> Result<RunSummary, JobError> {
+        let job = Arc::new(self.job_config(config)?);
+        let options = ContainerOptions { until_end, end_barrier: None };
+        Ok(crate::local::run(job, &self.kinds, Arc::new(self.serdes.clone()), self.factory.clone(), options, shutdown)?)
+    }
+
+    /// Parses the process's arguments, runs, and turns the outcome into an
+    /// exit code (errors as one line on stderr).
+    pub fn main(self) -> ExitCode {
+        let args = match JobArgs::parse(std::env::args().skip(1)) {
+            Ok(Some(a)) => a,
+            Ok(None) => {
+                print!("{}", usage(&self.name));
+                return ExitCode::SUCCESS;
+            }
+            Err(e) => {
+                eprintln!("{}: error: {e}\n{}", self.name, usage(&self.name));
+                return ExitCode::from(2);
+            }
+        };
+        init_logging("info");
+        self.exit_code(self.run(&args))
+    }
+
+    /// Reports an outcome as [`App::main`] does.
+    pub fn exit_code(&self, result: Result<RunSummary, JobError>) -> ExitCode {
+        match result {
+            Ok(summary) => {
+                tracing::info!(job = %self.name, processed = summary.processed, "finished");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{}: error: {e}", self.name);
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (else by `default`, e.g. `info`).
+pub fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter)
+        .with_target(false)
+        .compact()
+        .try_init();
+}

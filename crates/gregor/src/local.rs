@@ -1,0 +1,98 @@
+//! The `local` execution mode: every container of the job on its own thread
+//! of this process.
+//!
+//! SIGINT and SIGTERM ask every container to finish its current message,
+//! commit and close; a second signal exits at once. If one container fails,
+//! the others are stopped the same graceful way and the first error is
+//! returned.
+
+use gregor_api::system::{StreamKind, SystemError};
+use gregor_api::{Serdes, StreamTask, SystemStream};
+use gregor_runtime::{
+    Container, ContainerOptions, EndBarrier, JobConfig, RunSummary, RuntimeError, SystemKinds, Systems, job_model,
+};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Sets the returned flag on SIGINT/SIGTERM; a second signal exits.
+pub(crate) fn shutdown_flag() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let _ = signal_hook::flag::register_conditional_shutdown(signal, 1, flag.clone());
+        let _ = signal_hook::flag::register(signal, flag.clone());
+    }
+    flag
+}
+
+pub(crate) fn run<T: StreamTask>(
+    job: Arc<JobConfig>,
+    kinds: &SystemKinds,
+    serdes: Arc<Serdes>,
+    factory: Arc<dyn Fn() -> T + Send + Sync>,
+    options: ContainerOptions,
+    shutdown: Arc<AtomicBool>,
+) -> Result<RunSummary, RuntimeError> {
+    let systems = Arc::new(Systems::new(&job, kinds)?);
+    let mut partitions: BTreeMap<SystemStream, u32> = BTreeMap::new();
+    for input in &job.inputs {
+        let admin = systems.admin(&input.stream.system)?;
+        let n = match admin.partition_count(&input.stream) {
+            // An intermediate stream (an input the job also writes) is created
+            // when the config gives its partition count.
+            Err(SystemError::StreamNotFound { .. }) if job.stream_setting(&input.stream, "partitions").is_some() => {
+                let text = job.stream_setting(&input.stream, "partitions").unwrap_or_default();
+                let n = text.parse().map_err(|_| {
+                    RuntimeError::Other(format!("partitions of {}: '{text}' is not a number", input.stream))
+                })?;
+                admin.ensure_stream(&input.stream, n, StreamKind::Regular)?;
+                tracing::info!(stream = %input.stream, partitions = n, "created intermediate input stream");
+                n
+            }
+            other => other?,
+        };
+        partitions.insert(input.stream.clone(), n);
+    }
+    let model = job_model(&job, &partitions);
+    let options = ContainerOptions { end_barrier: Some(Arc::new(EndBarrier::new(model.containers.len()))), ..options };
+    tracing::info!(job = %job.name, containers = model.containers.len(), tasks = model.task_count, "starting");
+    let handles: Vec<_> = model
+        .containers
+        .iter()
+        .map(|cm| {
+            let (job, systems, serdes, factory, shutdown) =
+                (job.clone(), systems.clone(), serdes.clone(), factory.clone(), shutdown.clone());
+            let cm = cm.clone();
+            let options = options.clone();
+            let task_count = model.task_count;
+            std::thread::Builder::new().name(format!("gregor-container-{}", cm.id)).spawn(move || {
+                let result =
+                    Container::new(job, systems, &cm, task_count, serdes, &*factory, shutdown.clone(), options)
+                        .and_then(Container::run);
+                if let Err(e) = &result {
+                    tracing::error!(container = %cm.id, "container failed: {e}");
+                    shutdown.store(true, Ordering::SeqCst);
+                }
+                result
+            })
+        })
+        .collect::<Result<_, _>>()
+        .map_err(|e| RuntimeError::Other(format!("cannot start a container thread: {e}")))?;
+    let mut total = RunSummary::default();
+    let mut first_error = None;
+    for h in handles {
+        match h.join() {
+            Ok(Ok(s)) => total.processed += s.processed,
+            Ok(Err(e)) => {
+                first_error.get_or_insert(e);
+            }
+            Err(_) => {
+                first_error.get_or_insert(RuntimeError::Other("a container thread panicked".into()));
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(total),
+    }
+}
