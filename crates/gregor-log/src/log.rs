@@ -94,7 +94,10 @@ impl Log {
         if dir.exists() {
             return Err(LogError::StreamExists { stream: name.to_owned() });
         }
-        let tmp = self.root.join(format!(".{name}.creating-{}", std::process::id()));
+        // Unique per process and call: threads may race to create the same stream.
+        static ATTEMPT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let attempt = ATTEMPT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = self.root.join(format!(".{name}.creating-{}-{attempt}", std::process::id()));
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp).context(|| format!("creating {}", tmp.display()))?;
         write_metadata(&tmp, name, &config)?;
@@ -176,7 +179,9 @@ impl Log {
             return Err(LogError::StreamNotFound { stream: name.to_owned(), data_dir: self.root.clone() });
         }
         self.cache().remove(name);
-        let doomed = self.root.join(format!(".{name}.deleting-{}", std::process::id()));
+        static ATTEMPT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let attempt = ATTEMPT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let doomed = self.root.join(format!(".{name}.deleting-{}-{attempt}", std::process::id()));
         std::fs::rename(&dir, &doomed).context(|| format!("deleting stream directory {}", dir.display()))?;
         crate::fsutil::sync_dir(&self.root)?;
         std::fs::remove_dir_all(&doomed).context(|| format!("removing {}", doomed.display()))

@@ -199,7 +199,11 @@ impl<T: StreamTask> Container<T> {
                 match catch_unwind(AssertUnwindSafe(|| task.init(&mut ctx))) {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => {
-                        return Err(RuntimeError::Task { task: tm.name.clone(), phase: "init", message: e.to_string() });
+                        return Err(RuntimeError::Task {
+                            task: tm.name.clone(),
+                            phase: "init",
+                            message: e.to_string(),
+                        });
                     }
                     Err(p) => {
                         return Err(RuntimeError::Task {

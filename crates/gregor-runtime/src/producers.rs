@@ -19,6 +19,8 @@ use std::rc::Rc;
 
 pub(crate) struct Producers {
     by_system: BTreeMap<String, Box<dyn SystemProducer>>,
+    /// Something was sent since the last flush.
+    sent: bool,
     /// The time stamped on changelog and checkpoint messages (updated per loop turn).
     pub now_ms: i64,
 }
@@ -35,7 +37,7 @@ impl Producers {
         for name in job.systems.keys() {
             by_system.insert(name.clone(), systems.factory(name)?.producer()?);
         }
-        Ok(Producers { by_system, now_ms: now_ms() })
+        Ok(Producers { by_system, sent: false, now_ms: now_ms() })
     }
 
     pub fn send(
@@ -45,6 +47,7 @@ impl Producers {
         value: Option<&[u8]>,
         timestamp: i64,
     ) -> Result<(), SystemError> {
+        self.sent = true;
         match self.by_system.get_mut(&*ssp.stream.system) {
             Some(p) => p.send(ssp, key, value, timestamp),
             None => Err(SystemError::other(
@@ -55,7 +58,13 @@ impl Producers {
     }
 
     pub fn flush(&mut self) -> Result<(), SystemError> {
+        self.sent = false;
         self.by_system.values_mut().try_for_each(|p| p.flush())
+    }
+
+    /// Flushes if anything was sent since the last flush.
+    pub fn flush_sent(&mut self) -> Result<(), SystemError> {
+        if self.sent { self.flush() } else { Ok(()) }
     }
 
     pub fn next_offset(&self, ssp: &SystemStreamPartition) -> Option<u64> {

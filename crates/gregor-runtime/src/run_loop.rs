@@ -12,8 +12,9 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-/// Messages processed per turn before timers are checked.
-const BATCH: usize = 1000;
+/// Messages processed per turn before timers are checked and output is
+/// written (so output appears within one turn, not only at commit).
+const BATCH: usize = 10_000;
 /// Longest a turn waits for input.
 const MAX_WAIT: Duration = Duration::from_millis(100);
 
@@ -54,6 +55,7 @@ impl<T: StreamTask> Container<T> {
             }
         }
         self.check_ends()?;
+        self.producers.borrow_mut().flush_sent()?;
         let now = Instant::now();
         if let Some(at) = self.next_window
             && now >= at
@@ -70,6 +72,12 @@ impl<T: StreamTask> Container<T> {
 
     /// Final commit, then `close` on every task and the consumers and producers stopped.
     fn finish(mut self) -> Result<RunSummary, RuntimeError> {
+        // A last metrics snapshot, so short runs report too.
+        let now = Instant::now();
+        for r in &mut self.reporters {
+            r.next = now;
+        }
+        self.report(now)?;
         self.commit()?;
         for t in &mut self.tasks {
             match catch_unwind(AssertUnwindSafe(|| t.task.close())) {
@@ -319,7 +327,11 @@ impl<T: StreamTask> Container<T> {
             match catch_unwind(AssertUnwindSafe(|| task.task.window(&mut task.collector, &mut task.coordinator))) {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
-                    return Err(RuntimeError::Task { task: task.name.clone(), phase: "window", message: e.to_string() });
+                    return Err(RuntimeError::Task {
+                        task: task.name.clone(),
+                        phase: "window",
+                        message: e.to_string(),
+                    });
                 }
                 Err(p) => {
                     return Err(RuntimeError::Task {

@@ -48,7 +48,7 @@ pub use args::JobArgs;
 pub use gregor_api::{
     Config, Counter, Data, Gauge, IncomingEnvelope, KeyValueStore, MessageCollector, OutgoingEnvelope, Serde,
     SerdeError, ShutdownScope, Store, StreamTask, SystemStream, SystemStreamPartition, TaskContext, TaskCoordinator,
-    TaskError, Timer,
+    TaskError, Timer, partition_for_key,
 };
 pub use gregor_runtime::{RunSummary, RuntimeError};
 

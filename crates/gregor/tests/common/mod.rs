@@ -1,0 +1,54 @@
+//! Helpers for the facade's integration tests: a data directory with the
+//! embedded log, configs, and readers of output streams.
+#![allow(dead_code)]
+
+use gregor::Config;
+use gregor_log::{Log, PartitionReader, Record, StreamConfig};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+pub fn config(dir: &Path, text: &str) -> Config {
+    let mut c = Config::from_properties(text, "test").unwrap();
+    c.set("systems.log.factory", "log");
+    c.set("systems.log.path", dir.display().to_string());
+    c.set("systems.log.samza.offset.default", "oldest");
+    c
+}
+
+pub fn no_signal() -> Arc<AtomicBool> {
+    Arc::new(AtomicBool::new(false))
+}
+
+/// Creates `stream` with `partitions` partitions and appends `(key, value)`
+/// messages to the given partitions.
+pub fn produce(dir: &Path, stream: &str, partitions: u32, messages: &[(u32, Option<&str>, &str)]) {
+    let log = Log::open(dir).unwrap();
+    let s = match log.stream(stream) {
+        Ok(s) => s,
+        Err(_) => log.create_stream(stream, StreamConfig::new(partitions)).unwrap(),
+    };
+    for (p, k, v) in messages {
+        s.append(*p, &[Record { key: k.map(str::as_bytes), ..Record::value(v.as_bytes()) }]).unwrap();
+    }
+}
+
+/// (partition, offset, key, value) of every message of a stream.
+pub fn read(dir: &Path, stream: &str) -> Vec<(u32, u64, Option<String>, Option<String>)> {
+    let log = Log::open(dir).unwrap();
+    let s = log.stream(stream).unwrap();
+    let mut out = Vec::new();
+    for p in 0..s.partition_count() {
+        let part = s.partition(p).unwrap();
+        let end = part.next_offset().unwrap();
+        let mut r = PartitionReader::new(part.clone(), part.oldest_offset().unwrap());
+        while r.next_offset() < end {
+            for m in r.poll(1 << 20).unwrap().messages() {
+                let m = m.unwrap();
+                let text = |b: Option<bytes::Bytes>| b.map(|b| String::from_utf8_lossy(&b).into_owned());
+                out.push((p, m.offset, text(m.key), text(m.value)));
+            }
+        }
+    }
+    out
+}

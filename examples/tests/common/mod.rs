@@ -1,0 +1,40 @@
+//! Running the example binaries as a user would.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+
+pub fn config_path(name: &str) -> String {
+    format!("{}/config/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn job(binary: &str, config: &str, dir: &Path, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(binary);
+    cmd.args(["--config", &config_path(config), "--set", &format!("systems.log.path={}", dir.display())]);
+    for e in extra {
+        cmd.args(["--set", e]);
+    }
+    cmd.env("RUST_LOG", "warn").stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd
+}
+
+pub fn run_to_end(binary: &str, config: &str, dir: &Path, extra: &[&str]) -> Output {
+    let out = job(binary, config, dir, extra).arg("--until-end").output().unwrap();
+    assert!(out.status.success(), "{binary} failed: {}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+pub fn spawn(binary: &str, config: &str, dir: &Path, extra: &[&str], until_end: bool) -> Child {
+    let mut cmd = job(binary, config, dir, extra);
+    if until_end {
+        cmd.arg("--until-end");
+    }
+    cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap()
+}
+
+/// Messages in all partitions of a stream (0 if it does not exist yet).
+pub fn stream_size(dir: &Path, stream: &str) -> u64 {
+    let Ok(log) = gregor_log::Log::open(dir) else { return 0 };
+    let Ok(s) = log.stream(stream) else { return 0 };
+    (0..s.partition_count()).map(|p| s.partition(p).and_then(|p| p.next_offset()).unwrap_or(0)).sum()
+}

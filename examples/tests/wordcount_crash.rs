@@ -1,0 +1,134 @@
+//! wordcount killed with SIGKILL at random points, again and again, then run
+//! to the end: every word's last count in the output must equal its true
+//! count, computed here independently. Exercises checkpoints, changelog
+//! restores, the trimming of uncommitted changelog writes, and the
+//! duplicate suppression of the repartitioning step.
+
+mod common;
+
+use gregor_examples::{latest_values, load_lines, words};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+const WORDCOUNT: &str = env!("CARGO_BIN_EXE_wordcount");
+
+/// Deterministic pseudo-random lines over a small vocabulary.
+fn text(lines: usize, seed: u64) -> Vec<String> {
+    let mut s = seed;
+    let mut next = move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        s
+    };
+    (0..lines)
+        .map(|_| {
+            let n = 3 + next() % 12;
+            (0..n).map(|_| format!("w{}", next() % 300)).collect::<Vec<_>>().join(if next() % 2 == 0 {
+                " "
+            } else {
+                ", "
+            })
+        })
+        .collect()
+}
+
+fn truth(lines: &[String]) -> BTreeMap<String, String> {
+    let mut counts: BTreeMap<String, i64> = BTreeMap::new();
+    for l in lines {
+        for w in words(l) {
+            *counts.entry(w).or_default() += 1;
+        }
+    }
+    counts.into_iter().map(|(w, c)| (w, c.to_string())).collect()
+}
+
+fn crash_repeatedly(extra: &[&str], rounds: usize, seed: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut lines = text(3000, seed);
+    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+    load_lines(dir.path(), "words", 4, &refs).unwrap();
+    let mut rng = seed;
+    let mut kills = 0;
+    for round in 0..rounds {
+        if round == rounds / 2 {
+            // More input arrives between crashes.
+            let more = text(500, seed + 1);
+            let refs: Vec<&str> = more.iter().map(String::as_str).collect();
+            load_lines(dir.path(), "words", 4, &refs).unwrap();
+            lines.extend(more);
+        }
+        rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let before = common::stream_size(dir.path(), "word-counts");
+        let target = before + 1 + (rng >> 33) % 4000;
+        let mut child = common::spawn(WORDCOUNT, "wordcount.properties", dir.path(), extra, true);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let finished = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                assert!(status.success(), "round {round}: wordcount failed");
+                break true;
+            }
+            if common::stream_size(dir.path(), "word-counts") >= target {
+                break false;
+            }
+            assert!(Instant::now() < deadline, "round {round}: no progress");
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        if !finished {
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+            kills += 1;
+        }
+    }
+    assert!(kills >= rounds / 2, "only {kills} of {rounds} runs were killed mid-way");
+    common::run_to_end(WORDCOUNT, "wordcount.properties", dir.path(), extra);
+    let counts = latest_values(dir.path(), "word-counts").unwrap();
+    let expected = truth(&lines);
+    let wrong: Vec<_> = expected.iter().filter(|(w, c)| counts.get(*w) != Some(c)).take(5).collect();
+    assert!(
+        wrong.is_empty(),
+        "after {kills} kills, wrong counts (word, true count): {wrong:?}; got {:?}",
+        wrong.iter().map(|(w, _)| counts.get(*w)).collect::<Vec<_>>()
+    );
+    assert_eq!(counts.len(), expected.len(), "no invented words");
+}
+
+#[test]
+fn counts_are_exact_after_many_kills_with_one_container() {
+    crash_repeatedly(&["task.commit.ms=20"], 12, 0x9e37_79b9_7f4a_7c15);
+}
+
+#[test]
+fn counts_are_exact_after_many_kills_with_two_containers() {
+    crash_repeatedly(&["task.commit.ms=30", "job.container.count=2"], 10, 0x2545_f491_4f6c_dd1d);
+}
+
+#[test]
+fn sigterm_commits_and_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines = text(400, 7);
+    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+    load_lines(dir.path(), "words", 4, &refs).unwrap();
+    let total: u64 = lines.iter().map(|l| words(l).count() as u64).sum();
+    // A long commit interval: only the shutdown commit can save the progress.
+    let mut child = common::spawn(WORDCOUNT, "wordcount.properties", dir.path(), &["task.commit.ms=600000"], false);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while common::stream_size(dir.path(), "word-counts") < total {
+        assert!(Instant::now() < deadline, "the job did not count everything");
+        assert!(child.try_wait().unwrap().is_none(), "the job exited early");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // SAFETY: sending SIGTERM to our own child process.
+    unsafe { libc_kill(child.id() as i32, 15) };
+    let status = child.wait().unwrap();
+    assert!(status.success(), "SIGTERM must end the job with exit code 0, got {status:?}");
+    // Everything was committed: a new run has nothing left to do.
+    common::run_to_end(WORDCOUNT, "wordcount.properties", dir.path(), &[]);
+    assert_eq!(common::stream_size(dir.path(), "word-counts"), total, "no message was processed twice");
+    assert_eq!(latest_values(dir.path(), "word-counts").unwrap(), truth(&lines));
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
