@@ -41,7 +41,12 @@ pub trait Serde<T>: Send + Sync + 'static {
     /// Appends the encoding of `value` to `out`.
     fn encode(&self, value: &T, out: &mut Vec<u8>) -> Result<(), SerdeError>;
     /// Decodes a value.
-    fn decode(&self, bytes: &Bytes) -> Result<T, SerdeError>;
+    fn decode(&self, bytes: &[u8]) -> Result<T, SerdeError>;
+    /// Decodes a value from a shared buffer (input messages); a serde that
+    /// can share it instead of copying (`bytes` for `Bytes`) overrides this.
+    fn decode_shared(&self, bytes: &Bytes) -> Result<T, SerdeError> {
+        self.decode(bytes)
+    }
 }
 
 struct StringSerde;
@@ -50,7 +55,7 @@ impl Serde<String> for StringSerde {
         out.extend_from_slice(value.as_bytes());
         Ok(())
     }
-    fn decode(&self, bytes: &Bytes) -> Result<String, SerdeError> {
+    fn decode(&self, bytes: &[u8]) -> Result<String, SerdeError> {
         std::str::from_utf8(bytes).map(str::to_owned).map_err(|e| SerdeError(format!("not UTF-8: {e}")))
     }
 }
@@ -61,7 +66,10 @@ impl Serde<Bytes> for BytesSerde {
         out.extend_from_slice(value);
         Ok(())
     }
-    fn decode(&self, bytes: &Bytes) -> Result<Bytes, SerdeError> {
+    fn decode(&self, bytes: &[u8]) -> Result<Bytes, SerdeError> {
+        Ok(Bytes::copy_from_slice(bytes))
+    }
+    fn decode_shared(&self, bytes: &Bytes) -> Result<Bytes, SerdeError> {
         Ok(bytes.clone())
     }
 }
@@ -70,7 +78,7 @@ impl Serde<Vec<u8>> for BytesSerde {
         out.extend_from_slice(value);
         Ok(())
     }
-    fn decode(&self, bytes: &Bytes) -> Result<Vec<u8>, SerdeError> {
+    fn decode(&self, bytes: &[u8]) -> Result<Vec<u8>, SerdeError> {
         Ok(bytes.to_vec())
     }
 }
@@ -83,8 +91,8 @@ macro_rules! big_endian_serde {
                 out.extend_from_slice(&value.to_be_bytes());
                 Ok(())
             }
-            fn decode(&self, bytes: &Bytes) -> Result<$t, SerdeError> {
-                let arr: [u8; $n] = bytes[..].try_into().map_err(|_| {
+            fn decode(&self, bytes: &[u8]) -> Result<$t, SerdeError> {
+                let arr: [u8; $n] = bytes.try_into().map_err(|_| {
                     SerdeError(format!("expected {} bytes for {}, found {}", $n, stringify!($t), bytes.len()))
                 })?;
                 Ok(<$t>::from_be_bytes(arr))
@@ -109,7 +117,7 @@ impl<T: Data> Serde<T> for JsonSerde<T> {
     fn encode(&self, value: &T, out: &mut Vec<u8>) -> Result<(), SerdeError> {
         serde_json::to_writer(out, value).map_err(|e| SerdeError(format!("cannot encode as JSON: {e}")))
     }
-    fn decode(&self, bytes: &Bytes) -> Result<T, SerdeError> {
+    fn decode(&self, bytes: &[u8]) -> Result<T, SerdeError> {
         serde_json::from_slice(bytes).map_err(|e| SerdeError(format!("not valid JSON for {}: {e}", type_name::<T>())))
     }
 }
@@ -226,7 +234,7 @@ mod tests {
                 out.extend_from_slice(v.to_uppercase().as_bytes());
                 Ok(())
             }
-            fn decode(&self, b: &Bytes) -> Result<String, SerdeError> {
+            fn decode(&self, b: &[u8]) -> Result<String, SerdeError> {
                 Ok(String::from_utf8_lossy(b).into_owned())
             }
         }

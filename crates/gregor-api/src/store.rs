@@ -42,8 +42,8 @@ pub enum StoreError {
 
 /// Byte-level store operations, implemented by the store layers.
 pub trait RawStore {
-    /// The value of a key.
-    fn get(&mut self, key: &[u8]) -> Result<Option<Bytes>, StoreError>;
+    /// Copies the value of `key` into `out` (cleared first); `false` if absent.
+    fn get(&mut self, key: &[u8], out: &mut Vec<u8>) -> Result<bool, StoreError>;
     /// Sets a key.
     fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError>;
     /// Removes a key.
@@ -90,6 +90,7 @@ pub struct Store<K, V> {
     raw: Rc<RefCell<dyn RawStore>>,
     key_serde: Arc<dyn Serde<K>>,
     value_serde: Arc<dyn Serde<V>>,
+    /// Reused key and value buffers: no allocation per operation.
     buffers: Rc<RefCell<(Vec<u8>, Vec<u8>)>>,
 }
 
@@ -134,9 +135,12 @@ impl<K: Data, V: Data> Store<K, V> {
 impl<K: Data, V: Data> KeyValueStore<K, V> for Store<K, V> {
     fn get(&self, key: &K) -> Result<Option<V>, StoreError> {
         let mut bufs = self.buffers.borrow_mut();
-        self.encode_key(key, &mut bufs.0)?;
-        let raw = self.raw.borrow_mut().get(&bufs.0)?;
-        raw.map(|b| self.value_serde.decode(&b).map_err(|e| self.serde_err("decoding a value", e))).transpose()
+        let (kb, vb) = &mut *bufs;
+        self.encode_key(key, kb)?;
+        if !self.raw.borrow_mut().get(kb, vb)? {
+            return Ok(None);
+        }
+        self.value_serde.decode(vb).map(Some).map_err(|e| self.serde_err("decoding a value", e))
     }
 
     fn get_all(&self, keys: &[K]) -> Result<Vec<Option<V>>, StoreError> {

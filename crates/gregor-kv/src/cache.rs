@@ -5,27 +5,39 @@
 //! entries accumulate, when a dirty entry would be evicted, before a scan,
 //! and at `flush` (every commit). Ten updates of one key between flushes cost
 //! one engine write and one changelog record.
+//!
+//! The cache is a CLOCK (second-chance) cache over a fixed array of slots
+//! whose key and value buffers are reused, so once it is full, reads and
+//! writes allocate nothing.
 
 use crate::engine::{Engine, KvError};
 use bytes::Bytes;
 use gregor_api::{RawStore, StoreError};
-use lru::LruCache;
+use hashbrown::HashTable;
+use std::hash::BuildHasher;
 use std::ops::Bound;
 
-#[derive(Clone)]
-struct Entry {
-    value: Option<Bytes>,
+#[derive(Default)]
+struct Slot {
+    key: Vec<u8>,
+    value: Vec<u8>,
+    /// `false`: the key is known to be absent (deleted or never written).
+    present: bool,
     dirty: bool,
+    referenced: bool,
 }
 
 /// A cached store over an engine, implementing the task-facing [`RawStore`].
 pub struct CachedStore<E> {
     name: String,
     engine: E,
-    cache: Option<LruCache<Bytes, Entry>>,
-    dirty: Vec<Bytes>,
+    capacity: usize,
+    slots: Vec<Slot>,
+    index: HashTable<u32>,
+    hasher: hashbrown::DefaultHashBuilder,
+    hand: usize,
+    dirty: Vec<u32>,
     batch_size: usize,
-    batch: Vec<(Bytes, Option<Bytes>)>,
 }
 
 impl<E: Engine> CachedStore<E> {
@@ -36,14 +48,17 @@ impl<E: Engine> CachedStore<E> {
         CachedStore {
             name: name.to_owned(),
             engine,
-            cache: std::num::NonZeroUsize::new(cache_entries).map(LruCache::new),
+            capacity: cache_entries.min(u32::MAX as usize),
+            slots: Vec::new(),
+            index: HashTable::new(),
+            hasher: hashbrown::DefaultHashBuilder::default(),
+            hand: 0,
             dirty: Vec::new(),
             batch_size: batch_size.max(1),
-            batch: Vec::new(),
         }
     }
 
-    /// The engine underneath (for restores and snapshots).
+    /// The engine underneath.
     pub fn engine_mut(&mut self) -> &mut E {
         &mut self.engine
     }
@@ -52,46 +67,96 @@ impl<E: Engine> CachedStore<E> {
         StoreError::Engine { store: self.name.clone(), message: e.0 }
     }
 
+    fn find(&self, key: &[u8]) -> Option<usize> {
+        let hash = self.hasher.hash_one(key);
+        self.index.find(hash, |&i| self.slots[i as usize].key == key).map(|&i| i as usize)
+    }
+
     /// Writes every dirty entry to the engine in one batch.
     fn write_dirty(&mut self) -> Result<(), StoreError> {
-        let Some(cache) = self.cache.as_mut() else {
-            return Ok(());
-        };
-        self.batch.clear();
-        for key in self.dirty.drain(..) {
-            if let Some(entry) = cache.peek_mut(&key)
-                && entry.dirty
-            {
-                entry.dirty = false;
-                self.batch.push((key, entry.value.clone()));
-            }
-        }
-        if self.batch.is_empty() {
+        if self.dirty.is_empty() {
             return Ok(());
         }
-        let result = self.engine.write_batch(&self.batch);
-        self.batch.clear();
+        let slots = &self.slots;
+        let batch: Vec<(&[u8], Option<&[u8]>)> = self
+            .dirty
+            .iter()
+            .map(|&i| &slots[i as usize])
+            .filter(|s| s.dirty)
+            .map(|s| (&s.key[..], s.present.then_some(&s.value[..])))
+            .collect();
+        let result = self.engine.write_batch(&batch);
+        drop(batch);
+        for &i in &self.dirty {
+            self.slots[i as usize].dirty = false;
+        }
+        self.dirty.clear();
         result.map_err(|e| self.err(e))
     }
 
+    /// A free slot: a new one while below capacity, else the CLOCK victim
+    /// (dirty victims are written out first, with all other dirty entries).
+    fn free_slot(&mut self) -> Result<usize, StoreError> {
+        if self.slots.len() < self.capacity {
+            self.slots.push(Slot::default());
+            return Ok(self.slots.len() - 1);
+        }
+        loop {
+            let i = self.hand;
+            self.hand = (self.hand + 1) % self.slots.len();
+            let slot = &mut self.slots[i];
+            if slot.referenced {
+                slot.referenced = false;
+                continue;
+            }
+            if slot.dirty {
+                self.write_dirty()?;
+            }
+            let hash = self.hasher.hash_one(&self.slots[i].key[..]);
+            if let Ok(entry) = self.index.find_entry(hash, |&j| j as usize == i) {
+                entry.remove();
+            }
+            return Ok(i);
+        }
+    }
+
+    /// Puts `key` in slot `i` (reusing its buffers) and indexes it.
+    fn fill(&mut self, i: usize, key: &[u8], value: Option<&[u8]>, dirty: bool) {
+        let slot = &mut self.slots[i];
+        slot.key.clear();
+        slot.key.extend_from_slice(key);
+        slot.value.clear();
+        slot.value.extend_from_slice(value.unwrap_or_default());
+        slot.present = value.is_some();
+        slot.dirty = dirty;
+        slot.referenced = true;
+        let hasher = &self.hasher;
+        let slots = &self.slots;
+        self.index.insert_unique(hasher.hash_one(key), i as u32, |&j| hasher.hash_one(&slots[j as usize].key[..]));
+    }
+
     fn write(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), StoreError> {
-        let key = Bytes::copy_from_slice(key);
-        let value = value.map(Bytes::copy_from_slice);
-        let Some(cache) = self.cache.as_mut() else {
+        if self.capacity == 0 {
             let result = self.engine.write_batch(&[(key, value)]);
             return result.map_err(|e| self.err(e));
-        };
-        // Never let the cache evict a dirty entry: write dirty ones first.
-        if cache.len() == cache.cap().get() && !cache.contains(&key) && cache.peek_lru().is_some_and(|(_, e)| e.dirty) {
-            self.write_dirty()?;
         }
-        let Some(cache) = self.cache.as_mut() else {
-            return Ok(());
-        };
-        let was_dirty = cache.peek(&key).is_some_and(|e| e.dirty);
-        cache.put(key.clone(), Entry { value, dirty: true });
-        if !was_dirty {
-            self.dirty.push(key);
+        match self.find(key) {
+            Some(i) => {
+                let slot = &mut self.slots[i];
+                slot.value.clear();
+                slot.value.extend_from_slice(value.unwrap_or_default());
+                slot.present = value.is_some();
+                slot.referenced = true;
+                if !slot.dirty {
+                    slot.dirty = true;
+                    self.dirty.push(i as u32);
+                }
+            }
+            None => {
+                let i = self.free_slot()?;
+                self.fill(i, key, value, true);
+                self.dirty.push(i as u32);
+            }
         }
         if self.dirty.len() >= self.batch_size {
             self.write_dirty()?;
@@ -101,17 +166,20 @@ impl<E: Engine> CachedStore<E> {
 }
 
 impl<E: Engine> RawStore for CachedStore<E> {
-    fn get(&mut self, key: &[u8]) -> Result<Option<Bytes>, StoreError> {
-        if let Some(entry) = self.cache.as_mut().and_then(|c| c.get(key)) {
-            return Ok(entry.value.clone());
+    fn get(&mut self, key: &[u8], out: &mut Vec<u8>) -> Result<bool, StoreError> {
+        if let Some(i) = self.find(key) {
+            let slot = &mut self.slots[i];
+            slot.referenced = true;
+            out.clear();
+            out.extend_from_slice(&slot.value);
+            return Ok(slot.present);
         }
-        let value = self.engine.get(key).map_err(|e| self.err(e))?;
-        if let Some(cache) = self.cache.as_mut()
-            && (cache.len() < cache.cap().get() || cache.peek_lru().is_none_or(|(_, e)| !e.dirty))
-        {
-            cache.put(Bytes::copy_from_slice(key), Entry { value: value.clone(), dirty: false });
+        let found = self.engine.get(key, out).map_err(|e| self.err(e))?;
+        if self.capacity > 0 {
+            let i = self.free_slot()?;
+            self.fill(i, key, found.then_some(&out[..]), false);
         }
-        Ok(value)
+        Ok(found)
     }
 
     fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {

@@ -1,7 +1,6 @@
 //! The engine contract and the in-memory engine.
 
 use bytes::Bytes;
-use std::collections::BTreeMap;
 use std::ops::Bound;
 
 /// An engine or layer failure.
@@ -10,14 +9,14 @@ use std::ops::Bound;
 pub struct KvError(pub String);
 
 /// Changes applied together: `(key, Some(value))` puts, `(key, None)` deletes.
-pub type WriteBatch = [(Bytes, Option<Bytes>)];
+pub type WriteBatch<'a> = [(&'a [u8], Option<&'a [u8]>)];
 
 /// A byte-level key-value engine, ordered by key bytes.
 pub trait Engine {
-    /// The value of `key`.
-    fn get(&mut self, key: &[u8]) -> Result<Option<Bytes>, KvError>;
+    /// Copies the value of `key` into `out` (cleared first); `false` if absent.
+    fn get(&mut self, key: &[u8], out: &mut Vec<u8>) -> Result<bool, KvError>;
     /// Applies puts and deletes in order.
-    fn write_batch(&mut self, batch: &WriteBatch) -> Result<(), KvError>;
+    fn write_batch(&mut self, batch: &WriteBatch<'_>) -> Result<(), KvError>;
     /// Appends up to `limit` entries after `from` and before `to` to `out`, ascending.
     fn scan(
         &mut self,
@@ -33,10 +32,10 @@ pub trait Engine {
 }
 
 impl<E: Engine + ?Sized> Engine for Box<E> {
-    fn get(&mut self, key: &[u8]) -> Result<Option<Bytes>, KvError> {
-        (**self).get(key)
+    fn get(&mut self, key: &[u8], out: &mut Vec<u8>) -> Result<bool, KvError> {
+        (**self).get(key, out)
     }
-    fn write_batch(&mut self, batch: &WriteBatch) -> Result<(), KvError> {
+    fn write_batch(&mut self, batch: &WriteBatch<'_>) -> Result<(), KvError> {
         (**self).write_batch(batch)
     }
     fn scan(
@@ -56,11 +55,17 @@ impl<E: Engine + ?Sized> Engine for Box<E> {
     }
 }
 
-/// Keeps everything in an ordered map in memory; its contents survive a
-/// restart only through the changelog.
+/// Keeps everything in a hash map in memory; its contents survive a restart
+/// only through the changelog.
+///
+/// Point reads and writes (the hot path) are hash lookups, and overwriting a
+/// key reuses its value buffer, so a steady workload does not allocate. The
+/// sorted key order that scans need is built on the first scan after keys
+/// were added or removed, and kept until the next such change.
 #[derive(Debug, Default)]
 pub struct MemoryEngine {
-    map: BTreeMap<Bytes, Bytes>,
+    map: hashbrown::HashMap<Box<[u8]>, Vec<u8>>,
+    sorted: Option<Vec<Box<[u8]>>>,
 }
 
 impl MemoryEngine {
@@ -71,18 +76,33 @@ impl MemoryEngine {
 }
 
 impl Engine for MemoryEngine {
-    fn get(&mut self, key: &[u8]) -> Result<Option<Bytes>, KvError> {
-        Ok(self.map.get(key).cloned())
+    fn get(&mut self, key: &[u8], out: &mut Vec<u8>) -> Result<bool, KvError> {
+        out.clear();
+        match self.map.get(key) {
+            Some(v) => {
+                out.extend_from_slice(v);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 
-    fn write_batch(&mut self, batch: &WriteBatch) -> Result<(), KvError> {
+    fn write_batch(&mut self, batch: &WriteBatch<'_>) -> Result<(), KvError> {
         for (k, v) in batch {
             match v {
                 Some(v) => {
-                    self.map.insert(k.clone(), v.clone());
+                    if let Some(slot) = self.map.get_mut(*k) {
+                        slot.clear();
+                        slot.extend_from_slice(v);
+                    } else {
+                        self.map.insert(Box::from(*k), v.to_vec());
+                        self.sorted = None;
+                    }
                 }
                 None => {
-                    self.map.remove(k);
+                    if self.map.remove(*k).is_some() {
+                        self.sorted = None;
+                    }
                 }
             }
         }
@@ -96,14 +116,22 @@ impl Engine for MemoryEngine {
         limit: usize,
         out: &mut Vec<(Bytes, Bytes)>,
     ) -> Result<(), KvError> {
-        let upper = to.map_or(Bound::Unbounded, Bound::Excluded);
-        if let (Bound::Included(f) | Bound::Excluded(f), Some(t)) = (from, to)
-            && f >= t
-        {
-            return Ok(());
+        let map = &self.map;
+        let sorted = self.sorted.get_or_insert_with(|| {
+            let mut keys: Vec<Box<[u8]>> = map.keys().cloned().collect();
+            keys.sort_unstable();
+            keys
+        });
+        let start = match from {
+            Bound::Included(f) => sorted.partition_point(|k| &k[..] < f),
+            Bound::Excluded(f) => sorted.partition_point(|k| &k[..] <= f),
+            Bound::Unbounded => 0,
+        };
+        for k in sorted[start..].iter().take_while(|k| to.is_none_or(|t| &k[..] < t)).take(limit) {
+            if let Some(v) = map.get(k) {
+                out.push((Bytes::copy_from_slice(k), Bytes::copy_from_slice(v)));
+            }
         }
-        let range = self.map.range::<[u8], _>((from, upper));
-        out.extend(range.take(limit).map(|(k, v)| (k.clone(), v.clone())));
         Ok(())
     }
 

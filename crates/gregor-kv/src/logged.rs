@@ -29,14 +29,14 @@ impl<E: Engine> LoggedEngine<E> {
 }
 
 impl<E: Engine> Engine for LoggedEngine<E> {
-    fn get(&mut self, key: &[u8]) -> Result<Option<Bytes>, KvError> {
-        self.engine.get(key)
+    fn get(&mut self, key: &[u8], out: &mut Vec<u8>) -> Result<bool, KvError> {
+        self.engine.get(key, out)
     }
 
-    fn write_batch(&mut self, batch: &WriteBatch) -> Result<(), KvError> {
+    fn write_batch(&mut self, batch: &WriteBatch<'_>) -> Result<(), KvError> {
         self.engine.write_batch(batch)?;
         for (k, v) in batch {
-            self.sink.send(k, v.as_deref())?;
+            self.sink.send(k, *v)?;
         }
         Ok(())
     }

@@ -14,7 +14,7 @@ use gregor_api::system::{
     PartitionOffsets, StreamKind, SystemAdmin, SystemConsumer, SystemError, SystemFactory, SystemProducer,
 };
 use gregor_api::{Config, ConfigError, RawMessage, StartOffset, SystemStream, SystemStreamPartition};
-use std::collections::HashMap;
+use hashbrown::HashMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};

@@ -11,9 +11,10 @@ use std::collections::VecDeque;
 
 pub(crate) struct Chooser {
     queues: Vec<VecDeque<RawMessage>>,
-    /// Input indexes by priority, highest first.
-    levels: Vec<Vec<usize>>,
-    cursors: Vec<usize>,
+    /// Priority level of each input.
+    level_of: Vec<usize>,
+    /// Per priority level (highest first): inputs with messages, in turn order.
+    ready: Vec<VecDeque<usize>>,
     /// Bootstrap inputs still below their end.
     bootstrapping: Vec<usize>,
     buffered: usize,
@@ -25,18 +26,19 @@ impl Chooser {
         let mut distinct: Vec<i64> = priorities.to_vec();
         distinct.sort_unstable_by(|a, b| b.cmp(a));
         distinct.dedup();
-        let levels: Vec<Vec<usize>> =
-            distinct.iter().map(|p| (0..priorities.len()).filter(|&i| priorities[i] == *p).collect()).collect();
         Chooser {
             queues: (0..priorities.len()).map(|_| VecDeque::new()).collect(),
-            cursors: vec![0; levels.len()],
-            levels,
+            level_of: priorities.iter().map(|p| distinct.iter().position(|d| d == p).unwrap_or(0)).collect(),
+            ready: distinct.iter().map(|_| VecDeque::new()).collect(),
             bootstrapping: (0..bootstrap.len()).filter(|&i| bootstrap[i]).collect(),
             buffered: 0,
         }
     }
 
     pub fn push(&mut self, input: usize, message: RawMessage) {
+        if self.queues[input].is_empty() {
+            self.ready[self.level_of[input]].push_back(input);
+        }
         self.queues[input].push_back(message);
         self.buffered += 1;
     }
@@ -63,30 +65,31 @@ impl Chooser {
     pub fn clear(&mut self, input: usize) {
         self.buffered -= self.queues[input].len();
         self.queues[input].clear();
+        self.ready[self.level_of[input]].retain(|&i| i != input);
     }
 
-    /// The next message to process, and its input.
+    /// The next message to process, and its input: O(1), taking turns among
+    /// the inputs of the highest priority level that has messages.
     pub fn next(&mut self) -> Option<(usize, RawMessage)> {
         if !self.bootstrapping.is_empty() {
             let found = self.bootstrapping.iter().copied().find(|&i| !self.queues[i].is_empty())?;
-            return self.pop(found);
+            let level = &mut self.ready[self.level_of[found]];
+            let at = level.iter().position(|&i| i == found)?;
+            level.remove(at);
+            return self.take(found);
         }
-        for (level, inputs) in self.levels.iter().enumerate() {
-            let n = inputs.len();
-            for k in 0..n {
-                let i = inputs[(self.cursors[level] + k) % n];
-                if !self.queues[i].is_empty() {
-                    self.cursors[level] = (self.cursors[level] + k + 1) % n;
-                    return self.pop(i);
-                }
-            }
-        }
-        None
+        let input = self.ready.iter_mut().find_map(VecDeque::pop_front)?;
+        self.take(input)
     }
 
-    fn pop(&mut self, input: usize) -> Option<(usize, RawMessage)> {
+    /// Pops a message of an input already removed from its ready list, and
+    /// puts the input back at the end of the list if it has more.
+    fn take(&mut self, input: usize) -> Option<(usize, RawMessage)> {
         let m = self.queues[input].pop_front()?;
         self.buffered -= 1;
+        if !self.queues[input].is_empty() {
+            self.ready[self.level_of[input]].push_back(input);
+        }
         Some((input, m))
     }
 }

@@ -123,6 +123,8 @@ pub struct Container<T: StreamTask> {
     pub(crate) next_commit: Instant,
     pub(crate) next_window: Option<Instant>,
     pub(crate) checkpoint_ssp: SystemStreamPartition,
+    /// Messages sent by tasks (a hot-path handle: registry lookups lock).
+    pub(crate) sends: Counter,
     /// `until_end` with intermediate inputs: the barrier and whether this container arrived.
     pub(crate) end_barrier: Option<(Arc<EndBarrier>, bool)>,
 }
@@ -309,6 +311,7 @@ impl<T: StreamTask> Container<T> {
             chooser: Chooser::new(&priorities, &bootstrap),
             router: Router::new(task_count),
             checkpoint_ssp: checkpoint_partition(&job.checkpoint_stream),
+            sends: metrics.counter("container", "sends"),
             next_commit: now + job.commit_interval,
             next_window: job.window_interval.map(|w| now + w),
             id: model.id.clone(),

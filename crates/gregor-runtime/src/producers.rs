@@ -13,8 +13,9 @@ use gregor_api::collector::PendingSend;
 use gregor_api::system::{StreamKind, SystemError, SystemProducer};
 use gregor_api::{SystemStream, SystemStreamPartition};
 use gregor_kv::{ChangelogSink, KvError};
+use hashbrown::HashMap;
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::rc::Rc;
 
 pub(crate) struct Producers {

@@ -153,11 +153,11 @@ impl<T: StreamTask> Container<T> {
 
     fn process(&mut self, i: usize, m: RawMessage) -> Result<(), RuntimeError> {
         let input = &self.inputs[i];
-        let key = match m.key.as_ref().map(|k| input.key_serde.decode(k)).transpose() {
+        let key = match m.key.as_ref().map(|k| input.key_serde.decode_shared(k)).transpose() {
             Ok(k) => k,
             Err(e) => return self.bad_message(i, &m, "key", e),
         };
-        let message = match m.value.as_ref().map(|v| input.msg_serde.decode(v)).transpose() {
+        let message = match m.value.as_ref().map(|v| input.msg_serde.decode_shared(v)).transpose() {
             Ok(v) => v,
             Err(e) => return self.bad_message(i, &m, "message", e),
         };
@@ -217,7 +217,7 @@ impl<T: StreamTask> Container<T> {
         for send in sends {
             self.router.route(&self.job, &self.systems, &mut producers, send, buf)?;
         }
-        self.metrics.counter("container", "sends").add(sends.len() as u64);
+        self.sends.add(sends.len() as u64);
         task.collector.clear();
         Ok(())
     }

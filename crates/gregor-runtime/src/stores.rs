@@ -72,26 +72,32 @@ pub(crate) fn open_store(
     let started = Instant::now();
     let mut restored = 0u64;
     if target > offsets.oldest {
-        let mut batch: Vec<(Bytes, Option<Bytes>)> = Vec::with_capacity(RESTORE_BATCH);
+        // Restore in large batches written straight to the engine (no
+        // changelog layer yet): the messages' buffers are borrowed, not copied.
+        let mut batch: Vec<(bytes::Bytes, Option<bytes::Bytes>)> = Vec::with_capacity(RESTORE_BATCH);
         let name = spec.name.clone();
+        let apply = |engine: &mut Box<dyn Engine>, batch: &mut Vec<(bytes::Bytes, Option<bytes::Bytes>)>| {
+            let slices: Vec<(&[u8], Option<&[u8]>)> = batch.iter().map(|(k, v)| (&k[..], v.as_deref())).collect();
+            let result = engine.write_batch(&slices);
+            drop(slices);
+            batch.clear();
+            result.map_err(|e| RuntimeError::Other(format!("restoring store '{name}': {e}")))
+        };
         systems.read_until(&ssp, StartOffset::Oldest, target, STALL, |m| {
             let Some(key) = m.key else {
                 return Err(RuntimeError::Other(format!(
-                    "changelog {ssp} of store '{name}' has a message without a key at offset {}",
-                    m.offset
+                    "changelog {ssp} of store '{}' has a message without a key at offset {}",
+                    spec.name, m.offset
                 )));
             };
             batch.push((key, m.value));
             restored += 1;
             if batch.len() >= RESTORE_BATCH {
-                engine
-                    .write_batch(&batch)
-                    .map_err(|e| RuntimeError::Other(format!("restoring store '{name}': {e}")))?;
-                batch.clear();
+                apply(&mut engine, &mut batch)?;
             }
             Ok(())
         })?;
-        engine.write_batch(&batch).map_err(|e| RuntimeError::Other(format!("restoring store '{}': {e}", spec.name)))?;
+        apply(&mut engine, &mut batch)?;
     }
 
     let mut end = target;
@@ -129,9 +135,11 @@ fn trim(
     })?;
     let mut p = producers.borrow_mut();
     let now = p.now_ms;
+    let mut value = Vec::new();
     for key in &keys {
-        let value = engine.get(key).map_err(|e| RuntimeError::Other(format!("store '{}': {e}", spec.name)))?;
-        p.send(ssp, Some(key), value.as_deref(), now)?;
+        let found =
+            engine.get(key, &mut value).map_err(|e| RuntimeError::Other(format!("store '{}': {e}", spec.name)))?;
+        p.send(ssp, Some(key), found.then_some(&value[..]), now)?;
     }
     p.flush()?;
     tracing::info!(store = %spec.name, changelog = %ssp, uncommitted_from = target, keys = keys.len(), "undid changelog writes of an interval that never committed");

@@ -48,7 +48,11 @@ proptest! {
             match op {
                 Op::Put(k, v) => { store.put(&[*k], &[*v]).unwrap(); model.insert(vec![*k], vec![*v]); }
                 Op::Delete(k) => { store.delete(&[*k]).unwrap(); model.remove(&vec![*k]); }
-                Op::Get(k) => prop_assert_eq!(store.get(&[*k]).unwrap().map(|b| b.to_vec()), model.get(&vec![*k]).cloned()),
+                Op::Get(k) => {
+                    let mut out = Vec::new();
+                    let found = store.get(&[*k], &mut out).unwrap();
+                    prop_assert_eq!(found.then_some(out), model.get(&vec![*k]).cloned());
+                }
                 Op::Scan(a, b) => {
                     let mut out = Vec::new();
                     store.scan(Bound::Included(&[*a]), Some(&[*b]), 100, &mut out).unwrap();
