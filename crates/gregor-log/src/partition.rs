@@ -372,18 +372,29 @@ impl Partition {
 
     /// fsyncs the active segment if it holds unsynced data (interval durability).
     pub fn flush(&self) -> Result<()> {
-        let mut w = lock(&self.writer);
+        // Sync without holding the write lock, so appends go on meanwhile;
+        // then record what is now durable (unless a roll moved on already).
+        let (base, len) = {
+            let _lock = self.write_lock()?;
+            let f = self.head.writer_fields();
+            if f.recovery_base == f.active_base && f.recovery_pos >= f.active_len {
+                return Ok(());
+            }
+            (f.active_base, f.active_len)
+        };
+        let path = segment::log_path(&self.dir, base);
+        match std::fs::File::open(&path) {
+            Ok(file) => file.sync_data().context(|| format!("syncing {}", path.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e).context(|| format!("opening {} to sync it", path.display())),
+        }
         let _lock = self.write_lock()?;
         let mut f = self.head.writer_fields();
-        if f.recovery_base == f.active_base && f.recovery_pos >= f.active_len {
-            return Ok(());
+        if f.active_base == base && (f.recovery_base < base || (f.recovery_base == base && f.recovery_pos < len)) {
+            f.recovery_base = base;
+            f.recovery_pos = len;
+            self.head.publish(&f);
         }
-        self.ensure_active(&mut w.active, &f)?;
-        let active = w.active.as_ref().ok_or_else(no_active)?;
-        active.log.sync_data().context(|| format!("syncing {}", active.log_path.display()))?;
-        f.recovery_base = f.active_base;
-        f.recovery_pos = f.active_len;
-        self.head.publish(&f);
         Ok(())
     }
 

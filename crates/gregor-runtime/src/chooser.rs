@@ -18,7 +18,13 @@ pub(crate) struct Chooser {
     /// Bootstrap inputs still below their end.
     bootstrapping: Vec<usize>,
     buffered: usize,
+    /// The input being served and how many more of its messages it may
+    /// have in a row (short runs keep caches warm; turns stay fair).
+    run: Option<(usize, usize)>,
 }
+
+/// Messages one input may have in a row before the next input's turn.
+const RUN: usize = 32;
 
 impl Chooser {
     /// `priorities[i]` and `bootstrap[i]` describe input `i`.
@@ -32,11 +38,12 @@ impl Chooser {
             ready: distinct.iter().map(|_| VecDeque::new()).collect(),
             bootstrapping: (0..bootstrap.len()).filter(|&i| bootstrap[i]).collect(),
             buffered: 0,
+            run: None,
         }
     }
 
     pub fn push(&mut self, input: usize, message: RawMessage) {
-        if self.queues[input].is_empty() {
+        if self.queues[input].is_empty() && self.run.is_none_or(|(i, _)| i != input) {
             self.ready[self.level_of[input]].push_back(input);
         }
         self.queues[input].push_back(message);
@@ -66,30 +73,54 @@ impl Chooser {
         self.buffered -= self.queues[input].len();
         self.queues[input].clear();
         self.ready[self.level_of[input]].retain(|&i| i != input);
+        if self.run.is_some_and(|(i, _)| i == input) {
+            self.run = None;
+        }
     }
 
-    /// The next message to process, and its input: O(1), taking turns among
-    /// the inputs of the highest priority level that has messages.
+    /// The next message to process, and its input: O(1), taking turns (of
+    /// up to `RUN` messages) among the inputs of the highest priority level
+    /// that has messages.
     pub fn next(&mut self) -> Option<(usize, RawMessage)> {
         if !self.bootstrapping.is_empty() {
+            self.end_run();
             let found = self.bootstrapping.iter().copied().find(|&i| !self.queues[i].is_empty())?;
             let level = &mut self.ready[self.level_of[found]];
             let at = level.iter().position(|&i| i == found)?;
             level.remove(at);
-            return self.take(found);
+            self.run = Some((found, 1));
+            let taken = self.take(found);
+            self.end_run();
+            return taken;
         }
-        let input = self.ready.iter_mut().find_map(VecDeque::pop_front)?;
+        let input = match self.run {
+            Some((i, left)) if left > 0 && !self.queues[i].is_empty() => {
+                self.run = Some((i, left - 1));
+                i
+            }
+            _ => {
+                self.end_run();
+                let i = self.ready.iter_mut().find_map(VecDeque::pop_front)?;
+                self.run = Some((i, RUN - 1));
+                i
+            }
+        };
         self.take(input)
     }
 
-    /// Pops a message of an input already removed from its ready list, and
-    /// puts the input back at the end of the list if it has more.
+    /// Ends the current input's run: back in line if it has more messages.
+    fn end_run(&mut self) {
+        if let Some((i, _)) = self.run.take()
+            && !self.queues[i].is_empty()
+        {
+            self.ready[self.level_of[i]].push_back(i);
+        }
+    }
+
+    /// Pops a message of the input being served (not in its ready list).
     fn take(&mut self, input: usize) -> Option<(usize, RawMessage)> {
         let m = self.queues[input].pop_front()?;
         self.buffered -= 1;
-        if !self.queues[input].is_empty() {
-            self.ready[self.level_of[input]].push_back(input);
-        }
         Some((input, m))
     }
 }
@@ -114,8 +145,21 @@ mod tests {
             c.push(1, msg(10 + o));
         }
         c.push(2, msg(100));
-        assert_eq!(drain(&mut c), vec![(2, 100), (0, 0), (1, 10), (0, 1), (1, 11), (0, 2), (1, 12)]);
+        // Priority first, then turns of up to RUN messages per input.
+        assert_eq!(drain(&mut c), vec![(2, 100), (0, 0), (0, 1), (0, 2), (1, 10), (1, 11), (1, 12)]);
         assert!(c.is_empty());
+    }
+
+    #[test]
+    fn busy_inputs_take_turns() {
+        let mut c = Chooser::new(&[0, 0], &[false, false]);
+        for o in 0..(2 * RUN as u64) {
+            c.push(0, msg(o));
+            c.push(1, msg(1000 + o));
+        }
+        let order: Vec<usize> = drain(&mut c).into_iter().map(|(i, _)| i).collect();
+        let expected: Vec<usize> = [0, 1, 0, 1].iter().flat_map(|&i| std::iter::repeat_n(i, RUN)).collect();
+        assert_eq!(order, expected);
     }
 
     #[test]

@@ -97,6 +97,8 @@ pub(crate) struct TaskInstance<T> {
     pub collector: MessageCollector,
     pub coordinator: TaskCoordinator,
     pub processed: Counter,
+    /// Duration of `process`, sampled on one message in `PROCESS_SAMPLE`.
+    pub process_time: gregor_api::Timer,
     pub last_checkpoint: Option<Checkpoint>,
     /// Asked to shut down: gets no more messages.
     pub stopped: bool,
@@ -291,6 +293,7 @@ impl<T: StreamTask> Container<T> {
                 collector,
                 coordinator: TaskCoordinator::default(),
                 processed: metrics.counter(&group, "messages-processed"),
+                process_time: metrics.timer(&group, "process"),
                 last_checkpoint: checkpoint.cloned(),
                 stopped: false,
                 end_of_stream_called: false,

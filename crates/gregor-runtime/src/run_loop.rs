@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 const BATCH: usize = 10_000;
 /// Longest a turn waits for input.
 const MAX_WAIT: Duration = Duration::from_millis(100);
+/// One message in this many has its `process` call timed (a clock read per
+/// message would cost more than many tasks' work).
+const PROCESS_SAMPLE: u64 = 64;
 
 /// What a finished container did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -170,8 +173,13 @@ impl<T: StreamTask> Container<T> {
             offset: m.offset,
             message,
         };
-        match catch_unwind(AssertUnwindSafe(|| task.task.process(envelope, &mut task.collector, &mut task.coordinator)))
-        {
+        let started = (task.processed.get() % PROCESS_SAMPLE == 0).then(Instant::now);
+        let result =
+            catch_unwind(AssertUnwindSafe(|| task.task.process(envelope, &mut task.collector, &mut task.coordinator)));
+        if let Some(t) = started {
+            task.process_time.record(t.elapsed());
+        }
+        match result {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(fail(e.to_string())),
             Err(p) => return Err(fail(panic_message(&*p))),

@@ -306,3 +306,17 @@ mod tests {
         assert_eq!(err, "unknown config key 'completely.different'");
     }
 }
+
+#[cfg(test)]
+mod docs_tests {
+    /// docs/config.md documents every key the runtime accepts.
+    #[test]
+    fn every_key_is_documented() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/config.md");
+        let docs = std::fs::read_to_string(path).unwrap();
+        for key in super::KEYS {
+            let shown = format!("`{}`", key.pattern.replace('*', "<name>"));
+            assert!(docs.contains(&shown), "docs/config.md lacks {shown}");
+        }
+    }
+}

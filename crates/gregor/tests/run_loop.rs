@@ -128,3 +128,14 @@ fn a_second_run_resumes_from_the_checkpoint() {
     let reset = format!("{text}streams.in.samza.reset.offset=true\n");
     assert_eq!(app.run_config(common::config(dir.path(), &reset), true, common::no_signal()).unwrap().processed, 3);
 }
+
+#[test]
+fn a_bounded_input_ends_the_job_without_until_end() {
+    let dir = tempfile::tempdir().unwrap();
+    common::produce(dir.path(), "in", 2, &[(0, Some("a"), "1"), (1, Some("b"), "2"), (1, Some("c"), "3")]);
+    let text = "job.name=copy\ntask.inputs=log.in\nsystems.log.samza.key.serde=string\nsystems.log.samza.msg.serde=string\nstreams.in.samza.bounded=true\n";
+    let summary = App::new("copy", Copy::default)
+        .run_config(common::config(dir.path(), text), false, common::no_signal())
+        .unwrap();
+    assert_eq!(summary.processed, 3);
+}
