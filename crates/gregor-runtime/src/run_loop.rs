@@ -173,7 +173,7 @@ impl<T: StreamTask> Container<T> {
             offset: m.offset,
             message,
         };
-        let started = (task.processed.get() % PROCESS_SAMPLE == 0).then(Instant::now);
+        let started = task.processed.get().is_multiple_of(PROCESS_SAMPLE).then(Instant::now);
         let result =
             catch_unwind(AssertUnwindSafe(|| task.task.process(envelope, &mut task.collector, &mut task.coordinator)));
         if let Some(t) = started {
