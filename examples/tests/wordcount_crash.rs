@@ -132,3 +132,14 @@ unsafe extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, sig: i32) -> i32;
 }
+
+#[test]
+fn until_end_finishes_with_more_containers_than_tasks() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines = text(200, 3);
+    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+    load_lines(dir.path(), "words", 4, &refs).unwrap();
+    // 6 containers for 4 tasks: two have nothing to do and must not hold up the others.
+    common::run_to_end(WORDCOUNT, "wordcount.properties", dir.path(), &["job.container.count=6"]);
+    assert_eq!(latest_values(dir.path(), "word-counts").unwrap(), truth(&lines));
+}

@@ -8,7 +8,6 @@
 use crate::serde::{Data, Serde, Serdes};
 use crate::system::SystemStream;
 use std::any::{Any, TypeId};
-use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -82,7 +81,10 @@ pub struct PendingSend {
 pub struct MessageCollector {
     serdes: Arc<Serdes>,
     names: SerdeNamesFor,
-    resolved: HashMap<(SystemStream, TypeId, bool), Arc<dyn Any>>,
+    /// Serdes resolved per (stream, type, key or message). Tasks send to few
+    /// streams, usually through the same `SystemStream` value, so a short list
+    /// compared by pointer first beats hashing the names on every send.
+    resolved: Vec<(SystemStream, TypeId, bool, Arc<dyn Any>)>,
     buf: Vec<u8>,
     sends: Vec<PendingSend>,
 }
@@ -90,25 +92,22 @@ pub struct MessageCollector {
 impl MessageCollector {
     #[doc(hidden)]
     pub fn new(serdes: Arc<Serdes>, names: SerdeNamesFor) -> Self {
-        MessageCollector {
-            serdes,
-            names,
-            resolved: HashMap::new(),
-            buf: Vec::with_capacity(1 << 16),
-            sends: Vec::new(),
-        }
+        MessageCollector { serdes, names, resolved: Vec::new(), buf: Vec::with_capacity(1 << 16), sends: Vec::new() }
     }
 
     fn serde_for<T: Data>(&mut self, stream: &SystemStream, is_key: bool) -> Result<Arc<dyn Serde<T>>, SendError> {
-        let id = (stream.clone(), TypeId::of::<T>(), is_key);
-        if let Some(found) = self.resolved.get(&id).and_then(|a| a.downcast_ref::<Arc<dyn Serde<T>>>()) {
-            return Ok(found.clone());
+        let same = |s: &SystemStream| {
+            (Arc::ptr_eq(&s.system, &stream.system) && Arc::ptr_eq(&s.stream, &stream.stream)) || s == stream
+        };
+        let found = self.resolved.iter().find(|(s, t, k, _)| *k == is_key && *t == TypeId::of::<T>() && same(s));
+        if let Some(serde) = found.and_then(|(_, _, _, a)| a.downcast_ref::<Arc<dyn Serde<T>>>()) {
+            return Ok(serde.clone());
         }
         let fail = |reason: String| SendError::Stream { stream: stream.clone(), reason };
         let (key_name, msg_name) = (self.names)(stream).map_err(&fail)?;
         let name = if is_key { key_name } else { msg_name };
         let serde = self.serdes.resolve::<T>(&name).map_err(|e| fail(e.0))?;
-        self.resolved.insert(id, Arc::new(serde.clone()));
+        self.resolved.push((stream.clone(), TypeId::of::<T>(), is_key, Arc::new(serde.clone())));
         Ok(serde)
     }
 

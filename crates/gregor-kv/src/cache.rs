@@ -38,6 +38,10 @@ pub struct CachedStore<E> {
     hand: usize,
     dirty: Vec<u32>,
     batch_size: usize,
+    /// Set when writing dirty entries through failed: the engine and the
+    /// changelog may disagree, so every later call fails until the task restarts
+    /// (and restores from its checkpoint).
+    failed: Option<String>,
 }
 
 impl<E: Engine> CachedStore<E> {
@@ -55,6 +59,7 @@ impl<E: Engine> CachedStore<E> {
             hand: 0,
             dirty: Vec::new(),
             batch_size: batch_size.max(1),
+            failed: None,
         }
     }
 
@@ -65,6 +70,16 @@ impl<E: Engine> CachedStore<E> {
 
     fn err(&self, e: KvError) -> StoreError {
         StoreError::Engine { store: self.name.clone(), message: e.0 }
+    }
+
+    fn check_failed(&self) -> Result<(), StoreError> {
+        match &self.failed {
+            None => Ok(()),
+            Some(why) => Err(StoreError::Engine {
+                store: self.name.clone(),
+                message: format!("unusable after an earlier failure: {why}"),
+            }),
+        }
     }
 
     fn find(&self, key: &[u8]) -> Option<usize> {
@@ -87,11 +102,15 @@ impl<E: Engine> CachedStore<E> {
             .collect();
         let result = self.engine.write_batch(&batch);
         drop(batch);
+        if let Err(e) = result {
+            self.failed = Some(e.0.clone());
+            return Err(self.err(e));
+        }
         for &i in &self.dirty {
             self.slots[i as usize].dirty = false;
         }
         self.dirty.clear();
-        result.map_err(|e| self.err(e))
+        Ok(())
     }
 
     /// A free slot: a new one while below capacity, else the CLOCK victim
@@ -136,9 +155,13 @@ impl<E: Engine> CachedStore<E> {
     }
 
     fn write(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), StoreError> {
+        self.check_failed()?;
         if self.capacity == 0 {
-            let result = self.engine.write_batch(&[(key, value)]);
-            return result.map_err(|e| self.err(e));
+            if let Err(e) = self.engine.write_batch(&[(key, value)]) {
+                self.failed = Some(e.0.clone());
+                return Err(self.err(e));
+            }
+            return Ok(());
         }
         match self.find(key) {
             Some(i) => {
@@ -167,6 +190,7 @@ impl<E: Engine> CachedStore<E> {
 
 impl<E: Engine> RawStore for CachedStore<E> {
     fn get(&mut self, key: &[u8], out: &mut Vec<u8>) -> Result<bool, StoreError> {
+        self.check_failed()?;
         if let Some(i) = self.find(key) {
             let slot = &mut self.slots[i];
             slot.referenced = true;
@@ -202,6 +226,7 @@ impl<E: Engine> RawStore for CachedStore<E> {
     }
 
     fn flush(&mut self) -> Result<(), StoreError> {
+        self.check_failed()?;
         self.write_dirty()?;
         self.engine.flush().map_err(|e| self.err(e))
     }

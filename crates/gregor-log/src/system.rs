@@ -108,7 +108,7 @@ impl SystemFactory for LogSystemFactory {
     }
 
     fn consumer(&self) -> Result<Box<dyn SystemConsumer>, SystemError> {
-        Ok(Box::new(LogConsumer { shared: self.shared.clone(), readers: Vec::new(), next: 0 }))
+        Ok(Box::new(LogConsumer { shared: self.shared.clone(), readers: Vec::new(), index: HashMap::new(), next: 0 }))
     }
 
     fn producer(&self) -> Result<Box<dyn SystemProducer>, SystemError> {
@@ -193,6 +193,7 @@ impl SystemAdmin for LogAdmin {
 struct LogConsumer {
     shared: Arc<Shared>,
     readers: Vec<(SystemStreamPartition, PartitionReader)>,
+    index: HashMap<SystemStreamPartition, usize>,
     /// Where the next poll starts, so no partition starves the others.
     next: usize,
 }
@@ -248,6 +249,7 @@ impl SystemConsumer for LogConsumer {
             StartOffset::Oldest => p.oldest_offset().map_err(|e| to_system_error(e, &ssp.stream))?,
             StartOffset::Upcoming => p.next_offset().map_err(|e| to_system_error(e, &ssp.stream))?,
         };
+        self.index.insert(ssp.clone(), self.readers.len());
         self.readers.push((ssp.clone(), PartitionReader::new(p, offset)));
         Ok(())
     }
@@ -275,7 +277,7 @@ impl SystemConsumer for LogConsumer {
     }
 
     fn position(&self, ssp: &SystemStreamPartition) -> Option<u64> {
-        self.readers.iter().find(|(s, _)| s == ssp).map(|(_, r)| r.next_offset())
+        self.index.get(ssp).map(|&i| self.readers[i].1.next_offset())
     }
 }
 

@@ -70,6 +70,7 @@ impl Chooser {
 
     /// Drops everything buffered for an input (its task stopped, or it ended).
     pub fn clear(&mut self, input: usize) {
+        self.bootstrap_done(input);
         self.buffered -= self.queues[input].len();
         self.queues[input].clear();
         self.ready[self.level_of[input]].retain(|&i| i != input);
@@ -94,7 +95,12 @@ impl Chooser {
             return taken;
         }
         let input = match self.run {
-            Some((i, left)) if left > 0 && !self.queues[i].is_empty() => {
+            // A run ends early when a higher-priority input has messages.
+            Some((i, left))
+                if left > 0
+                    && !self.queues[i].is_empty()
+                    && self.ready[..self.level_of[i]].iter().all(VecDeque::is_empty) =>
+            {
                 self.run = Some((i, left - 1));
                 i
             }

@@ -149,6 +149,16 @@ impl StoreProvider for Stores<'_> {
     }
 }
 
+impl<T: StreamTask> Drop for Container<T> {
+    /// A container that stops (finished, failed or asked to) before reaching
+    /// the end barrier still arrives, so the others are not left waiting.
+    fn drop(&mut self) {
+        if let Some((barrier, false)) = &self.end_barrier {
+            barrier.arrive();
+        }
+    }
+}
+
 impl<T: StreamTask> Container<T> {
     /// Builds container `model.id`: restores state, initialises tasks made
     /// by `factory`, registers inputs.
@@ -196,7 +206,11 @@ impl<T: StreamTask> Container<T> {
             for spec in &job.stores {
                 stores.push(open_store(spec, tm, checkpoint, &systems, &producers)?);
             }
-            let mut task = factory();
+            let mut task = catch_unwind(AssertUnwindSafe(factory)).map_err(|p| RuntimeError::Task {
+                task: tm.name.clone(),
+                phase: "creation",
+                message: panic_message(&*p),
+            })?;
             {
                 let provider = Stores(&stores);
                 let mut ctx = TaskContext::new(&job.raw, &tm.name, &tm.inputs, &provider, &serdes, &metrics);
@@ -256,14 +270,19 @@ impl<T: StreamTask> Container<T> {
                 let offsets = systems.offsets(ssp)?;
                 let default = match spec.offset_default {
                     OffsetDefault::Oldest => (StartOffset::Oldest, offsets.oldest),
-                    OffsetDefault::Upcoming => (StartOffset::Upcoming, offsets.next),
+                    // The end as read now: what arrives later is processed.
+                    OffsetDefault::Upcoming => (StartOffset::At(offsets.next), offsets.next),
                 };
                 let checkpointed = checkpoint.and_then(|c| c.inputs.get(ssp)).copied().filter(|_| !spec.reset_offset);
                 let (start, next_offset) = match checkpointed {
                     Some(o) if o >= offsets.oldest && o <= offsets.next => (StartOffset::At(o), o),
+                    Some(o) if o < offsets.oldest => {
+                        tracing::warn!(%ssp, checkpointed = o, oldest = offsets.oldest, "messages after the checkpoint were deleted by retention; starting at the oldest offset");
+                        (StartOffset::Oldest, offsets.oldest)
+                    }
                     Some(o) => {
-                        tracing::warn!(%ssp, checkpointed = o, oldest = offsets.oldest, next = offsets.next, "checkpointed offset is out of range; starting from the default offset");
-                        default
+                        tracing::warn!(%ssp, checkpointed = o, next = offsets.next, "the checkpoint is ahead of the stream (was it recreated?); starting at its end");
+                        (StartOffset::At(offsets.next), offsets.next)
                     }
                     None => default,
                 };

@@ -229,6 +229,15 @@ impl JobConfig {
             raw: config,
         };
         job.check_systems()?;
+        let mut changelogs: Vec<(&SystemStream, &str)> =
+            job.stores.iter().filter_map(|s| s.changelog.as_ref().map(|c| (c, s.name.as_str()))).collect();
+        changelogs.sort();
+        if let Some(w) = changelogs.windows(2).find(|w| w[0].0 == w[1].0) {
+            return Err(ConfigError::Conflict(format!(
+                "stores '{}' and '{}' share the changelog {}; each store needs its own",
+                w[0].1, w[1].1, w[0].0
+            )));
+        }
         Ok(job)
     }
 

@@ -159,7 +159,10 @@ impl Router {
             (Some(p), _) => p,
             (None, Some(k)) => gregor_api::partition_for_key(k, count),
             (None, None) => {
-                let next = self.round_robin.entry(send.stream.clone()).or_insert(0);
+                let next = match self.round_robin.get_mut(&send.stream) {
+                    Some(n) => n,
+                    None => self.round_robin.entry(send.stream.clone()).or_insert(0),
+                };
                 *next = (*next + 1) % count;
                 *next
             }

@@ -21,6 +21,12 @@ const MAX_WAIT: Duration = Duration::from_millis(100);
 /// message would cost more than many tasks' work).
 const PROCESS_SAMPLE: u64 = 64;
 
+/// Runs a serde's decode, turning a panic in it (a custom serde or a user
+/// `Deserialize`) into an ordinary decoding error, subject to the policy.
+fn guarded_decode<T>(f: impl FnOnce() -> Result<T, SerdeError>) -> Result<T, SerdeError> {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|p| Err(SerdeError(panic_message(&*p))))
+}
+
 /// What a finished container did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RunSummary {
@@ -53,7 +59,7 @@ impl<T: StreamTask> Container<T> {
         for _ in 0..BATCH {
             let Some((input, message)) = self.chooser.next() else { break };
             self.process(input, message)?;
-            if self.commit_requested || self.stop_requested {
+            if self.commit_requested || self.stop_requested || self.shutdown.load(Ordering::Relaxed) {
                 break;
             }
         }
@@ -156,11 +162,11 @@ impl<T: StreamTask> Container<T> {
 
     fn process(&mut self, i: usize, m: RawMessage) -> Result<(), RuntimeError> {
         let input = &self.inputs[i];
-        let key = match m.key.as_ref().map(|k| input.key_serde.decode_shared(k)).transpose() {
+        let key = match m.key.as_ref().map(|k| guarded_decode(|| input.key_serde.decode_shared(k))).transpose() {
             Ok(k) => k,
             Err(e) => return self.bad_message(i, &m, "key", e),
         };
-        let message = match m.value.as_ref().map(|v| input.msg_serde.decode_shared(v)).transpose() {
+        let message = match m.value.as_ref().map(|v| guarded_decode(|| input.msg_serde.decode_shared(v))).transpose() {
             Ok(v) => v,
             Err(e) => return self.bad_message(i, &m, "message", e),
         };
@@ -307,11 +313,10 @@ impl<T: StreamTask> Container<T> {
     /// arrived, fix the ends of the intermediate inputs.
     fn check_barrier(&mut self) -> Result<(), RuntimeError> {
         let Some((barrier, arrived)) = self.end_barrier.clone() else { return Ok(()) };
-        if !self.inputs.iter().any(|i| i.intermediate && i.end.is_none()) {
-            return Ok(());
-        }
         if !arrived {
-            if self.inputs.iter().all(|i| i.intermediate || i.ended) {
+            // Every container arrives (even one without intermediate inputs,
+            // or without tasks), once its other inputs are done.
+            if self.inputs.iter().all(|i| i.intermediate || i.ended || self.tasks[i.task].stopped) {
                 self.commit()?;
                 barrier.arrive();
                 self.end_barrier = Some((barrier, true));

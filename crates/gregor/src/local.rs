@@ -66,9 +66,11 @@ pub(crate) fn run<T: StreamTask>(
             let options = options.clone();
             let task_count = model.task_count;
             std::thread::Builder::new().name(format!("gregor-container-{}", cm.id)).spawn(move || {
-                let result =
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     Container::new(job, systems, &cm, task_count, serdes, &*factory, shutdown.clone(), options)
-                        .and_then(Container::run);
+                        .and_then(Container::run)
+                }))
+                .unwrap_or_else(|_| Err(RuntimeError::Other(format!("container {} panicked", cm.id))));
                 if let Err(e) = &result {
                     tracing::error!(container = %cm.id, "container failed: {e}");
                     shutdown.store(true, Ordering::SeqCst);
