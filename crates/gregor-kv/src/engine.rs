@@ -29,6 +29,14 @@ pub trait Engine {
     fn flush(&mut self) -> Result<(), KvError>;
     /// Number of entries (exact or estimated).
     fn len_hint(&self) -> u64;
+    /// Writes a consistent copy of the engine's state into the new directory
+    /// `dir` (cheaply: hard links where possible).
+    ///
+    /// # Errors
+    /// Engines without local state (memory) cannot.
+    fn snapshot(&mut self, dir: &std::path::Path) -> Result<(), KvError> {
+        Err(KvError(format!("this engine keeps no local files to snapshot into {}", dir.display())))
+    }
 }
 
 impl<E: Engine + ?Sized> Engine for Box<E> {
@@ -52,6 +60,9 @@ impl<E: Engine + ?Sized> Engine for Box<E> {
     }
     fn len_hint(&self) -> u64 {
         (**self).len_hint()
+    }
+    fn snapshot(&mut self, dir: &std::path::Path) -> Result<(), KvError> {
+        (**self).snapshot(dir)
     }
 }
 

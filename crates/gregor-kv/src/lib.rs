@@ -7,7 +7,8 @@
 //!   `stores.<name>.write.batch.size`);
 //! - [`LoggedEngine`] sends every change that reaches the engine to the
 //!   store's changelog through a [`ChangelogSink`];
-//! - an [`Engine`] keeps the data: [`MemoryEngine`] here, RocksDB later.
+//! - an [`Engine`] keeps the data: [`RocksDbEngine`] (the default) or
+//!   [`MemoryEngine`].
 //!
 //! Restores write changelog records straight into the engine, below the
 //! logging layer. This crate never does stream I/O itself: the runtime
@@ -18,7 +19,9 @@
 mod cache;
 mod engine;
 mod logged;
+mod rocks;
 
 pub use cache::CachedStore;
 pub use engine::{Engine, KvError, MemoryEngine, WriteBatch};
 pub use logged::{ChangelogSink, LoggedEngine};
+pub use rocks::{RocksDbEngine, RocksOptions, compaction_style, compression};

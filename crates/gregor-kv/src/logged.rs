@@ -58,4 +58,8 @@ impl<E: Engine> Engine for LoggedEngine<E> {
     fn len_hint(&self) -> u64 {
         self.engine.len_hint()
     }
+
+    fn snapshot(&mut self, dir: &std::path::Path) -> Result<(), KvError> {
+        self.engine.snapshot(dir)
+    }
 }

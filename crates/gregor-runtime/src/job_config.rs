@@ -43,10 +43,12 @@ pub struct InputSpec {
 }
 
 /// Store engines.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum StoreEngine {
     /// In memory, rebuilt from the changelog on start.
     Memory,
+    /// RocksDB on local disk, with snapshots at commits.
+    RocksDb(gregor_kv::RocksOptions),
 }
 
 /// A store and its settings.
@@ -132,6 +134,9 @@ pub struct JobConfig {
     pub reporters: Vec<ReporterSpec>,
     /// Buffered messages per input partition.
     pub max_buffered: usize,
+    /// `job.logged.store.base.dir`: stores keep local state in
+    /// `<state_dir>/<name>-<id>/<store>/<task>`.
+    pub state_dir: std::path::PathBuf,
 }
 
 fn required<'a>(c: &'a Config, key: &str, hint: &str) -> Result<&'a str, ConfigError> {
@@ -217,6 +222,16 @@ impl JobConfig {
                 .get_parsed::<u64>("task.window.ms", "a positive number of milliseconds")?
                 .map(Duration::from_millis),
             max_buffered: c.get_parsed("task.max.buffered.messages", "a positive integer")?.unwrap_or(10_000),
+            state_dir: {
+                let base = match c.get("job.logged.store.base.dir") {
+                    Some(dir) => std::path::PathBuf::from(dir),
+                    None => c
+                        .get(&format!("systems.{default_system}.path"))
+                        .map_or_else(gregor_log::system::default_data_dir, std::path::PathBuf::from)
+                        .join("__state"),
+                };
+                base
+            },
             name,
             id,
             inputs,
@@ -333,9 +348,28 @@ fn input_spec(c: &Config, stream: SystemStream) -> Result<InputSpec, ConfigError
 
 fn store_spec(c: &Config, name: &str) -> Result<StoreSpec, ConfigError> {
     let k = |suffix: &str| format!("stores.{name}.{suffix}");
-    let engine = match required(c, &k("factory"), "choose the store engine, e.g. memory")? {
+    let engine = match required(c, &k("factory"), "choose the store engine, e.g. rocksdb")? {
         "memory" => StoreEngine::Memory,
-        other => return Err(invalid(&k("factory"), other, "memory")),
+        "rocksdb" => {
+            let d = gregor_kv::RocksOptions::default();
+            let num = |suffix: &str, default: usize| -> Result<usize, ConfigError> {
+                Ok(c.get_parsed(&k(suffix), "a positive number")?.unwrap_or(default))
+            };
+            StoreEngine::RocksDb(gregor_kv::RocksOptions {
+                block_cache_bytes: num("container.cache.size.bytes", d.block_cache_bytes)?,
+                write_buffer_bytes: num("container.write.buffer.size.bytes", d.write_buffer_bytes)?,
+                write_buffers: c
+                    .get_parsed(&k("rocksdb.num.write.buffers"), "a positive number")?
+                    .unwrap_or(d.write_buffers),
+                compression: c.get(&k("rocksdb.compression")).unwrap_or(&d.compression).to_owned(),
+                block_size: num("rocksdb.block.size.bytes", d.block_size)?,
+                compaction_style: c.get(&k("rocksdb.compaction.style")).unwrap_or(&d.compaction_style).to_owned(),
+                max_open_files: c.get_parsed(&k("rocksdb.max.open.files"), "an integer")?.unwrap_or(d.max_open_files),
+                ttl: c.get_parsed::<u64>(&k("rocksdb.ttl.ms"), "milliseconds")?.map(Duration::from_millis),
+                wal: c.get_bool(&k("rocksdb.wal.enabled"), c.get(&k("changelog")).is_none())?,
+            })
+        }
+        other => return Err(invalid(&k("factory"), other, "rocksdb or memory")),
     };
     let changelog = match c.get(&k("changelog")) {
         None => None,

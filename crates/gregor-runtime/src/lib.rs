@@ -18,6 +18,7 @@ mod chooser;
 mod container;
 mod error;
 pub mod job_config;
+pub mod local_state;
 pub mod model;
 mod producers;
 mod reporter;

@@ -384,6 +384,23 @@ impl<T: StreamTask> Container<T> {
                         *end = n;
                     }
                     cp.stores.insert(store.spec.name.clone(), StoreCheckpoint { changelog: ssp.clone(), offset: *end });
+                    // A local snapshot matching this checkpoint, taken before
+                    // the checkpoint is written: a restart on this machine
+                    // starts from it instead of replaying the changelog.
+                    if let Some(local) = &store.local
+                        && store.snapshot_at != Some(*end)
+                    {
+                        let name = &store.spec.name;
+                        local.snapshot(*end, |dir| {
+                            store
+                                .store
+                                .borrow_mut()
+                                .engine_mut()
+                                .snapshot(dir)
+                                .map_err(|e| RuntimeError::Other(format!("store '{name}': {e}")))
+                        })?;
+                        store.snapshot_at = Some(*end);
+                    }
                 }
             }
             if task.last_checkpoint.as_ref() == Some(&cp) {
@@ -398,8 +415,13 @@ impl<T: StreamTask> Container<T> {
         if wrote {
             producers.flush()?;
             for task in &self.tasks {
-                for (ssp, end) in task.stores.iter().filter_map(|s| s.changelog.as_ref()) {
-                    self.systems.admin(&ssp.stream.system)?.set_compaction_limit(ssp, *end)?;
+                for store in &task.stores {
+                    if let Some((ssp, end)) = &store.changelog {
+                        self.systems.admin(&ssp.stream.system)?.set_compaction_limit(ssp, *end)?;
+                    }
+                    if let Some(local) = &store.local {
+                        local.retain(store.snapshot_at)?; // the checkpoint now matches the newest snapshot
+                    }
                 }
             }
         }

@@ -157,7 +157,12 @@ pub const KEYS: &[Key] = &[
         "the job's task count",
         "Partitions of this output stream when gregor creates it.",
     ),
-    key("stores.*.factory", Kind::OneOf(&["memory"]), "(required per store)", "Store engine: `memory`."),
+    key(
+        "stores.*.factory",
+        Kind::OneOf(&["rocksdb", "memory"]),
+        "(required per store)",
+        "Store engine: `rocksdb` (local state on disk, snapshots at commits) or `memory` (rebuilt from the changelog at every start).",
+    ),
     key("stores.*.key.serde", Kind::Text, "(required per store)", "Serde of the store's keys."),
     key("stores.*.msg.serde", Kind::Text, "(required per store)", "Serde of the store's values."),
     key(
@@ -172,6 +177,46 @@ pub const KEYS: &[Key] = &[
         Kind::Positive,
         "500",
         "Dirty cache entries written to the engine and changelog together.",
+    ),
+    key(
+        "stores.*.container.cache.size.bytes",
+        Kind::Positive,
+        "104857600",
+        "RocksDB block cache of each task's instance of the store, bytes.",
+    ),
+    key("stores.*.container.write.buffer.size.bytes", Kind::Positive, "33554432", "RocksDB memtable size, bytes."),
+    key("stores.*.rocksdb.num.write.buffers", Kind::Positive, "3", "RocksDB memtables."),
+    key(
+        "stores.*.rocksdb.compression",
+        Kind::OneOf(&["snappy", "none", "zlib", "bzip2", "lz4", "lz4hc", "zstd"]),
+        "snappy",
+        "RocksDB block compression.",
+    ),
+    key("stores.*.rocksdb.block.size.bytes", Kind::Positive, "4096", "RocksDB data block size, bytes."),
+    key(
+        "stores.*.rocksdb.compaction.style",
+        Kind::OneOf(&["level", "universal", "fifo"]),
+        "level",
+        "RocksDB compaction style.",
+    ),
+    key("stores.*.rocksdb.max.open.files", Kind::Integer, "-1", "RocksDB open file limit (-1: unlimited)."),
+    key(
+        "stores.*.rocksdb.ttl.ms",
+        Kind::Positive,
+        "(none)",
+        "Entries older than this may be dropped by RocksDB compaction (not from the changelog).",
+    ),
+    key(
+        "stores.*.rocksdb.wal.enabled",
+        Kind::Bool,
+        "false with a changelog, else true",
+        "RocksDB's own write-ahead log; the changelog makes it redundant.",
+    ),
+    key(
+        "job.logged.store.base.dir",
+        Kind::Text,
+        "<path of job.default.system>/__state",
+        "Directory of the stores' local state (RocksDB), per job, store and task.",
     ),
     key("metrics.reporters", Kind::Text, "(none)", "Comma-separated names of metrics reporters."),
     key(
@@ -293,7 +338,7 @@ mod tests {
         let err = validate(&cfg(&[("task.inputs", "words")]), &[]).unwrap_err().to_string();
         assert!(err.contains("system.stream"), "{err}");
         let err = validate(&cfg(&[("stores.s.factory", "redis")]), &[]).unwrap_err().to_string();
-        assert!(err.contains("one of: memory"), "{err}");
+        assert!(err.contains("one of: rocksdb, memory"), "{err}");
     }
 
     #[test]

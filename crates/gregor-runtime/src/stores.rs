@@ -1,6 +1,6 @@
-//! Opening a task's stores: engine, restore from the changelog up to the
-//! checkpointed offset, trimming of uncommitted changelog writes, and the
-//! changelog and cache layers on top.
+//! Opening a task's stores: engine, restore from the newest usable local
+//! snapshot and the changelog up to the checkpointed offset, trimming of
+//! uncommitted changelog writes, and the changelog and cache layers on top.
 //!
 //! Transactional state: a store restored from a checkpoint equals the store
 //! as it was at that commit, exactly. Writes that reached the changelog after
@@ -12,13 +12,16 @@
 
 use crate::checkpoint::Checkpoint;
 use crate::error::RuntimeError;
-use crate::job_config::{StoreEngine, StoreSpec};
+use crate::job_config::{JobConfig, StoreEngine, StoreSpec};
+use crate::local_state::{LocalState, RestorePlan, plan_restore};
 use crate::model::TaskModel;
 use crate::producers::{ChangelogWriter, SharedProducers};
 use crate::systems::Systems;
 use bytes::Bytes;
+use gregor_api::MetricsRegistry;
 use gregor_api::{StartOffset, SystemStreamPartition};
-use gregor_kv::{CachedStore, Engine, LoggedEngine, MemoryEngine};
+use gregor_kv::{CachedStore, Engine, LoggedEngine, MemoryEngine, RocksDbEngine};
+use indicatif::{ProgressBar, ProgressStyle};
 use std::cell::RefCell;
 use std::collections::HashSet;
 use std::rc::Rc;
@@ -32,87 +35,163 @@ pub(crate) struct TaskStore {
     pub store: Rc<RefCell<StoreStack>>,
     /// The changelog partition and the offset the store matches (exclusive).
     pub changelog: Option<(SystemStreamPartition, u64)>,
+    /// The local directory (RocksDB), locked while the store is open.
+    pub local: Option<LocalState>,
+    /// Changelog offset of the newest local snapshot.
+    pub snapshot_at: Option<u64>,
 }
 
 const RESTORE_BATCH: usize = 10_000;
 const STALL: Duration = Duration::from_secs(120);
 
-fn new_engine(spec: &StoreSpec) -> Box<dyn Engine> {
-    match spec.engine {
-        StoreEngine::Memory => Box::new(MemoryEngine::new()),
+fn open_engine(spec: &StoreSpec, local: Option<&LocalState>) -> Result<Box<dyn Engine>, RuntimeError> {
+    match (&spec.engine, local) {
+        (StoreEngine::RocksDb(opts), Some(l)) => {
+            let engine = RocksDbEngine::open(&l.current(), opts)
+                .map_err(|e| RuntimeError::Other(format!("store '{}': {e}", spec.name)))?;
+            Ok(Box::new(engine))
+        }
+        _ => Ok(Box::new(MemoryEngine::new())),
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn open_store(
     spec: &StoreSpec,
     task: &TaskModel,
     checkpoint: Option<&Checkpoint>,
+    job: &JobConfig,
     systems: &Systems,
     producers: &SharedProducers,
+    metrics: &MetricsRegistry,
 ) -> Result<TaskStore, RuntimeError> {
-    let mut engine = new_engine(spec);
+    let local = match spec.engine {
+        StoreEngine::RocksDb(_) => {
+            Some(LocalState::open(&job.state_dir, &format!("{}-{}", job.name, job.id), &spec.name, &task.name)?)
+        }
+        StoreEngine::Memory => None,
+    };
     let Some(changelog) = &spec.changelog else {
+        // No changelog: the engine's own files are the whole state.
+        let engine = open_engine(spec, local.as_ref())?;
         let store = CachedStore::new(&spec.name, engine, spec.cache_size, spec.write_batch_size);
-        return Ok(TaskStore { spec: spec.clone(), store: Rc::new(RefCell::new(store)), changelog: None });
+        return Ok(TaskStore {
+            spec: spec.clone(),
+            store: Rc::new(RefCell::new(store)),
+            changelog: None,
+            local,
+            snapshot_at: None,
+        });
     };
     let ssp = changelog.partition(task.changelog_partition);
     let offsets = systems.offsets(&ssp)?;
     let checkpointed =
         checkpoint.and_then(|c| c.stores.get(&spec.name)).filter(|s| s.changelog == ssp).map(|s| s.offset);
-    let mut target = checkpointed.unwrap_or(offsets.oldest);
-    if target > offsets.next {
-        tracing::warn!(%ssp, checkpointed = target, next = offsets.next, "the changelog ends before the checkpointed offset (was it deleted?); restoring what it holds");
-        target = offsets.next;
+    if let Some(c) = checkpointed
+        && (c > offsets.next || c < offsets.oldest)
+    {
+        tracing::warn!(%ssp, checkpointed = c, oldest = offsets.oldest, next = offsets.next, "the checkpointed changelog offset is outside the changelog (deleted or recreated?); restoring what it holds");
     }
-    if target < offsets.oldest {
-        tracing::warn!(%ssp, checkpointed = target, oldest = offsets.oldest, "changelog records before the checkpoint were deleted; the restored store may miss keys");
-        target = offsets.oldest;
-    }
+    let snapshots = match &local {
+        Some(l) => l.snapshots()?,
+        None => Vec::new(),
+    };
+    let mut plan = plan_restore(checkpointed, &snapshots, offsets.oldest, offsets.next);
+    let mut engine = match &local {
+        Some(l) => {
+            l.reset_current(plan.snapshot)?;
+            match open_engine(spec, Some(l)) {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::warn!(store = %spec.name, task = %task.name, "{e}; discarding local state and rebuilding from the changelog");
+                    l.reset_current(None)?;
+                    plan = RestorePlan { snapshot: None, replay_from: offsets.oldest, target: plan.target };
+                    open_engine(spec, Some(l))?
+                }
+            }
+        }
+        None => open_engine(spec, None)?,
+    };
 
     let started = Instant::now();
-    let mut restored = 0u64;
-    if target > offsets.oldest {
-        // Restore in large batches written straight to the engine (no
-        // changelog layer yet): the messages' buffers are borrowed, not copied.
-        let mut batch: Vec<(bytes::Bytes, Option<bytes::Bytes>)> = Vec::with_capacity(RESTORE_BATCH);
-        let name = spec.name.clone();
-        let apply = |engine: &mut Box<dyn Engine>, batch: &mut Vec<(bytes::Bytes, Option<bytes::Bytes>)>| {
-            let slices: Vec<(&[u8], Option<&[u8]>)> = batch.iter().map(|(k, v)| (&k[..], v.as_deref())).collect();
-            let result = engine.write_batch(&slices);
-            drop(slices);
-            batch.clear();
-            result.map_err(|e| RuntimeError::Other(format!("restoring store '{name}': {e}")))
-        };
-        systems.read_until(&ssp, StartOffset::Oldest, target, STALL, |m| {
-            let Some(key) = m.key else {
-                return Err(RuntimeError::Other(format!(
-                    "changelog {ssp} of store '{}' has a message without a key at offset {}",
-                    spec.name, m.offset
-                )));
-            };
-            batch.push((key, m.value));
-            restored += 1;
-            if batch.len() >= RESTORE_BATCH {
-                apply(&mut engine, &mut batch)?;
-            }
-            Ok(())
-        })?;
-        apply(&mut engine, &mut batch)?;
-    }
-
-    let mut end = target;
-    if offsets.next > target {
-        end = trim(spec, &ssp, target, offsets.next, &mut engine, systems, producers)?;
+    let (records, bytes) = replay(spec, task, &ssp, plan, &mut engine, systems)?;
+    let mut end = plan.target;
+    if offsets.next > plan.target {
+        end = trim(spec, &ssp, plan.target, offsets.next, &mut engine, systems, producers)?;
     }
     let elapsed = started.elapsed();
+    let group = format!("store.{}.{}", task.name, spec.name);
+    metrics.gauge(&group, "restored-records").set(records as i64);
+    metrics.gauge(&group, "restore-ms").set(elapsed.as_millis() as i64);
     tracing::info!(
-        store = %spec.name, task = %task.name, changelog = %ssp, records = restored, up_to = target,
-        ms = elapsed.as_millis() as u64, "restored store"
+        store = %spec.name, task = %task.name, changelog = %ssp, snapshot = ?plan.snapshot, records, mb = bytes as f64 / 1e6,
+        ms = elapsed.as_millis() as u64, records_per_s = (records as f64 / elapsed.as_secs_f64().max(1e-6)) as u64, "restored store"
     );
+    if let Some(l) = &local {
+        l.retain(plan.snapshot)?;
+    }
     let writer = ChangelogWriter { producers: producers.clone(), ssp: ssp.clone() };
     let logged: Box<dyn Engine> = Box::new(LoggedEngine::new(engine, Box::new(writer)));
     let store = CachedStore::new(&spec.name, logged, spec.cache_size, spec.write_batch_size);
-    Ok(TaskStore { spec: spec.clone(), store: Rc::new(RefCell::new(store)), changelog: Some((ssp, end)) })
+    Ok(TaskStore {
+        spec: spec.clone(),
+        store: Rc::new(RefCell::new(store)),
+        changelog: Some((ssp, end)),
+        local,
+        snapshot_at: plan.snapshot,
+    })
+}
+
+/// Replays the changelog range of `plan` into the engine in large batches
+/// written straight to it (no changelog layer yet; message buffers are
+/// borrowed, not copied). Shows progress on a terminal. Returns (records, bytes).
+fn replay(
+    spec: &StoreSpec,
+    task: &TaskModel,
+    ssp: &SystemStreamPartition,
+    plan: RestorePlan,
+    engine: &mut Box<dyn Engine>,
+    systems: &Systems,
+) -> Result<(u64, u64), RuntimeError> {
+    if plan.replay_from >= plan.target {
+        return Ok((0, 0));
+    }
+    let bar = ProgressBar::new(plan.target - plan.replay_from);
+    bar.set_style(
+        ProgressStyle::with_template("restoring {msg} [{bar:30}] {pos}/{len} records, {per_sec}, eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_message(format!("{} of {}", spec.name, task.name));
+    let mut batch: Vec<(bytes::Bytes, Option<bytes::Bytes>)> = Vec::with_capacity(RESTORE_BATCH);
+    let (mut records, mut bytes) = (0u64, 0u64);
+    let name = spec.name.clone();
+    let apply = |engine: &mut Box<dyn Engine>, batch: &mut Vec<(bytes::Bytes, Option<bytes::Bytes>)>| {
+        let slices: Vec<(&[u8], Option<&[u8]>)> = batch.iter().map(|(k, v)| (&k[..], v.as_deref())).collect();
+        let result = engine.write_batch(&slices);
+        drop(slices);
+        batch.clear();
+        result.map_err(|e| RuntimeError::Other(format!("restoring store '{name}': {e}")))
+    };
+    let start = if plan.replay_from > 0 { StartOffset::At(plan.replay_from) } else { StartOffset::Oldest };
+    systems.read_until(ssp, start, plan.target, STALL, |m| {
+        let Some(key) = m.key else {
+            return Err(RuntimeError::Other(format!(
+                "changelog {ssp} of store '{}' has a message without a key at offset {}",
+                spec.name, m.offset
+            )));
+        };
+        bytes += (key.len() + m.value.as_ref().map_or(0, |v| v.len())) as u64;
+        batch.push((key, m.value));
+        records += 1;
+        if batch.len() >= RESTORE_BATCH {
+            apply(engine, &mut batch)?;
+            bar.set_position(m.offset - plan.replay_from);
+        }
+        Ok(())
+    })?;
+    apply(engine, &mut batch)?;
+    bar.finish_and_clear();
+    Ok((records, bytes))
 }
 
 /// Rewrites, after `next`, the restored value of every key written to the

@@ -1,0 +1,211 @@
+//! The RocksDB engine (gregor's default), one database per store per task.
+//!
+//! With a changelog, the changelog is the source of truth, so RocksDB's own
+//! write-ahead log is off by default (`wal: false`): a crash loses at most
+//! unflushed memtables, which the restore replays from the changelog.
+//! Consistent local snapshots (RocksDB checkpoints: hard links) let a
+//! restarted task reuse its state instead of replaying the whole changelog.
+
+use crate::engine::{Engine, KvError, WriteBatch};
+use bytes::Bytes;
+use rocksdb::{
+    BlockBasedOptions, Cache, DB, DBCompactionStyle, DBCompressionType, Direction, IteratorMode, Options, WriteOptions,
+};
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// RocksDB settings (Samza's `stores.<name>.rocksdb.*` and `container.*` keys).
+#[derive(Debug, Clone)]
+pub struct RocksOptions {
+    /// Block cache size in bytes.
+    pub block_cache_bytes: usize,
+    /// Memtable size in bytes.
+    pub write_buffer_bytes: usize,
+    /// Number of memtables.
+    pub write_buffers: i32,
+    /// `none`, `snappy`, `zlib`, `bzip2`, `lz4`, `lz4hc` or `zstd`.
+    pub compression: String,
+    /// Data block size in bytes.
+    pub block_size: usize,
+    /// `level`, `universal` or `fifo`.
+    pub compaction_style: String,
+    /// Open file limit (-1: unlimited).
+    pub max_open_files: i32,
+    /// Entries older than this may be dropped by compaction.
+    pub ttl: Option<Duration>,
+    /// RocksDB's own write-ahead log.
+    pub wal: bool,
+}
+
+impl Default for RocksOptions {
+    fn default() -> Self {
+        RocksOptions {
+            block_cache_bytes: 100 << 20,
+            write_buffer_bytes: 32 << 20,
+            write_buffers: 3,
+            compression: "snappy".into(),
+            block_size: 4096,
+            compaction_style: "level".into(),
+            max_open_files: -1,
+            ttl: None,
+            wal: false,
+        }
+    }
+}
+
+/// Checks a compression name.
+pub fn compression(name: &str) -> Option<DBCompressionType> {
+    Some(match name {
+        "none" => DBCompressionType::None,
+        "snappy" => DBCompressionType::Snappy,
+        "zlib" => DBCompressionType::Zlib,
+        "bzip2" => DBCompressionType::Bz2,
+        "lz4" => DBCompressionType::Lz4,
+        "lz4hc" => DBCompressionType::Lz4hc,
+        "zstd" => DBCompressionType::Zstd,
+        _ => return None,
+    })
+}
+
+/// Checks a compaction style name.
+pub fn compaction_style(name: &str) -> Option<DBCompactionStyle> {
+    Some(match name {
+        "level" => DBCompactionStyle::Level,
+        "universal" => DBCompactionStyle::Universal,
+        "fifo" => DBCompactionStyle::Fifo,
+        _ => return None,
+    })
+}
+
+/// A RocksDB database used as a store engine.
+pub struct RocksDbEngine {
+    db: DB,
+    path: PathBuf,
+    write: WriteOptions,
+    /// Entries written since open (an estimate of growth, for `len_hint`).
+    written: u64,
+}
+
+impl RocksDbEngine {
+    /// Opens (creating) the database in `path`.
+    ///
+    /// # Errors
+    /// A clear error if another process or container has it open (RocksDB's
+    /// lock), or if it cannot be opened (damaged files).
+    pub fn open(path: &Path, o: &RocksOptions) -> Result<Self, KvError> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.set_write_buffer_size(o.write_buffer_bytes);
+        opts.set_max_write_buffer_number(o.write_buffers);
+        opts.set_compression_type(
+            compression(&o.compression).ok_or_else(|| KvError(format!("unknown compression '{}'", o.compression)))?,
+        );
+        opts.set_compaction_style(
+            compaction_style(&o.compaction_style)
+                .ok_or_else(|| KvError(format!("unknown compaction style '{}'", o.compaction_style)))?,
+        );
+        opts.set_max_open_files(o.max_open_files);
+        let mut table = BlockBasedOptions::default();
+        table.set_block_size(o.block_size);
+        let cache = Cache::new_lru_cache(o.block_cache_bytes)
+            .map_err(|e| KvError(format!("creating a block cache of {} bytes: {e}", o.block_cache_bytes)))?;
+        table.set_block_cache(&cache);
+        opts.set_block_based_table_factory(&table);
+        let db = match o.ttl {
+            Some(ttl) => DB::open_with_ttl(&opts, path, ttl),
+            None => DB::open(&opts, path),
+        }
+        .map_err(|e| {
+            let text = e.to_string();
+            if text.contains("lock") || text.contains("Resource temporarily unavailable") {
+                KvError(format!(
+                    "the store in {} is already open by another container or process ({text})",
+                    path.display()
+                ))
+            } else {
+                KvError(format!("cannot open RocksDB in {}: {text}", path.display()))
+            }
+        })?;
+        let mut write = WriteOptions::default();
+        write.disable_wal(!o.wal);
+        Ok(RocksDbEngine { db, path: path.to_owned(), write, written: 0 })
+    }
+
+    fn err(&self, what: &str, e: rocksdb::Error) -> KvError {
+        KvError(format!("RocksDB in {}: {what}: {e}", self.path.display()))
+    }
+
+    /// Approximate bytes on disk (SST files).
+    pub fn size_bytes(&self) -> u64 {
+        self.db.property_int_value("rocksdb.total-sst-files-size").ok().flatten().unwrap_or(0)
+    }
+}
+
+impl Engine for RocksDbEngine {
+    fn get(&mut self, key: &[u8], out: &mut Vec<u8>) -> Result<bool, KvError> {
+        out.clear();
+        match self.db.get_pinned(key).map_err(|e| self.err("get", e))? {
+            Some(v) => {
+                out.extend_from_slice(&v);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    fn write_batch(&mut self, batch: &WriteBatch<'_>) -> Result<(), KvError> {
+        let mut b = rocksdb::WriteBatch::default();
+        for (k, v) in batch {
+            match v {
+                Some(v) => b.put(k, v),
+                None => b.delete(k),
+            }
+        }
+        self.written += batch.len() as u64;
+        self.db.write_opt(b, &self.write).map_err(|e| self.err("write", e))
+    }
+
+    fn scan(
+        &mut self,
+        from: Bound<&[u8]>,
+        to: Option<&[u8]>,
+        limit: usize,
+        out: &mut Vec<(Bytes, Bytes)>,
+    ) -> Result<(), KvError> {
+        let mode = match from {
+            Bound::Included(f) | Bound::Excluded(f) => IteratorMode::From(f, Direction::Forward),
+            Bound::Unbounded => IteratorMode::Start,
+        };
+        let mut taken = 0;
+        for item in self.db.iterator(mode) {
+            let (k, v) = item.map_err(|e| self.err("scan", e))?;
+            if let Bound::Excluded(f) = from
+                && &k[..] == f
+            {
+                continue;
+            }
+            if to.is_some_and(|t| &k[..] >= t) || taken == limit {
+                break;
+            }
+            out.push((Bytes::from(k.into_vec()), Bytes::from(v.into_vec())));
+            taken += 1;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), KvError> {
+        // Durability comes from the changelog and from snapshots (which flush
+        // memtables themselves); nothing to force here.
+        Ok(())
+    }
+
+    fn len_hint(&self) -> u64 {
+        self.db.property_int_value("rocksdb.estimate-num-keys").ok().flatten().unwrap_or(self.written)
+    }
+
+    fn snapshot(&mut self, dir: &Path) -> Result<(), KvError> {
+        let cp = rocksdb::checkpoint::Checkpoint::new(&self.db).map_err(|e| self.err("snapshot", e))?;
+        cp.create_checkpoint(dir).map_err(|e| self.err(&format!("snapshot into {}", dir.display()), e))
+    }
+}

@@ -1,0 +1,228 @@
+//! A store's local directory: the live database, snapshots taken at commits,
+//! a marker naming its owner, and a lock.
+//!
+//! ```text
+//! <job.logged.store.base.dir>/<job.name>-<job.id>/<store>/<task>/
+//!   MARKER           "gregor-store 1", job, store, task: anything else here is foreign
+//!   LOCK             held (flock) by the container using the store
+//!   current/         the live RocksDB database
+//!   snapshots/<changelog offset, 20 digits>/   RocksDB checkpoints (hard links)
+//! ```
+//!
+//! The restore decision is a pure function ([`plan_restore`]) of the
+//! checkpointed changelog offset, the snapshots present and the changelog's
+//! range, so its edge cases are unit-tested without disks.
+
+use crate::error::RuntimeError;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+/// How to rebuild a store to its checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestorePlan {
+    /// Start from this snapshot (its changelog offset), or from empty.
+    pub snapshot: Option<u64>,
+    /// Replay the changelog from here ...
+    pub replay_from: u64,
+    /// ... up to here (exclusive): the checkpointed offset.
+    pub target: u64,
+}
+
+/// Chooses the newest snapshot not past the checkpoint (a snapshot past it
+/// holds writes that were never committed) and the changelog range to replay.
+/// Without a checkpoint the store is restored empty.
+pub fn plan_restore(checkpointed: Option<u64>, snapshots: &[u64], oldest: u64, next: u64) -> RestorePlan {
+    let target = checkpointed.unwrap_or(oldest).clamp(oldest, next.max(oldest));
+    let snapshot = snapshots
+        .iter()
+        .copied()
+        .filter(|&s| s <= target && (checkpointed.is_some() && s >= oldest || s == target))
+        .max();
+    RestorePlan { snapshot, replay_from: snapshot.unwrap_or(oldest), target }
+}
+
+fn io(what: &str, path: &Path, e: std::io::Error) -> RuntimeError {
+    RuntimeError::Other(format!("{what} {}: {e}", path.display()))
+}
+
+/// The local directory of one store of one task, locked while open.
+pub(crate) struct LocalState {
+    dir: PathBuf,
+    _lock: File,
+}
+
+impl LocalState {
+    /// Opens (creating) the directory, takes its lock, and wipes it if it is
+    /// not a gregor store directory of this job, store and task.
+    pub fn open(base: &Path, job: &str, store: &str, task: &str) -> Result<LocalState, RuntimeError> {
+        let dir = base.join(job).join(store).join(task.replace('/', "_"));
+        std::fs::create_dir_all(&dir).map_err(|e| io("creating the store directory", &dir, e))?;
+        let lock_path = dir.join("LOCK");
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| io("opening", &lock_path, e))?;
+        if lock.try_lock().is_err() {
+            return Err(RuntimeError::Other(format!(
+                "store '{store}' of task '{task}' is already open by another container or process (lock held on {})",
+                lock_path.display()
+            )));
+        }
+        let marker = format!("gregor-store 1\njob={job}\nstore={store}\ntask={task}\n");
+        let marker_path = dir.join("MARKER");
+        match std::fs::read_to_string(&marker_path) {
+            Ok(found) if found == marker => {}
+            other => {
+                let has_data = dir.join("current").exists() || dir.join("snapshots").exists();
+                if has_data {
+                    let why =
+                        if other.is_ok() { "belongs to another job, store or task" } else { "has no valid MARKER" };
+                    tracing::warn!(dir = %dir.display(), "local store directory {why}; discarding it and rebuilding from the changelog");
+                    for sub in ["current", "snapshots"] {
+                        let p = dir.join(sub);
+                        if p.exists() {
+                            std::fs::remove_dir_all(&p).map_err(|e| io("removing", &p, e))?;
+                        }
+                    }
+                }
+                std::fs::write(&marker_path, marker).map_err(|e| io("writing", &marker_path, e))?;
+            }
+        }
+        Ok(LocalState { dir, _lock: lock })
+    }
+
+    pub fn current(&self) -> PathBuf {
+        self.dir.join("current")
+    }
+
+    fn snapshot_dir(&self, offset: u64) -> PathBuf {
+        self.dir.join("snapshots").join(format!("{offset:020}"))
+    }
+
+    /// Offsets of the complete snapshots present (unfinished ones are removed).
+    pub fn snapshots(&self) -> Result<Vec<u64>, RuntimeError> {
+        let root = self.dir.join("snapshots");
+        let mut out = Vec::new();
+        let Ok(entries) = std::fs::read_dir(&root) else { return Ok(out) };
+        for e in entries {
+            let e = e.map_err(|e| io("listing", &root, e))?;
+            let name = e.file_name();
+            match name.to_str().and_then(|n| n.parse::<u64>().ok()) {
+                Some(o) => out.push(o),
+                None => {
+                    let _ = std::fs::remove_dir_all(e.path()); // an interrupted snapshot
+                }
+            }
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    /// Replaces `current` with a copy of snapshot `offset` (SST files hard
+    /// linked, the rest copied), or with nothing.
+    pub fn reset_current(&self, snapshot: Option<u64>) -> Result<PathBuf, RuntimeError> {
+        let current = self.current();
+        if current.exists() {
+            std::fs::remove_dir_all(&current).map_err(|e| io("removing", &current, e))?;
+        }
+        let Some(offset) = snapshot else { return Ok(current) };
+        let src = self.snapshot_dir(offset);
+        std::fs::create_dir_all(&current).map_err(|e| io("creating", &current, e))?;
+        for e in std::fs::read_dir(&src).map_err(|e| io("listing", &src, e))? {
+            let e = e.map_err(|e| io("listing", &src, e))?;
+            let to = current.join(e.file_name());
+            let immutable = e.file_name().to_str().is_some_and(|n| n.ends_with(".sst"));
+            let result =
+                if immutable { std::fs::hard_link(e.path(), &to) } else { std::fs::copy(e.path(), &to).map(|_| ()) };
+            result.map_err(|err| io("copying a snapshot file to", &to, err))?;
+        }
+        Ok(current)
+    }
+
+    /// Takes a snapshot tagged `offset` with `take(dir)` (into a temporary
+    /// name first, so a crash never leaves a partial snapshot under a real one).
+    pub fn snapshot(
+        &self,
+        offset: u64,
+        take: impl FnOnce(&Path) -> Result<(), RuntimeError>,
+    ) -> Result<(), RuntimeError> {
+        let done = self.snapshot_dir(offset);
+        if done.exists() {
+            return Ok(());
+        }
+        let root = self.dir.join("snapshots");
+        std::fs::create_dir_all(&root).map_err(|e| io("creating", &root, e))?;
+        let tmp = root.join(format!(".taking-{offset}"));
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(|e| io("removing", &tmp, e))?;
+        }
+        take(&tmp)?;
+        std::fs::rename(&tmp, &done).map_err(|e| io("renaming", &done, e))
+    }
+
+    /// Deletes every snapshot but `keep`.
+    pub fn retain(&self, keep: Option<u64>) -> Result<(), RuntimeError> {
+        for s in self.snapshots()? {
+            if Some(s) != keep {
+                let p = self.snapshot_dir(s);
+                std::fs::remove_dir_all(&p).map_err(|e| io("removing old snapshot", &p, e))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_checkpoint_restores_nothing() {
+        assert_eq!(plan_restore(None, &[], 0, 50), RestorePlan { snapshot: None, replay_from: 0, target: 0 });
+        // A snapshot without a checkpoint was never committed.
+        assert_eq!(plan_restore(None, &[40], 0, 50).snapshot, None);
+    }
+
+    #[test]
+    fn the_newest_snapshot_not_past_the_checkpoint_is_used() {
+        let p = plan_restore(Some(30), &[10, 20, 30, 40], 0, 50);
+        assert_eq!(p, RestorePlan { snapshot: Some(30), replay_from: 30, target: 30 });
+        // Crash between snapshot 40 and its checkpoint: 40 holds uncommitted writes.
+        let p = plan_restore(Some(30), &[20, 40], 0, 50);
+        assert_eq!(p, RestorePlan { snapshot: Some(20), replay_from: 20, target: 30 });
+    }
+
+    #[test]
+    fn without_usable_snapshots_the_whole_changelog_is_replayed() {
+        assert_eq!(plan_restore(Some(30), &[], 0, 50), RestorePlan { snapshot: None, replay_from: 0, target: 30 });
+        assert_eq!(plan_restore(Some(30), &[35], 5, 50), RestorePlan { snapshot: None, replay_from: 5, target: 30 });
+    }
+
+    #[test]
+    fn checkpoints_outside_the_changelog_are_clamped() {
+        // Changelog recreated shorter than the checkpoint: restore what exists.
+        assert_eq!(plan_restore(Some(80), &[], 0, 50).target, 50);
+        // Records before the checkpoint deleted: start at the oldest.
+        assert_eq!(plan_restore(Some(3), &[], 10, 50), RestorePlan { snapshot: None, replay_from: 10, target: 10 });
+    }
+
+    #[test]
+    fn directories_are_locked_marked_and_cleaned() {
+        let base = tempfile::tempdir().unwrap();
+        let a = LocalState::open(base.path(), "j-1", "s", "Partition 0").unwrap();
+        let err = LocalState::open(base.path(), "j-1", "s", "Partition 0").err().unwrap().to_string();
+        assert!(err.contains("already open by another container"), "{err}");
+        // An interrupted snapshot is not listed; complete ones are.
+        a.snapshot(7, |d| std::fs::create_dir(d).map_err(|e| RuntimeError::Other(e.to_string()))).unwrap();
+        std::fs::create_dir_all(base.path().join("j-1/s/Partition 0/snapshots/.taking-9")).unwrap();
+        assert_eq!(a.snapshots().unwrap(), vec![7]);
+        drop(a);
+        // A foreign marker makes the directory be discarded.
+        let dir = base.path().join("j-1/s/Partition 0");
+        std::fs::write(dir.join("MARKER"), "something else").unwrap();
+        let b = LocalState::open(base.path(), "j-1", "s", "Partition 0").unwrap();
+        assert!(b.snapshots().unwrap().is_empty());
+    }
+}
