@@ -1,6 +1,8 @@
 //! wordcount killed with SIGKILL at random points, again and again, then run
 //! to the end: every word's last count in the output must equal its true
-//! count, computed here independently. Exercises checkpoints, changelog
+//! count, computed here independently. With RocksDB stores keeping their
+//! local state (host affinity), with local state wiped before every restart
+//! (restore from the changelog only), and with in-memory stores. Exercises checkpoints, changelog
 //! restores, the trimming of uncommitted changelog writes, and the
 //! duplicate suppression of the repartitioning step.
 
@@ -43,7 +45,7 @@ fn truth(lines: &[String]) -> BTreeMap<String, String> {
     counts.into_iter().map(|(w, c)| (w, c.to_string())).collect()
 }
 
-fn crash_repeatedly(extra: &[&str], rounds: usize, seed: u64) {
+fn crash_repeatedly(extra: &[&str], rounds: usize, seed: u64, wipe_local_state: bool) {
     let dir = tempfile::tempdir().unwrap();
     let mut lines = text(3000, seed);
     let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
@@ -57,6 +59,10 @@ fn crash_repeatedly(extra: &[&str], rounds: usize, seed: u64) {
             let refs: Vec<&str> = more.iter().map(String::as_str).collect();
             load_lines(dir.path(), "words", 4, &refs).unwrap();
             lines.extend(more);
+        }
+        if wipe_local_state {
+            // As if the job moved to a new machine: only the changelogs remain.
+            let _ = std::fs::remove_dir_all(dir.path().join("__state"));
         }
         rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         let before = common::stream_size(dir.path(), "word-counts");
@@ -95,12 +101,22 @@ fn crash_repeatedly(extra: &[&str], rounds: usize, seed: u64) {
 
 #[test]
 fn counts_are_exact_after_many_kills_with_one_container() {
-    crash_repeatedly(&["task.commit.ms=20"], 12, 0x9e37_79b9_7f4a_7c15);
+    crash_repeatedly(&["task.commit.ms=20"], 12, 0x9e37_79b9_7f4a_7c15, false);
 }
 
 #[test]
 fn counts_are_exact_after_many_kills_with_two_containers() {
-    crash_repeatedly(&["task.commit.ms=30", "job.container.count=2"], 10, 0x2545_f491_4f6c_dd1d);
+    crash_repeatedly(&["task.commit.ms=30", "job.container.count=2"], 10, 0x2545_f491_4f6c_dd1d, false);
+}
+
+#[test]
+fn counts_are_exact_after_many_kills_with_local_state_wiped() {
+    crash_repeatedly(&["task.commit.ms=25"], 10, 0x1234_5678_9abc_def1, true);
+}
+
+#[test]
+fn counts_are_exact_after_many_kills_with_in_memory_stores() {
+    crash_repeatedly(&["task.commit.ms=25", "stores.counts.factory=memory", "stores.positions.factory=memory"], 8, 0x0bad_cafe_dead_beef, false);
 }
 
 #[test]
