@@ -116,7 +116,12 @@ fn counts_are_exact_after_many_kills_with_local_state_wiped() {
 
 #[test]
 fn counts_are_exact_after_many_kills_with_in_memory_stores() {
-    crash_repeatedly(&["task.commit.ms=25", "stores.counts.factory=memory", "stores.positions.factory=memory"], 8, 0x0bad_cafe_dead_beef, false);
+    crash_repeatedly(
+        &["task.commit.ms=25", "stores.counts.factory=memory", "stores.positions.factory=memory"],
+        8,
+        0x0bad_cafe_dead_beef,
+        false,
+    );
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! Every failure exits non-zero with one line on stderr that names the problem;
 //! this binary never prints a backtrace or a usage dump for a user error.
 
+mod state;
 mod stream;
 
 use clap::{Parser, Subcommand};
@@ -25,6 +26,9 @@ enum Command {
     /// Create, inspect, write and read streams.
     #[command(subcommand)]
     Stream(stream::StreamCommand),
+    /// Inspect and rebuild jobs' store state.
+    #[command(subcommand)]
+    State(state::StateCommand),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +54,7 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Stream(cmd) => stream::run(&cli.data_dir, cmd),
+        Command::State(cmd) => state::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

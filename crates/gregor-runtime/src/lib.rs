@@ -17,6 +17,7 @@ mod checkpoint;
 mod chooser;
 mod container;
 mod error;
+pub mod inspect;
 pub mod job_config;
 pub mod local_state;
 pub mod model;

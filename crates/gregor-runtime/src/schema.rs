@@ -291,6 +291,12 @@ pub fn validate(config: &Config, app_keys: &[&str]) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// Keys of `config` that no pattern matches (a job's own keys, to a tool
+/// that does not know the job).
+pub fn unknown_keys(config: &Config) -> Vec<&str> {
+    config.iter().map(|(k, _)| k).filter(|k| !KEYS.iter().any(|spec| matches(spec.pattern, k))).collect()
+}
+
 /// " (did you mean 'x'?)" for the known key nearest to `key`, if any is near.
 fn suggest(key: &str, app_keys: &[&str]) -> String {
     let segments: Vec<&str> = key.split('.').collect();

@@ -145,7 +145,7 @@ pub(crate) fn open_store(
 /// Replays the changelog range of `plan` into the engine in large batches
 /// written straight to it (no changelog layer yet; message buffers are
 /// borrowed, not copied). Shows progress on a terminal. Returns (records, bytes).
-fn replay(
+pub(crate) fn replay(
     spec: &StoreSpec,
     task: &TaskModel,
     ssp: &SystemStreamPartition,

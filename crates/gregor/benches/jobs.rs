@@ -1,6 +1,6 @@
 //! Throughput of whole jobs on the embedded log.
 //!
-//! `cargo bench -p gregor --bench jobs [-- --quick] [--containers N] [--only pass-through|count]`
+//! `cargo bench -p gregor --bench jobs [-- --quick] [--containers N] [--only pass-through|count|rocksdb]`
 //!
 //! - pass-through: 100-byte values in 8 partitions, each copied to the same
 //!   partition of an output stream (bytes serde: no copies, no allocation per
@@ -10,9 +10,15 @@
 //!   changelog (every update reaches the changelog, as most keys miss the
 //!   1000-entry cache).
 //!
+//! - rocksdb: the same count in RocksDB stores, with and without a changelog,
+//!   over 10 million distinct keys and over 100 thousand keys with skewed
+//!   reuse; then the restart time with local state and the restore rate from
+//!   the changelog with local state wiped.
+//!
 //! The input is written first; then the job runs with `--until-end`
 //! semantics and the wall time from start to the final commit is measured.
 //! Prints messages/s and MB/s of message values (MB = 10^6 bytes).
+//! `GREGOR_BENCH_STORE_EXTRA="key=value;key=value"` adds config to the RocksDB runs.
 
 use bytes::Bytes;
 use gregor::{
@@ -87,8 +93,20 @@ impl StreamTask for Count {
     }
 }
 
-/// Writes `messages` 100-byte values over 8 partitions; keyed over `keys` distinct keys if given.
-fn load(dir: &std::path::Path, messages: u64, keys: Option<u64>) {
+/// How input messages are keyed.
+#[derive(Clone, Copy)]
+enum Keys {
+    None,
+    /// Uniformly random over this many keys.
+    Uniform(u64),
+    /// Every message its own key, in scrambled order.
+    Distinct,
+    /// 80% of messages over the hottest 1% of this many keys, the rest uniform.
+    Skewed(u64),
+}
+
+/// Writes `messages` 100-byte values over 8 partitions, keyed as `keys` says.
+fn load(dir: &std::path::Path, messages: u64, keys: Keys) {
     let log = Log::open(dir).expect("log");
     let s = log
         .create_stream("bench-in", StreamConfig { durability: Durability::Os, ..StreamConfig::new(PARTITIONS) })
@@ -105,10 +123,20 @@ fn load(dir: &std::path::Path, messages: u64, keys: Option<u64>) {
             rng ^= rng << 13;
             rng ^= rng >> 7;
             rng ^= rng << 17;
-            key_bufs.push(keys.map_or_else(String::new, |k| format!("key-{}", rng % k)));
+            let i = written + key_bufs.len() as u64;
+            key_bufs.push(match keys {
+                Keys::None => String::new(),
+                Keys::Uniform(k) => format!("key-{}", rng % k),
+                // 2654435761 is odd and prime, so i -> i * p mod 2^32 is a bijection.
+                Keys::Distinct => format!("key-{:010}", (i.wrapping_mul(2_654_435_761)) & 0xffff_ffff),
+                Keys::Skewed(k) if rng % 10 < 8 => format!("key-{}", (rng >> 8) % (k / 100).max(1)),
+                Keys::Skewed(k) => format!("key-{}", (rng >> 8) % k),
+            });
         }
-        let records: Vec<Record<'_>> =
-            key_bufs.iter().map(|k| Record { key: keys.map(|_| k.as_bytes()), ..Record::value(&value) }).collect();
+        let records: Vec<Record<'_>> = key_bufs
+            .iter()
+            .map(|k| Record { key: (!k.is_empty()).then_some(k.as_bytes()), ..Record::value(&value) })
+            .collect();
         s.append(((written / 1000) % u64::from(PARTITIONS)) as u32, &records).expect("append");
         written += n;
         bar.set_position(written);
@@ -153,7 +181,7 @@ fn main() {
     );
     for &c in containers.iter().filter(|_| wanted("pass-through")) {
         let dir = tempfile::tempdir_in(&base).expect("dir");
-        load(dir.path(), messages, None);
+        load(dir.path(), messages, Keys::None);
         let cfg = config(dir.path(), c, "systems.log.samza.key.serde=bytes\nsystems.log.samza.msg.serde=bytes\n");
         let start = Instant::now();
         let summary = App::new("bench", PassThrough::default)
@@ -164,7 +192,7 @@ fn main() {
     }
     for &c in containers.iter().filter(|_| wanted("count")) {
         let dir = tempfile::tempdir_in(&base).expect("dir");
-        load(dir.path(), messages, Some(keys));
+        load(dir.path(), messages, Keys::Uniform(keys));
         let cfg = config(
             dir.path(),
             c,
@@ -177,4 +205,75 @@ fn main() {
         assert_eq!(summary.processed, messages);
         report(&format!("count {}k keys", keys / 1000), c, messages, start.elapsed().as_secs_f64());
     }
+    let tuned = std::env::var("GREGOR_BENCH_STORE_EXTRA").unwrap_or_default().replace(';', "\n");
+    let rocks = |changelog: bool| {
+        let mut extra = format!("{tuned}\n")
+            + &String::from(
+                "systems.log.samza.key.serde=bytes\nsystems.log.samza.msg.serde=bytes\nstores.counts.factory=rocksdb\nstores.counts.key.serde=bytes\nstores.counts.msg.serde=long\n",
+            );
+        if changelog {
+            extra.push_str("stores.counts.changelog=log.bench-counts\n");
+        }
+        extra
+    };
+    for (label, keys) in [("10M keys", Keys::Distinct), ("100k keys, skewed", Keys::Skewed(100_000))] {
+        for changelog in [false, true] {
+            for &c in containers.iter().filter(|_| wanted("rocksdb")) {
+                let dir = tempfile::tempdir_in(&base).expect("dir");
+                load(dir.path(), messages, keys);
+                let cfg = config(dir.path(), c, &rocks(changelog));
+                let start = Instant::now();
+                let summary = App::new("bench", Count::default)
+                    .run_config(cfg, true, Arc::new(AtomicBool::new(false)))
+                    .expect("count");
+                assert_eq!(summary.processed, messages);
+                let name = format!("rocksdb{} {label}", if changelog { "+changelog" } else { "" });
+                report(&name, c, messages, start.elapsed().as_secs_f64());
+                if changelog && matches!(keys, Keys::Distinct) && c == *containers.last().unwrap_or(&1) {
+                    restarts(dir.path(), c, &rocks(true));
+                }
+            }
+        }
+    }
+}
+
+/// Restart costs of the job above: with its local state (host affinity), and
+/// with the local state wiped (restore from the changelog).
+fn restarts(dir: &std::path::Path, containers: u32, extra: &str) {
+    let one_more = |dir: &std::path::Path| {
+        let log = Log::open(dir).expect("log");
+        let s = log.stream("bench-in").expect("stream");
+        for p in 0..PARTITIONS {
+            s.append(p, &[Record { key: Some(b"key-new"), ..Record::value(&[b'v'; VALUE_LEN]) }]).expect("append");
+        }
+    };
+    one_more(dir);
+    let start = Instant::now();
+    App::new("bench", Count::default)
+        .run_config(config(dir, containers, extra), true, Arc::new(AtomicBool::new(false)))
+        .expect("restart");
+    println!("restart with local state (host affinity), then 8 messages: {:.2} s", start.elapsed().as_secs_f64());
+    let changelog_bytes: u64 = {
+        let log = Log::open(dir).expect("log");
+        let s = log.stream("bench-counts").expect("changelog");
+        (0..s.partition_count()).map(|p| s.partition(p).and_then(|p| p.size_bytes()).unwrap_or(0)).sum()
+    };
+    let records: u64 = {
+        let log = Log::open(dir).expect("log");
+        let s = log.stream("bench-counts").expect("changelog");
+        (0..s.partition_count()).map(|p| s.partition(p).and_then(|p| p.next_offset()).unwrap_or(0)).sum()
+    };
+    std::fs::remove_dir_all(dir.join("__state")).expect("wipe state");
+    one_more(dir);
+    let start = Instant::now();
+    App::new("bench", Count::default)
+        .run_config(config(dir, containers, extra), true, Arc::new(AtomicBool::new(false)))
+        .expect("restore");
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "restore from the changelog ({records} records, {:.0} MB on disk) with {containers} container(s): {secs:.1} s, {:.0} records/s, {:.1} MB/s",
+        changelog_bytes as f64 / 1e6,
+        records as f64 / secs,
+        changelog_bytes as f64 / 1e6 / secs
+    );
 }

@@ -81,7 +81,11 @@ fn add(dir: &Path, messages: &[&str]) {
 
 fn run(dir: &Path, factory: &str, extra: &str, until_end: bool) -> Result<gregor::RunSummary, gregor::JobError> {
     let config = common::config(dir, &format!("{CONFIG}stores.totals.factory={factory}\n{extra}"));
-    App::new("sum", Sum::default).config_key("sum.fail").config_key("sum.stop.after").run_config(config, until_end, common::no_signal())
+    App::new("sum", Sum::default).config_key("sum.fail").config_key("sum.stop.after").run_config(
+        config,
+        until_end,
+        common::no_signal(),
+    )
 }
 
 /// The store as the last run dumped it at its start.
@@ -171,12 +175,18 @@ impl StreamTask for Ops {
         Ok(())
     }
 
-    fn process(&mut self, e: IncomingEnvelope<'_, String, String>, c: &mut MessageCollector, _: &mut TaskCoordinator) -> Result<(), TaskError> {
+    fn process(
+        &mut self,
+        e: IncomingEnvelope<'_, String, String>,
+        c: &mut MessageCollector,
+        _: &mut TaskCoordinator,
+    ) -> Result<(), TaskError> {
         let kv = self.kv.as_ref().unwrap();
         if !self.dumped {
             let dump = SystemStream::new("log", "dump");
             let all: Vec<(String, String)> = kv.all()?.collect::<Result<_, _>>()?;
-            let range: Vec<(String, String)> = kv.range(&"k100".to_owned(), &"k200".to_owned())?.collect::<Result<_, _>>()?;
+            let range: Vec<(String, String)> =
+                kv.range(&"k100".to_owned(), &"k200".to_owned())?.collect::<Result<_, _>>()?;
             c.send(OutgoingEnvelope::to_partition(&dump, 0, Some("all".to_owned()), serde_json::to_string(&all)?))?;
             c.send(OutgoingEnvelope::to_partition(&dump, 0, Some("range".to_owned()), serde_json::to_string(&range)?))?;
             self.dumped = true;
@@ -201,7 +211,13 @@ fn ops_run(dir: &Path) -> (Vec<(String, String)>, Vec<(String, String)>, i64) {
     add(dir, &["noop"]);
     App::new("ops", Ops::default).run_config(common::config(dir, OPS_CONFIG), true, common::no_signal()).unwrap();
     let dump = common::read(dir, "dump");
-    let last = |k: &str| dump.iter().rev().find(|m| m.2.as_deref() == Some(k)).and_then(|m| serde_json::from_str(m.3.as_ref()?).ok()).unwrap();
+    let last = |k: &str| {
+        dump.iter()
+            .rev()
+            .find(|m| m.2.as_deref() == Some(k))
+            .and_then(|m| serde_json::from_str(m.3.as_ref()?).ok())
+            .unwrap()
+    };
     let metrics = common::read(dir, "metrics");
     let snapshot: serde_json::Value = serde_json::from_str(metrics.last().unwrap().3.as_ref().unwrap()).unwrap();
     let replayed = snapshot["metrics"]["store.Partition 0.kv"]["restored-records"].as_i64().unwrap();
@@ -232,7 +248,8 @@ fn a_restored_rocksdb_store_equals_a_reference_map_with_and_without_local_state(
     add(d, &refs);
     App::new("ops", Ops::default).run_config(common::config(d, OPS_CONFIG), true, common::no_signal()).unwrap();
     let expected_all: Vec<(String, String)> = model.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    let expected_range: Vec<(String, String)> = model.range("k100".to_owned().."k200".to_owned()).map(|(k, v)| (k.clone(), v.clone())).collect();
+    let expected_range: Vec<(String, String)> =
+        model.range("k100".to_owned().."k200".to_owned()).map(|(k, v)| (k.clone(), v.clone())).collect();
 
     // Same machine: the commit snapshot is reused, nothing is replayed.
     let (all, range, replayed) = ops_run(d);
