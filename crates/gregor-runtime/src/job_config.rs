@@ -222,15 +222,12 @@ impl JobConfig {
                 .get_parsed::<u64>("task.window.ms", "a positive number of milliseconds")?
                 .map(Duration::from_millis),
             max_buffered: c.get_parsed("task.max.buffered.messages", "a positive integer")?.unwrap_or(10_000),
-            state_dir: {
-                let base = match c.get("job.logged.store.base.dir") {
-                    Some(dir) => std::path::PathBuf::from(dir),
-                    None => c
-                        .get(&format!("systems.{default_system}.path"))
-                        .map_or_else(gregor_log::system::default_data_dir, std::path::PathBuf::from)
-                        .join("__state"),
-                };
-                base
+            state_dir: match c.get("job.logged.store.base.dir") {
+                Some(dir) => std::path::PathBuf::from(dir),
+                None => c
+                    .get(&format!("systems.{default_system}.path"))
+                    .map_or_else(gregor_log::system::default_data_dir, std::path::PathBuf::from)
+                    .join("__state"),
             },
             name,
             id,

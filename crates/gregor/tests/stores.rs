@@ -236,7 +236,7 @@ fn a_restored_rocksdb_store_equals_a_reference_map_with_and_without_local_state(
         rng ^= rng >> 7;
         rng ^= rng << 17;
         let key = format!("k{:03}", rng % 300);
-        if rng % 5 == 0 {
+        if rng.is_multiple_of(5) {
             model.remove(&key);
             ops.push(format!("del {key}"));
         } else {
