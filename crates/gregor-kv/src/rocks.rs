@@ -91,8 +91,8 @@ impl RocksDbEngine {
     /// Opens (creating) the database in `path`.
     ///
     /// # Errors
-    /// A clear error if another process or container has it open (RocksDB's
-    /// lock), or if it cannot be opened (damaged files).
+    /// If it cannot be opened (damaged files, RocksDB's lock held, I/O),
+    /// with RocksDB's own message.
     pub fn open(path: &Path, o: &RocksOptions) -> Result<Self, KvError> {
         let mut opts = Options::default();
         opts.create_if_missing(true);
@@ -121,17 +121,7 @@ impl RocksDbEngine {
             Some(ttl) => DB::open_with_ttl(&opts, path, ttl),
             None => DB::open(&opts, path),
         }
-        .map_err(|e| {
-            let text = e.to_string();
-            if text.contains("lock") || text.contains("Resource temporarily unavailable") {
-                KvError(format!(
-                    "the store in {} is already open by another container or process ({text})",
-                    path.display()
-                ))
-            } else {
-                KvError(format!("cannot open RocksDB in {}: {text}", path.display()))
-            }
-        })?;
+        .map_err(|e| KvError(format!("cannot open RocksDB in {}: {e}", path.display())))?;
         let mut write = WriteOptions::default();
         write.disable_wal(!o.wal);
         Ok(RocksDbEngine { db, path: path.to_owned(), write, written: 0 })

@@ -122,7 +122,8 @@ pub fn read_store(
     let ssp = changelog.partition(t.changelog_partition);
     let offsets = systems.offsets(&ssp)?;
     let checkpoints = read_checkpoints(systems, &job.checkpoint_stream)?;
-    let checkpointed = checkpoints.get(task_name).and_then(|c| c.stores.get(store)).map(|s| s.offset);
+    let checkpointed =
+        checkpoints.get(task_name).and_then(|c| c.stores.get(store)).filter(|s| s.changelog == ssp).map(|s| s.offset);
     let plan = plan_restore(checkpointed, &[], offsets.oldest, offsets.next);
     let mut engine: Box<dyn Engine> = Box::new(MemoryEngine::new());
     crate::stores::replay(spec, t, &ssp, plan, &mut engine, systems)?;
@@ -151,7 +152,8 @@ pub fn rebuild_store(job: &JobConfig, systems: &Systems, store: &str, task_name:
     let local = LocalState::open(&job.state_dir, &job_dir(job), store, task_name)?;
     let offsets = systems.offsets(&ssp)?;
     let checkpoints = read_checkpoints(systems, &job.checkpoint_stream)?;
-    let checkpointed = checkpoints.get(task_name).and_then(|c| c.stores.get(store)).map(|s| s.offset);
+    let checkpointed =
+        checkpoints.get(task_name).and_then(|c| c.stores.get(store)).filter(|s| s.changelog == ssp).map(|s| s.offset);
     let plan = plan_restore(checkpointed, &[], offsets.oldest, offsets.next);
     local.retain(None)?;
     let current = local.reset_current(None)?;

@@ -30,16 +30,19 @@ pub struct RestorePlan {
 
 /// Chooses the newest snapshot not past the checkpoint (a snapshot past it
 /// holds writes that were never committed) and the changelog range to replay.
-/// Without a checkpoint the store is restored empty.
+/// Without a checkpoint the store is restored empty. `snapshots` must hold
+/// only snapshots young enough to use (see [`MAX_SNAPSHOT_AGE`]).
 pub fn plan_restore(checkpointed: Option<u64>, snapshots: &[u64], oldest: u64, next: u64) -> RestorePlan {
     let target = checkpointed.unwrap_or(oldest).clamp(oldest, next.max(oldest));
-    let snapshot = snapshots
-        .iter()
-        .copied()
-        .filter(|&s| s <= target && (checkpointed.is_some() && s >= oldest || s == target))
-        .max();
+    let snapshot = checkpointed.and_then(|_| snapshots.iter().copied().filter(|&s| s <= target && s >= oldest).max());
     RestorePlan { snapshot, replay_from: snapshot.unwrap_or(oldest), target }
 }
+
+/// A snapshot older than the checkpoint is only used while it is younger than
+/// this: changelog compaction drops tombstones after their retention (24 h
+/// by default on the log and on Kafka), and replaying from an older snapshot
+/// could then miss a deletion. An older one means a full replay instead.
+pub const MAX_SNAPSHOT_AGE: std::time::Duration = std::time::Duration::from_secs(12 * 3600);
 
 fn io(what: &str, path: &Path, e: std::io::Error) -> RuntimeError {
     RuntimeError::Other(format!("{what} {}: {e}", path.display()))
@@ -64,11 +67,15 @@ impl LocalState {
             .write(true)
             .open(&lock_path)
             .map_err(|e| io("opening", &lock_path, e))?;
-        if lock.try_lock().is_err() {
-            return Err(RuntimeError::Other(format!(
-                "store '{store}' of task '{task}' is already open by another container or process (lock held on {})",
-                lock_path.display()
-            )));
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(RuntimeError::Other(format!(
+                    "store '{store}' of task '{task}' is already open by another container or process (lock held on {})",
+                    lock_path.display()
+                )));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io("locking", &lock_path, e)),
         }
         let marker = format!("gregor-store 1\njob={job}\nstore={store}\ntask={task}\n");
         let marker_path = dir.join("MARKER");
@@ -99,6 +106,19 @@ impl LocalState {
 
     fn snapshot_dir(&self, offset: u64) -> PathBuf {
         self.dir.join("snapshots").join(format!("{offset:020}"))
+    }
+
+    /// Offsets of the complete snapshots that are equal to `checkpointed` or
+    /// younger than [`MAX_SNAPSHOT_AGE`].
+    pub fn usable_snapshots(&self, checkpointed: Option<u64>) -> Result<Vec<u64>, RuntimeError> {
+        let mut out = self.snapshots()?;
+        out.retain(|&s| {
+            Some(s) == checkpointed
+                || std::fs::metadata(self.snapshot_dir(s))
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t.elapsed().is_ok_and(|age| age < MAX_SNAPSHOT_AGE))
+        });
+        Ok(out)
     }
 
     /// Offsets of the complete snapshots present (unfinished ones are removed).
@@ -183,6 +203,7 @@ mod tests {
         assert_eq!(plan_restore(None, &[], 0, 50), RestorePlan { snapshot: None, replay_from: 0, target: 0 });
         // A snapshot without a checkpoint was never committed.
         assert_eq!(plan_restore(None, &[40], 0, 50).snapshot, None);
+        assert_eq!(plan_restore(None, &[10], 10, 50).snapshot, None);
     }
 
     #[test]
@@ -206,6 +227,32 @@ mod tests {
         assert_eq!(plan_restore(Some(80), &[], 0, 50).target, 50);
         // Records before the checkpoint deleted: start at the oldest.
         assert_eq!(plan_restore(Some(3), &[], 10, 50), RestorePlan { snapshot: None, replay_from: 10, target: 10 });
+    }
+
+    #[test]
+    fn a_restore_interrupted_midway_is_redone_from_the_snapshot() {
+        let base = tempfile::tempdir().unwrap();
+        let s = LocalState::open(base.path(), "j-1", "s", "Partition 0").unwrap();
+        s.snapshot(5, |d| {
+            std::fs::create_dir(d).unwrap();
+            std::fs::write(d.join("000001.sst"), b"table").unwrap();
+            std::fs::write(d.join("MANIFEST-000002"), b"manifest").unwrap();
+            Ok(())
+        })
+        .unwrap();
+        // A crash during a restore left a half-built current/.
+        let current = s.current();
+        std::fs::create_dir_all(&current).unwrap();
+        std::fs::write(current.join("000009.sst"), b"half").unwrap();
+        s.reset_current(Some(5)).unwrap();
+        let mut names: Vec<String> =
+            std::fs::read_dir(&current).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        names.sort();
+        assert_eq!(names, ["000001.sst", "MANIFEST-000002"]);
+        // The manifest is a copy: the live database appending to it must not change the snapshot.
+        std::fs::write(current.join("MANIFEST-000002"), b"changed").unwrap();
+        let snap = base.path().join("j-1/s/Partition 0/snapshots").join(format!("{:020}", 5));
+        assert_eq!(std::fs::read(snap.join("MANIFEST-000002")).unwrap(), b"manifest");
     }
 
     #[test]

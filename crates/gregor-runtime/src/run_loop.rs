@@ -391,15 +391,20 @@ impl<T: StreamTask> Container<T> {
                         && store.snapshot_at != Some(*end)
                     {
                         let name = &store.spec.name;
-                        local.snapshot(*end, |dir| {
-                            store
-                                .store
-                                .borrow_mut()
-                                .engine_mut()
+                        let taken = local.snapshot(*end, |dir| {
+                            let mut s = store.store.borrow_mut();
+                            s.engine_mut()
                                 .snapshot(dir)
                                 .map_err(|e| RuntimeError::Other(format!("store '{name}': {e}")))
-                        })?;
-                        store.snapshot_at = Some(*end);
+                        });
+                        // The changelog is the source of truth: a failed
+                        // snapshot only makes the next restart slower.
+                        match taken {
+                            Ok(()) => store.snapshot_at = Some(*end),
+                            Err(e) => {
+                                tracing::warn!(store = %name, task = %task.name, "skipping this commit's local snapshot: {e}")
+                            }
+                        }
                     }
                 }
             }

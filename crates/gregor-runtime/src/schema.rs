@@ -182,9 +182,14 @@ pub const KEYS: &[Key] = &[
         "stores.*.container.cache.size.bytes",
         Kind::Positive,
         "104857600",
-        "RocksDB block cache of each task's instance of the store, bytes.",
+        "RocksDB block cache of the store per container, shared by its tasks, bytes.",
     ),
-    key("stores.*.container.write.buffer.size.bytes", Kind::Positive, "33554432", "RocksDB memtable size, bytes."),
+    key(
+        "stores.*.container.write.buffer.size.bytes",
+        Kind::Positive,
+        "33554432",
+        "RocksDB memtable size per container, shared by its tasks, bytes.",
+    ),
     key("stores.*.rocksdb.num.write.buffers", Kind::Positive, "3", "RocksDB memtables."),
     key(
         "stores.*.rocksdb.compression",

@@ -44,10 +44,17 @@ pub(crate) struct TaskStore {
 const RESTORE_BATCH: usize = 10_000;
 const STALL: Duration = Duration::from_secs(120);
 
-fn open_engine(spec: &StoreSpec, local: Option<&LocalState>) -> Result<Box<dyn Engine>, RuntimeError> {
+fn open_engine(spec: &StoreSpec, local: Option<&LocalState>, tasks: usize) -> Result<Box<dyn Engine>, RuntimeError> {
     match (&spec.engine, local) {
         (StoreEngine::RocksDb(opts), Some(l)) => {
-            let engine = RocksDbEngine::open(&l.current(), opts)
+            // `container.*` sizes are per container, shared by its tasks (as in Samza).
+            let share = |bytes: usize| (bytes / tasks.max(1)).max(1 << 20);
+            let opts = gregor_kv::RocksOptions {
+                block_cache_bytes: share(opts.block_cache_bytes),
+                write_buffer_bytes: share(opts.write_buffer_bytes),
+                ..opts.clone()
+            };
+            let engine = RocksDbEngine::open(&l.current(), &opts)
                 .map_err(|e| RuntimeError::Other(format!("store '{}': {e}", spec.name)))?;
             Ok(Box::new(engine))
         }
@@ -64,6 +71,7 @@ pub(crate) fn open_store(
     systems: &Systems,
     producers: &SharedProducers,
     metrics: &MetricsRegistry,
+    tasks: usize,
 ) -> Result<TaskStore, RuntimeError> {
     let local = match spec.engine {
         StoreEngine::RocksDb(_) => {
@@ -73,7 +81,7 @@ pub(crate) fn open_store(
     };
     let Some(changelog) = &spec.changelog else {
         // No changelog: the engine's own files are the whole state.
-        let engine = open_engine(spec, local.as_ref())?;
+        let engine = open_engine(spec, local.as_ref(), tasks)?;
         let store = CachedStore::new(&spec.name, engine, spec.cache_size, spec.write_batch_size);
         return Ok(TaskStore {
             spec: spec.clone(),
@@ -93,28 +101,44 @@ pub(crate) fn open_store(
         tracing::warn!(%ssp, checkpointed = c, oldest = offsets.oldest, next = offsets.next, "the checkpointed changelog offset is outside the changelog (deleted or recreated?); restoring what it holds");
     }
     let snapshots = match &local {
-        Some(l) => l.snapshots()?,
+        Some(l) => l.usable_snapshots(checkpointed)?,
         None => Vec::new(),
     };
     let mut plan = plan_restore(checkpointed, &snapshots, offsets.oldest, offsets.next);
     let mut engine = match &local {
         Some(l) => {
             l.reset_current(plan.snapshot)?;
-            match open_engine(spec, Some(l)) {
+            match open_engine(spec, Some(l), tasks) {
                 Ok(e) => e,
-                Err(e) => {
+                // Damaged files: rebuild from the changelog. Anything else (a
+                // full disk, permissions, file limits) is reported as it is,
+                // and the snapshots are kept for the next try.
+                Err(e) if e.to_string().contains("Corruption") || e.to_string().contains("No such file") => {
                     tracing::warn!(store = %spec.name, task = %task.name, "{e}; discarding local state and rebuilding from the changelog");
                     l.reset_current(None)?;
                     plan = RestorePlan { snapshot: None, replay_from: offsets.oldest, target: plan.target };
-                    open_engine(spec, Some(l))?
+                    open_engine(spec, Some(l), tasks)?
                 }
+                Err(e) => return Err(e),
             }
         }
-        None => open_engine(spec, None)?,
+        None => open_engine(spec, None, tasks)?,
     };
 
     let started = Instant::now();
     let (records, bytes) = replay(spec, task, &ssp, plan, &mut engine, systems)?;
+    // A snapshot of exactly the checkpointed state, so that the next restart
+    // on this machine replays nothing.
+    let mut snapshot_at = plan.snapshot;
+    if let Some(l) = &local
+        && checkpointed.is_some()
+        && plan.snapshot != Some(plan.target)
+    {
+        match l.snapshot(plan.target, |dir| engine.snapshot(dir).map_err(|e| RuntimeError::Other(e.to_string()))) {
+            Ok(()) => snapshot_at = Some(plan.target),
+            Err(e) => tracing::warn!(store = %spec.name, task = %task.name, "no snapshot after the restore: {e}"),
+        }
+    }
     let mut end = plan.target;
     if offsets.next > plan.target {
         end = trim(spec, &ssp, plan.target, offsets.next, &mut engine, systems, producers)?;
@@ -128,7 +152,7 @@ pub(crate) fn open_store(
         ms = elapsed.as_millis() as u64, records_per_s = (records as f64 / elapsed.as_secs_f64().max(1e-6)) as u64, "restored store"
     );
     if let Some(l) = &local {
-        l.retain(plan.snapshot)?;
+        l.retain(snapshot_at)?;
     }
     let writer = ChangelogWriter { producers: producers.clone(), ssp: ssp.clone() };
     let logged: Box<dyn Engine> = Box::new(LoggedEngine::new(engine, Box::new(writer)));
@@ -164,6 +188,7 @@ pub(crate) fn replay(
     bar.set_message(format!("{} of {}", spec.name, task.name));
     let mut batch: Vec<(bytes::Bytes, Option<bytes::Bytes>)> = Vec::with_capacity(RESTORE_BATCH);
     let (mut records, mut bytes) = (0u64, 0u64);
+    let mut last_log = Instant::now();
     let name = spec.name.clone();
     let apply = |engine: &mut Box<dyn Engine>, batch: &mut Vec<(bytes::Bytes, Option<bytes::Bytes>)>| {
         let slices: Vec<(&[u8], Option<&[u8]>)> = batch.iter().map(|(k, v)| (&k[..], v.as_deref())).collect();
@@ -186,6 +211,11 @@ pub(crate) fn replay(
         if batch.len() >= RESTORE_BATCH {
             apply(engine, &mut batch)?;
             bar.set_position(m.offset - plan.replay_from);
+            if bar.is_hidden() && last_log.elapsed() >= Duration::from_secs(5) {
+                last_log = Instant::now();
+                let done = m.offset - plan.replay_from;
+                tracing::info!(store = %spec.name, task = %task.name, done, total = plan.target - plan.replay_from, "restoring");
+            }
         }
         Ok(())
     })?;
