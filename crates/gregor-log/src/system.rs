@@ -64,6 +64,15 @@ fn to_system_error(e: LogError, stream: &SystemStream) -> SystemError {
     }
 }
 
+/// Opens one partition of a stream of the shared log.
+fn partition(shared: &Shared, ssp: &SystemStreamPartition) -> Result<Arc<crate::Partition>, SystemError> {
+    shared
+        .log
+        .stream(&ssp.stream.stream)
+        .and_then(|s| s.partition(ssp.partition))
+        .map_err(|e| to_system_error(e, &ssp.stream))
+}
+
 /// The embedded log as a system.
 pub struct LogSystemFactory {
     shared: Arc<Shared>,
@@ -127,12 +136,7 @@ impl SystemAdmin for LogAdmin {
     }
 
     fn offsets(&self, ssp: &SystemStreamPartition) -> Result<PartitionOffsets, SystemError> {
-        let p = self
-            .shared
-            .log
-            .stream(&ssp.stream.stream)
-            .and_then(|s| s.partition(ssp.partition))
-            .map_err(|e| to_system_error(e, &ssp.stream))?;
+        let p = partition(&self.shared, ssp)?;
         let (oldest, next) = (p.oldest_offset(), p.next_offset());
         Ok(PartitionOffsets {
             oldest: oldest.map_err(|e| to_system_error(e, &ssp.stream))?,
@@ -181,12 +185,7 @@ impl SystemAdmin for LogAdmin {
     }
 
     fn set_compaction_limit(&self, ssp: &SystemStreamPartition, offset: u64) -> Result<(), SystemError> {
-        self.shared
-            .log
-            .stream(&ssp.stream.stream)
-            .and_then(|s| s.partition(ssp.partition))
-            .and_then(|p| p.set_compaction_limit(offset))
-            .map_err(|e| to_system_error(e, &ssp.stream))
+        partition(&self.shared, ssp)?.set_compaction_limit(offset).map_err(|e| to_system_error(e, &ssp.stream))
     }
 }
 
@@ -235,12 +234,7 @@ impl LogConsumer {
 
 impl SystemConsumer for LogConsumer {
     fn register(&mut self, ssp: &SystemStreamPartition, start: StartOffset) -> Result<(), SystemError> {
-        let p = self
-            .shared
-            .log
-            .stream(&ssp.stream.stream)
-            .and_then(|s| s.partition(ssp.partition))
-            .map_err(|e| to_system_error(e, &ssp.stream))?;
+        let p = partition(&self.shared, ssp)?;
         let offset = match start {
             StartOffset::At(o) => {
                 p.check_offset(o).map_err(|e| to_system_error(e, &ssp.stream))?;

@@ -12,7 +12,7 @@
 
 use crate::checkpoint::{Checkpoint, checkpoint_partition, read_checkpoints};
 use crate::chooser::Chooser;
-use crate::error::{RuntimeError, panic_message};
+use crate::error::{RuntimeError, call_task, panic_message};
 use crate::job_config::{JobConfig, OffsetDefault};
 use crate::model::ContainerModel;
 use crate::producers::{Producers, Router, SharedProducers};
@@ -214,23 +214,7 @@ impl<T: StreamTask> Container<T> {
             {
                 let provider = Stores(&stores);
                 let mut ctx = TaskContext::new(&job.raw, &tm.name, &tm.inputs, &provider, &serdes, &metrics);
-                match catch_unwind(AssertUnwindSafe(|| task.init(&mut ctx))) {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => {
-                        return Err(RuntimeError::Task {
-                            task: tm.name.clone(),
-                            phase: "init",
-                            message: e.to_string(),
-                        });
-                    }
-                    Err(p) => {
-                        return Err(RuntimeError::Task {
-                            task: tm.name.clone(),
-                            phase: "init",
-                            message: panic_message(&*p),
-                        });
-                    }
-                }
+                call_task(&tm.name, "init", || task.init(&mut ctx))?;
             }
             let names_job = names_job.clone();
             let collector = MessageCollector::new(

@@ -80,3 +80,16 @@ pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         "panicked".to_owned()
     }
 }
+
+/// Calls a task method, turning its error or panic into [`RuntimeError::Task`].
+pub(crate) fn call_task(
+    task: &str,
+    phase: &'static str,
+    f: impl FnOnce() -> Result<(), gregor_api::TaskError>,
+) -> Result<(), RuntimeError> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(RuntimeError::Task { task: task.to_owned(), phase, message: e.to_string() }),
+        Err(p) => Err(RuntimeError::Task { task: task.to_owned(), phase, message: panic_message(&*p) }),
+    }
+}

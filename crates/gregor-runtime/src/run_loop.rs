@@ -4,7 +4,7 @@
 
 use crate::checkpoint::{Checkpoint, StoreCheckpoint};
 use crate::container::Container;
-use crate::error::{RuntimeError, panic_message};
+use crate::error::{RuntimeError, call_task, panic_message};
 use crate::job_config::DeserializationPolicy;
 use crate::producers::now_ms;
 use gregor_api::{IncomingEnvelope, RawMessage, RawStore, SerdeError, ShutdownScope, StreamTask};
@@ -89,19 +89,7 @@ impl<T: StreamTask> Container<T> {
         self.report(now)?;
         self.commit()?;
         for t in &mut self.tasks {
-            match catch_unwind(AssertUnwindSafe(|| t.task.close())) {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    return Err(RuntimeError::Task { task: t.name.clone(), phase: "close", message: e.to_string() });
-                }
-                Err(p) => {
-                    return Err(RuntimeError::Task {
-                        task: t.name.clone(),
-                        phase: "close",
-                        message: panic_message(&*p),
-                    });
-                }
-            }
+            call_task(&t.name, "close", || t.task.close())?;
         }
         for c in &mut self.consumers {
             c.stop();
@@ -284,24 +272,9 @@ impl<T: StreamTask> Container<T> {
             }
             let task = &mut self.tasks[t];
             task.end_of_stream_called = true;
-            match catch_unwind(AssertUnwindSafe(|| task.task.end_of_stream(&mut task.collector, &mut task.coordinator)))
-            {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    return Err(RuntimeError::Task {
-                        task: task.name.clone(),
-                        phase: "end_of_stream",
-                        message: e.to_string(),
-                    });
-                }
-                Err(p) => {
-                    return Err(RuntimeError::Task {
-                        task: task.name.clone(),
-                        phase: "end_of_stream",
-                        message: panic_message(&*p),
-                    });
-                }
-            }
+            call_task(&task.name, "end_of_stream", || {
+                task.task.end_of_stream(&mut task.collector, &mut task.coordinator)
+            })?;
             self.route(t)?;
             self.coordinate(t);
         }
@@ -337,23 +310,7 @@ impl<T: StreamTask> Container<T> {
             if task.stopped {
                 continue;
             }
-            match catch_unwind(AssertUnwindSafe(|| task.task.window(&mut task.collector, &mut task.coordinator))) {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    return Err(RuntimeError::Task {
-                        task: task.name.clone(),
-                        phase: "window",
-                        message: e.to_string(),
-                    });
-                }
-                Err(p) => {
-                    return Err(RuntimeError::Task {
-                        task: task.name.clone(),
-                        phase: "window",
-                        message: panic_message(&*p),
-                    });
-                }
-            }
+            call_task(&task.name, "window", || task.task.window(&mut task.collector, &mut task.coordinator))?;
             self.route(t)?;
             self.coordinate(t);
         }
