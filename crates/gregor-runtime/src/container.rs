@@ -50,24 +50,54 @@ pub struct ContainerOptions {
 /// everything it sent is flushed; when all have arrived, no more
 /// intermediate data can come from them, and each intermediate input ends at
 /// its newest offset as of that moment.
+///
+/// Containers of one process share an in-memory barrier; containers in
+/// separate processes (the `process` mode) share a directory in which each
+/// arrival is a file named after the container (so a restarted container
+/// arriving again changes nothing).
 #[derive(Debug)]
 pub struct EndBarrier {
     expected: usize,
-    arrived: std::sync::atomic::AtomicUsize,
+    kind: BarrierKind,
+}
+
+#[derive(Debug)]
+enum BarrierKind {
+    Memory(std::sync::atomic::AtomicUsize),
+    Files { dir: std::path::PathBuf, me: String },
 }
 
 impl EndBarrier {
-    /// A barrier for `containers` containers.
+    /// A barrier for `containers` containers of this process.
     pub fn new(containers: usize) -> Self {
-        EndBarrier { expected: containers, arrived: std::sync::atomic::AtomicUsize::new(0) }
+        EndBarrier { expected: containers, kind: BarrierKind::Memory(std::sync::atomic::AtomicUsize::new(0)) }
+    }
+
+    /// Container `me`'s view of a barrier shared through `dir` by `containers` processes.
+    pub fn in_directory(dir: &std::path::Path, containers: usize, me: &str) -> Self {
+        EndBarrier { expected: containers, kind: BarrierKind::Files { dir: dir.to_owned(), me: me.to_owned() } }
     }
 
     pub(crate) fn arrive(&self) {
-        self.arrived.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        match &self.kind {
+            BarrierKind::Memory(n) => {
+                n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            BarrierKind::Files { dir, me } => {
+                let written = std::fs::create_dir_all(dir).and_then(|_| std::fs::write(dir.join(me), b""));
+                if let Err(e) = written {
+                    tracing::error!(dir = %dir.display(), "cannot record arrival at the end barrier: {e}");
+                }
+            }
+        }
     }
 
     pub(crate) fn complete(&self) -> bool {
-        self.arrived.load(std::sync::atomic::Ordering::SeqCst) >= self.expected
+        let arrived = match &self.kind {
+            BarrierKind::Memory(n) => n.load(std::sync::atomic::Ordering::SeqCst),
+            BarrierKind::Files { dir, .. } => std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0),
+        };
+        arrived >= self.expected
     }
 }
 

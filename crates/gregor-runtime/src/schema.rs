@@ -65,9 +65,21 @@ pub const KEYS: &[Key] = &[
     ),
     key(
         "job.coordinator",
-        Kind::OneOf(&["local"]),
+        Kind::OneOf(&["local", "process"]),
         "local",
-        "Execution mode: `local` runs containers as threads of this process.",
+        "Execution mode: `local` runs containers as threads of this process; `process` runs each container as a supervised child process, restarted when it fails.",
+    ),
+    key(
+        "cluster-manager.container.retry.count",
+        Kind::Count,
+        "8",
+        "`process` mode: failures of one container tolerated within `retry.window.ms` before the job fails.",
+    ),
+    key(
+        "cluster-manager.container.retry.window.ms",
+        Kind::Positive,
+        "300000",
+        "`process` mode: the window in which container failures are counted.",
     ),
     key("task.inputs", Kind::StreamList, "(required)", "Input streams, e.g. `log.words,log.other`."),
     key(

@@ -2,7 +2,7 @@
 
 use crate::args::{JobArgs, usage};
 use gregor_api::{Serde, Serdes, StreamTask};
-use gregor_runtime::{ContainerOptions, JobConfig, RunSummary, RuntimeError, SystemKinds};
+use gregor_runtime::{ContainerOptions, EndBarrier, JobConfig, JobModel, RunSummary, RuntimeError, SystemKinds};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -85,8 +85,63 @@ impl<T: StreamTask> App<T> {
         shutdown: Arc<AtomicBool>,
     ) -> Result<RunSummary, JobError> {
         let job = Arc::new(self.job_config(config)?);
+        let serdes = Arc::new(self.serdes.clone());
+        // A child of the `process` mode: run the one container it was given.
+        if let Ok(id) = std::env::var(gregor_coordinator::CONTAINER_ENV) {
+            let model_path = std::env::var(gregor_coordinator::JOB_MODEL_ENV).map_err(|_| {
+                JobError::Usage(format!(
+                    "{} is set but {} is not",
+                    gregor_coordinator::CONTAINER_ENV,
+                    gregor_coordinator::JOB_MODEL_ENV
+                ))
+            })?;
+            let text = std::fs::read(&model_path)
+                .map_err(|e| JobError::Usage(format!("cannot read the job model {model_path}: {e}")))?;
+            let model: JobModel =
+                serde_json::from_slice(&text).map_err(|e| JobError::Usage(format!("job model {model_path}: {e}")))?;
+            let barrier = std::env::var_os(gregor_coordinator::END_BARRIER_ENV)
+                .map(|dir| Arc::new(EndBarrier::in_directory(std::path::Path::new(&dir), model.containers.len(), &id)));
+            let options = ContainerOptions { until_end, end_barrier: barrier };
+            return Ok(crate::local::run_one(
+                job,
+                &self.kinds,
+                serdes,
+                self.factory.clone(),
+                &model,
+                &id,
+                options,
+                shutdown,
+            )?);
+        }
+        if job.raw.get("job.coordinator") == Some("process") {
+            return self.supervise(&job, shutdown);
+        }
         let options = ContainerOptions { until_end, end_barrier: None };
-        Ok(crate::local::run(job, &self.kinds, Arc::new(self.serdes.clone()), self.factory.clone(), options, shutdown)?)
+        Ok(crate::local::run(job, &self.kinds, serdes, self.factory.clone(), options, shutdown)?)
+    }
+
+    /// The `process` mode's coordinator: this same binary, re-executed with
+    /// the same arguments once per container.
+    fn supervise(&self, job: &JobConfig, shutdown: Arc<AtomicBool>) -> Result<RunSummary, JobError> {
+        let (_, model) = crate::local::prepare(job, &self.kinds)?;
+        let program = std::env::current_exe()
+            .map_err(|e| JobError::Usage(format!("cannot find this program to start containers: {e}")))?;
+        let c = &job.raw;
+        let opts = gregor_coordinator::SupervisorOptions {
+            program,
+            args: std::env::args().skip(1).collect(),
+            work_dir: job.state_dir.join(format!("{}-{}", job.name, job.id)).join("coordinator"),
+            retry_count: c
+                .get_parsed("cluster-manager.container.retry.count", "a count")
+                .map_err(|e| JobError::Runtime(e.into()))?
+                .unwrap_or(8),
+            retry_window: c
+                .get_millis("cluster-manager.container.retry.window.ms", std::time::Duration::from_secs(300))
+                .map_err(|e| JobError::Runtime(e.into()))?,
+        };
+        gregor_coordinator::supervise(&model, &opts, shutdown)
+            .map_err(|e| JobError::Runtime(RuntimeError::Other(e.to_string())))?;
+        Ok(RunSummary::default())
     }
 
     /// Parses the process's arguments, runs, and turns the outcome into an

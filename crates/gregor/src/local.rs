@@ -9,7 +9,8 @@
 use gregor_api::system::{StreamKind, SystemError};
 use gregor_api::{Serdes, StreamTask, SystemStream};
 use gregor_runtime::{
-    Container, ContainerOptions, EndBarrier, JobConfig, RunSummary, RuntimeError, SystemKinds, Systems, job_model,
+    Container, ContainerOptions, EndBarrier, JobConfig, JobModel, RunSummary, RuntimeError, SystemKinds, Systems,
+    job_model,
 };
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,15 +26,10 @@ pub(crate) fn shutdown_flag() -> Arc<AtomicBool> {
     flag
 }
 
-pub(crate) fn run<T: StreamTask>(
-    job: Arc<JobConfig>,
-    kinds: &SystemKinds,
-    serdes: Arc<Serdes>,
-    factory: Arc<dyn Fn() -> T + Send + Sync>,
-    options: ContainerOptions,
-    shutdown: Arc<AtomicBool>,
-) -> Result<RunSummary, RuntimeError> {
-    let systems = Arc::new(Systems::new(&job, kinds)?);
+/// The systems and the job model: partition counts read now (intermediate
+/// inputs created when the config gives their partition count).
+pub(crate) fn prepare(job: &JobConfig, kinds: &SystemKinds) -> Result<(Arc<Systems>, JobModel), RuntimeError> {
+    let systems = Arc::new(Systems::new(job, kinds)?);
     let mut partitions: BTreeMap<SystemStream, u32> = BTreeMap::new();
     for input in &job.inputs {
         let admin = systems.admin(&input.stream.system)?;
@@ -53,7 +49,39 @@ pub(crate) fn run<T: StreamTask>(
         };
         partitions.insert(input.stream.clone(), n);
     }
-    let model = job_model(&job, &partitions);
+    Ok((systems, job_model(job, &partitions)))
+}
+
+/// Runs one container of an already computed model on this thread (the
+/// `process` mode's child side).
+pub(crate) fn run_one<T: StreamTask>(
+    job: Arc<JobConfig>,
+    kinds: &SystemKinds,
+    serdes: Arc<Serdes>,
+    factory: Arc<dyn Fn() -> T + Send + Sync>,
+    model: &JobModel,
+    id: &str,
+    options: ContainerOptions,
+    shutdown: Arc<AtomicBool>,
+) -> Result<RunSummary, RuntimeError> {
+    let systems = Arc::new(Systems::new(&job, kinds)?);
+    let cm = model
+        .containers
+        .iter()
+        .find(|c| c.id == id)
+        .ok_or_else(|| RuntimeError::Other(format!("container {id} is not in the job model")))?;
+    Container::new(job, systems, cm, model.task_count, serdes, &*factory, shutdown, options).and_then(Container::run)
+}
+
+pub(crate) fn run<T: StreamTask>(
+    job: Arc<JobConfig>,
+    kinds: &SystemKinds,
+    serdes: Arc<Serdes>,
+    factory: Arc<dyn Fn() -> T + Send + Sync>,
+    options: ContainerOptions,
+    shutdown: Arc<AtomicBool>,
+) -> Result<RunSummary, RuntimeError> {
+    let (systems, model) = prepare(&job, kinds)?;
     let options = ContainerOptions { end_barrier: Some(Arc::new(EndBarrier::new(model.containers.len()))), ..options };
     tracing::info!(job = %job.name, containers = model.containers.len(), tasks = model.task_count, "starting");
     let handles: Vec<_> = model

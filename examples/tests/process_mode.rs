@@ -1,0 +1,153 @@
+//! The `process` execution mode with real processes: containers killed with
+//! SIGKILL are restarted by the coordinator and the counts stay exact; a
+//! killed coordinator leaves no container behind.
+
+mod common;
+
+use gregor_examples::{latest_values, load_lines, words};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+const WORDCOUNT: &str = env!("CARGO_BIN_EXE_wordcount");
+
+fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+fn alive(pid: u32) -> bool {
+    // A zombie has exited: count only processes that still run.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| !s.split(") ").nth(1).is_some_and(|r| r.starts_with('Z')))
+}
+
+fn kill(pid: u32, signal: i32) {
+    // SAFETY: signalling a process this test started (or its child).
+    unsafe { libc_kill(pid as i32, signal) };
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+fn lines(n: usize) -> Vec<String> {
+    let mut s = 0x9e37_79b9_7f4a_7c15u64;
+    (0..n)
+        .map(|_| {
+            (0..8)
+                .map(|_| {
+                    s ^= s << 13;
+                    s ^= s >> 7;
+                    s ^= s << 17;
+                    format!("w{}", s % 200)
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect()
+}
+
+fn truth(lines: &[String]) -> BTreeMap<String, String> {
+    let mut counts: BTreeMap<String, i64> = BTreeMap::new();
+    for l in lines {
+        for w in words(l) {
+            *counts.entry(w).or_default() += 1;
+        }
+    }
+    counts.into_iter().map(|(w, c)| (w, c.to_string())).collect()
+}
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn killed_containers_are_restarted_and_counts_stay_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = lines(3000);
+    let refs: Vec<&str> = text.iter().map(String::as_str).collect();
+    load_lines(dir.path(), "words", 4, &refs).unwrap();
+    let extra = ["job.coordinator=process", "job.container.count=2", "task.commit.ms=20"];
+    let mut coordinator = common::spawn(WORDCOUNT, "wordcount.properties", dir.path(), &extra, true);
+    let pid = coordinator.id();
+    let mut kills = 0;
+    let mut progress = 0;
+    for round in 0..6 {
+        let mut victim = None;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while coordinator.try_wait().unwrap().is_none() && Instant::now() < deadline {
+            let size = common::stream_size(dir.path(), "word-counts");
+            let kids = children(pid);
+            if size > progress && kids.len() == 2 {
+                progress = size + 500;
+                victim = Some(kids[round % 2]);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let Some(victim) = victim else { break };
+        kill(victim, 9);
+        kills += 1;
+    }
+    assert!(kills >= 3, "only {kills} containers were killed before the job finished");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(s) = coordinator.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the coordinator did not finish");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(status.success(), "the job failed: {status:?}");
+    assert_eq!(latest_values(dir.path(), "word-counts").unwrap(), truth(&text), "after {kills} container kills");
+}
+
+#[test]
+fn a_killed_coordinator_leaves_no_container_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = lines(100);
+    let refs: Vec<&str> = text.iter().map(String::as_str).collect();
+    load_lines(dir.path(), "words", 4, &refs).unwrap();
+    // Without --until-end the containers would run forever.
+    let mut coordinator = common::spawn(
+        WORDCOUNT,
+        "wordcount.properties",
+        dir.path(),
+        &["job.coordinator=process", "job.container.count=2"],
+        false,
+    );
+    let pid = coordinator.id();
+    wait_until("two containers", Duration::from_secs(30), || children(pid).len() == 2);
+    let kids = children(pid);
+    kill(pid, 9);
+    coordinator.wait().unwrap();
+    wait_until("the containers to stop", Duration::from_secs(30), || kids.iter().all(|&k| !alive(k)));
+}
+
+#[test]
+fn sigterm_to_the_coordinator_stops_every_container_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = lines(300);
+    let refs: Vec<&str> = text.iter().map(String::as_str).collect();
+    load_lines(dir.path(), "words", 4, &refs).unwrap();
+    let total: u64 = text.iter().map(|l| words(l).count() as u64).sum();
+    let extra = ["job.coordinator=process", "job.container.count=2", "task.commit.ms=600000"];
+    let mut coordinator = common::spawn(WORDCOUNT, "wordcount.properties", dir.path(), &extra, false);
+    wait_until("all words counted", Duration::from_secs(60), || {
+        common::stream_size(dir.path(), "word-counts") >= total
+    });
+    kill(coordinator.id(), 15);
+    let status = coordinator.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    // The containers committed on the way out: nothing is processed again.
+    common::run_to_end(WORDCOUNT, "wordcount.properties", dir.path(), &[]);
+    assert_eq!(common::stream_size(dir.path(), "word-counts"), total);
+}
