@@ -3,6 +3,7 @@
 //! Every failure exits non-zero with one line on stderr that names the problem;
 //! this binary never prints a backtrace or a usage dump for a user error.
 
+mod job;
 mod state;
 mod stream;
 
@@ -29,6 +30,9 @@ enum Command {
     /// Inspect and rebuild jobs' store state.
     #[command(subcommand)]
     State(state::StateCommand),
+    /// A job's model and status.
+    #[command(subcommand)]
+    Job(job::JobCommand),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +59,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Stream(cmd) => stream::run(&cli.data_dir, cmd),
         Command::State(cmd) => state::run(cmd),
+        Command::Job(cmd) => job::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -17,10 +17,10 @@ use std::path::PathBuf;
 pub struct JobArgs {
     /// The job's config file.
     #[arg(long, value_name = "FILE")]
-    config: PathBuf,
+    pub config: PathBuf,
     /// Override a config key (repeatable), as for the job.
     #[arg(long = "set", value_name = "KEY=VALUE")]
-    overrides: Vec<String>,
+    pub overrides: Vec<String>,
 }
 
 #[derive(Args)]
@@ -45,7 +45,8 @@ pub enum StateCommand {
     Rebuild(StoreArgs),
 }
 
-fn load(args: &JobArgs) -> Result<(JobConfig, Systems)> {
+/// The job's config (its own keys accepted) and its systems.
+pub fn load(args: &JobArgs) -> Result<(JobConfig, Systems)> {
     let text = std::fs::read_to_string(&args.config)
         .with_context(|| format!("cannot read config file {}", args.config.display()))?;
     let mut config = Config::from_properties(&text, &args.config.display().to_string())?;

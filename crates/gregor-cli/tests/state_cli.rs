@@ -91,4 +91,20 @@ fn list_dump_and_rebuild_a_jobs_state() {
     assert!(out.starts_with("rebuilt store counts of task Partition 0 from"), "{out}");
     let (ok, _, err) = gregor(&["state", "dump", "--config", cfg, "--store", "counts", "--task", "Partition 9"]);
     assert!(!ok && err.contains("no task 'Partition 9'"), "{err}");
+
+    // The job model and the status with lag per input partition.
+    let (ok, model, err) = gregor(&["job", "model", "--config", cfg]);
+    assert!(ok, "{err}");
+    let model: serde_json::Value = serde_json::from_str(&model).unwrap();
+    assert_eq!(model["task_count"], 2);
+    assert_eq!(model["containers"][0]["tasks"][1]["inputs"][0], "log.words[1]");
+    let (ok, status, err) = gregor(&["job", "status", "--config", cfg]);
+    assert!(ok, "{err}");
+    assert!(status.ends_with("total lag: 0\n"), "{status}");
+    {
+        let log = gregor_log::Log::open(&data).unwrap();
+        log.stream("words").unwrap().append(1, &[gregor_log::Record::value(b"d")]).unwrap();
+    }
+    let (_, status, _) = gregor(&["job", "status", "--config", cfg]);
+    assert!(status.ends_with("total lag: 1\n"), "{status}");
 }

@@ -54,6 +54,7 @@ pub(crate) fn prepare(job: &JobConfig, kinds: &SystemKinds) -> Result<(Arc<Syste
 
 /// Runs one container of an already computed model on this thread (the
 /// `process` mode's child side).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn run_one<T: StreamTask>(
     job: Arc<JobConfig>,
     kinds: &SystemKinds,

@@ -1,0 +1,73 @@
+//! `gregor job ...`: the job model a job computes, and its status (tasks,
+//! checkpointed offsets, lag per input partition).
+
+use crate::state::{JobArgs, load};
+use anyhow::Result;
+use clap::Subcommand;
+use gregor_runtime::inspect::current_job_model;
+use gregor_runtime::read_checkpoints;
+use std::io::Write;
+
+#[derive(Subcommand)]
+pub enum JobCommand {
+    /// Print the job model (containers -> tasks -> input partitions) as JSON.
+    Model(JobArgs),
+    /// Containers, tasks, and per input partition: checkpointed offset, newest offset and lag.
+    Status(JobArgs),
+}
+
+pub fn run(command: JobCommand) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match command {
+        JobCommand::Model(args) => {
+            let (job, systems) = load(&args)?;
+            let model = current_job_model(&job, &systems)?;
+            serde_json::to_writer_pretty(&mut out, &model)?;
+            writeln!(out)?;
+        }
+        JobCommand::Status(args) => {
+            let (job, systems) = load(&args)?;
+            let model = current_job_model(&job, &systems)?;
+            let checkpoints = read_checkpoints(&systems, &job.checkpoint_stream)?;
+            let mode = job.raw.get("job.coordinator").unwrap_or("local");
+            writeln!(
+                out,
+                "job {}-{}: model version {}, {} tasks in {} containers ({mode} mode)",
+                job.name,
+                job.id,
+                model.version,
+                model.task_count,
+                model.containers.len()
+            )?;
+            writeln!(
+                out,
+                "{:<10} {:<28} {:<36} {:>12} {:>12} {:>10}",
+                "CONTAINER", "TASK", "INPUT", "CHECKPOINT", "NEXT", "LAG"
+            )?;
+            let mut total_lag = 0u64;
+            for c in &model.containers {
+                for t in &c.tasks {
+                    for ssp in &t.inputs {
+                        let next = systems.offsets(ssp)?.next;
+                        let committed = checkpoints.get(&t.name).and_then(|cp| cp.inputs.get(ssp)).copied();
+                        let lag = next.saturating_sub(committed.unwrap_or(0));
+                        total_lag += lag;
+                        let shown = committed.map_or("-".to_owned(), |o| o.to_string());
+                        writeln!(
+                            out,
+                            "{:<10} {:<28} {:<36} {:>12} {:>12} {:>10}",
+                            c.id,
+                            t.name,
+                            ssp.to_string(),
+                            shown,
+                            next,
+                            lag
+                        )?;
+                    }
+                }
+            }
+            writeln!(out, "total lag: {total_lag}")?;
+        }
+    }
+    Ok(())
+}
