@@ -32,6 +32,6 @@ pub use checkpoint::{Checkpoint, StoreCheckpoint, read_checkpoints};
 pub use container::{Container, ContainerOptions, EndBarrier};
 pub use error::RuntimeError;
 pub use job_config::JobConfig;
-pub use model::{ContainerModel, JobModel, TaskModel, job_model};
+pub use model::{ContainerModel, JobModel, TaskModel, assign, job_model, job_model_after};
 pub use run_loop::RunSummary;
 pub use systems::{SystemConstructor, SystemKinds, Systems};

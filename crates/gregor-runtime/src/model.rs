@@ -67,22 +67,123 @@ pub fn group_tasks(grouper: Grouper, partitions: &BTreeMap<SystemStream, u32>) -
     }
 }
 
-/// The job model for `job`: tasks dealt round-robin over the containers
-/// (container `i` gets tasks `i`, `i + n`, ...), so counts differ by at most one.
+/// The job model for `job` (first version: no previous model).
 pub fn job_model(job: &JobConfig, partitions: &BTreeMap<SystemStream, u32>) -> JobModel {
+    job_model_after(job, partitions, None)
+}
+
+/// The job model for `job`, keeping tasks where `previous` had them as far as
+/// balance allows (see [`assign`]); its version follows the previous one.
+pub fn job_model_after(
+    job: &JobConfig,
+    partitions: &BTreeMap<SystemStream, u32>,
+    previous: Option<&JobModel>,
+) -> JobModel {
     let tasks = group_tasks(job.grouper, partitions);
-    let n = job.container_count.max(1) as usize;
-    let mut containers: Vec<ContainerModel> =
+    let containers = assign(&tasks, job.container_count.max(1) as usize, previous);
+    let task_count = tasks.len() as u32;
+    let version = match previous {
+        Some(p) if p.containers == containers && p.task_count == task_count => p.version,
+        Some(p) => p.version + 1,
+        None => 1,
+    };
+    JobModel { version, task_count, containers }
+}
+
+/// Deals tasks over `n` containers (`0`..`n-1`) so that counts differ by at
+/// most one, moving as few tasks as possible from where `previous` had them:
+/// each container keeps its previous tasks up to its share; only the excess
+/// and new tasks move, to the containers with room. Deterministic: the same
+/// inputs give the same model on every process.
+pub fn assign(tasks: &[TaskModel], n: usize, previous: Option<&JobModel>) -> Vec<ContainerModel> {
+    let n = n.max(1);
+    let base = tasks.len() / n;
+    let mut extra = tasks.len() % n;
+    let mut sorted: Vec<&TaskModel> = tasks.iter().collect();
+    sorted.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut out: Vec<ContainerModel> =
         (0..n).map(|i| ContainerModel { id: i.to_string(), tasks: Vec::new() }).collect();
-    for (i, t) in tasks.iter().enumerate() {
-        containers[i % n].tasks.push(t.clone());
+    let was: BTreeMap<&str, usize> = previous
+        .into_iter()
+        .flat_map(|p| p.containers.iter())
+        .filter_map(|c| c.id.parse::<usize>().ok().filter(|&i| i < n).map(|i| (c, i)))
+        .flat_map(|(c, i)| c.tasks.iter().map(move |t| (t.name.as_str(), i)))
+        .collect();
+    let mut pool = Vec::new();
+    // Keep previous tasks up to each container's base share.
+    for t in &sorted {
+        match was.get(t.name.as_str()) {
+            Some(&i) if out[i].tasks.len() < base => out[i].tasks.push((*t).clone()),
+            _ => pool.push(*t),
+        }
     }
-    JobModel { version: 1, task_count: tasks.len() as u32, containers }
+    // Previous tasks beyond the base share may stay while extra slots last.
+    let mut rest = Vec::new();
+    for t in pool {
+        match was.get(t.name.as_str()) {
+            Some(&i) if extra > 0 && out[i].tasks.len() == base => {
+                out[i].tasks.push(t.clone());
+                extra -= 1;
+            }
+            _ => rest.push(t),
+        }
+    }
+    // Everything else goes where there is room, in container order.
+    for t in rest {
+        let i = match out.iter().position(|c| c.tasks.len() < base) {
+            Some(i) => i,
+            None => {
+                extra = extra.saturating_sub(1);
+                out.iter().position(|c| c.tasks.len() == base).unwrap_or(0)
+            }
+        };
+        out[i].tasks.push(t.clone());
+    }
+    for c in &mut out {
+        c.tasks.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn tasks(n: u32) -> Vec<TaskModel> {
+        (0..n)
+            .map(|p| TaskModel { name: format!("Partition {p:02}"), inputs: vec![], changelog_partition: p })
+            .collect()
+    }
+
+    fn location(containers: &[ContainerModel]) -> BTreeMap<String, String> {
+        containers.iter().flat_map(|c| c.tasks.iter().map(move |t| (t.name.clone(), c.id.clone()))).collect()
+    }
+
+    #[test]
+    fn assignment_is_balanced_deterministic_and_sticky() {
+        for (t, n) in [(8, 3), (10, 4), (3, 5), (16, 1)] {
+            let a = assign(&tasks(t), n, None);
+            let sizes: Vec<usize> = a.iter().map(|c| c.tasks.len()).collect();
+            assert!(sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1, "{t} tasks over {n}: {sizes:?}");
+            assert_eq!(sizes.iter().sum::<usize>(), t as usize);
+            assert_eq!(a, assign(&tasks(t), n, None), "deterministic");
+        }
+        // Growing from 3 to 4 containers moves only what the new one needs.
+        let before = JobModel { version: 1, task_count: 12, containers: assign(&tasks(12), 3, None) };
+        let after = assign(&tasks(12), 4, Some(&before));
+        let (b, a) = (location(&before.containers), location(&after));
+        let moved = b.iter().filter(|(t, c)| a[*t] != **c).count();
+        assert_eq!(moved, 3, "12 tasks over 4 containers: the new one takes 3, nothing else moves");
+        // Shrinking from 4 to 3 moves only the removed container's tasks.
+        let four = JobModel { version: 2, task_count: 12, containers: after };
+        let three = assign(&tasks(12), 3, Some(&four));
+        let moved = location(&four.containers).iter().filter(|(t, c)| location(&three)[*t] != **c).count();
+        assert_eq!(moved, 3);
+        // An unchanged model keeps its version.
+        let job_like = |m: &JobModel| assign(&tasks(12), 3, Some(m)) == m.containers;
+        let same = JobModel { version: 7, task_count: 12, containers: three.clone() };
+        assert!(job_like(&same));
+    }
 
     #[test]
     fn group_by_partition_spans_inputs_and_balances_containers() {

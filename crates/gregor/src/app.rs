@@ -123,14 +123,18 @@ impl<T: StreamTask> App<T> {
     /// The `process` mode's coordinator: this same binary, re-executed with
     /// the same arguments once per container.
     fn supervise(&self, job: &JobConfig, shutdown: Arc<AtomicBool>) -> Result<RunSummary, JobError> {
-        let (_, model) = crate::local::prepare(job, &self.kinds)?;
+        let work_dir = job.state_dir.join(format!("{}-{}", job.name, job.id)).join("coordinator");
+        // The last model of this job keeps tasks (and their local state) where they were.
+        let previous: Option<JobModel> =
+            std::fs::read(work_dir.join("job-model.json")).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        let (_, model) = crate::local::prepare(job, &self.kinds, previous.as_ref())?;
         let program = std::env::current_exe()
             .map_err(|e| JobError::Usage(format!("cannot find this program to start containers: {e}")))?;
         let c = &job.raw;
         let opts = gregor_coordinator::SupervisorOptions {
             program,
             args: std::env::args().skip(1).collect(),
-            work_dir: job.state_dir.join(format!("{}-{}", job.name, job.id)).join("coordinator"),
+            work_dir,
             retry_count: c
                 .get_parsed("cluster-manager.container.retry.count", "a count")
                 .map_err(|e| JobError::Runtime(e.into()))?

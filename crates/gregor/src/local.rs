@@ -10,7 +10,7 @@ use gregor_api::system::{StreamKind, SystemError};
 use gregor_api::{Serdes, StreamTask, SystemStream};
 use gregor_runtime::{
     Container, ContainerOptions, EndBarrier, JobConfig, JobModel, RunSummary, RuntimeError, SystemKinds, Systems,
-    job_model,
+    job_model_after,
 };
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -28,7 +28,12 @@ pub(crate) fn shutdown_flag() -> Arc<AtomicBool> {
 
 /// The systems and the job model: partition counts read now (intermediate
 /// inputs created when the config gives their partition count).
-pub(crate) fn prepare(job: &JobConfig, kinds: &SystemKinds) -> Result<(Arc<Systems>, JobModel), RuntimeError> {
+/// `previous` (the last model of this job, if known) keeps tasks where they were.
+pub(crate) fn prepare(
+    job: &JobConfig,
+    kinds: &SystemKinds,
+    previous: Option<&JobModel>,
+) -> Result<(Arc<Systems>, JobModel), RuntimeError> {
     let systems = Arc::new(Systems::new(job, kinds)?);
     let mut partitions: BTreeMap<SystemStream, u32> = BTreeMap::new();
     for input in &job.inputs {
@@ -49,7 +54,7 @@ pub(crate) fn prepare(job: &JobConfig, kinds: &SystemKinds) -> Result<(Arc<Syste
         };
         partitions.insert(input.stream.clone(), n);
     }
-    Ok((systems, job_model(job, &partitions)))
+    Ok((systems, job_model_after(job, &partitions, previous)))
 }
 
 /// Runs one container of an already computed model on this thread (the
@@ -82,7 +87,7 @@ pub(crate) fn run<T: StreamTask>(
     options: ContainerOptions,
     shutdown: Arc<AtomicBool>,
 ) -> Result<RunSummary, RuntimeError> {
-    let (systems, model) = prepare(&job, kinds)?;
+    let (systems, model) = prepare(&job, kinds, None)?;
     let options = ContainerOptions { end_barrier: Some(Arc::new(EndBarrier::new(model.containers.len()))), ..options };
     tracing::info!(job = %job.name, containers = model.containers.len(), tasks = model.task_count, "starting");
     let handles: Vec<_> = model
