@@ -134,6 +134,21 @@ fn a_killed_coordinator_leaves_no_container_behind() {
 
 #[test]
 fn sigterm_to_the_coordinator_stops_every_container_cleanly() {
+    stop_cleanly(|coordinator| kill(coordinator, 15));
+}
+
+#[test]
+fn ctrl_c_at_a_terminal_stops_every_container_cleanly() {
+    // A terminal's Ctrl-C goes to the whole foreground process group.
+    stop_cleanly(|coordinator| kill_group(coordinator, 2));
+}
+
+fn kill_group(pgid: u32, signal: i32) {
+    // SAFETY: signalling the process group this test created for the job.
+    unsafe { libc_kill(-(pgid as i32), signal) };
+}
+
+fn stop_cleanly(stop: impl Fn(u32)) {
     let dir = tempfile::tempdir().unwrap();
     let text = lines(300);
     let refs: Vec<&str> = text.iter().map(String::as_str).collect();

@@ -16,13 +16,16 @@ pub const JOB_MODEL_ENV: &str = "GREGOR_JOB_MODEL";
 /// Environment variable naming the directory of the `--until-end` barrier.
 pub const END_BARRIER_ENV: &str = "GREGOR_END_BARRIER";
 
+/// How long containers get to commit and exit after SIGTERM before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(30);
+
 /// Why the supervisor gave up.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SupervisorError {
     /// A container kept failing.
     #[error(
-        "container {container} failed {failures} times within {window_ms} ms (last: {last}); giving up (raise cluster-manager.container.retry.count to tolerate more)"
+        "container {container} failed {failures} times within {window_ms} ms (last: {last}); giving up. Its errors are on the coordinator's stderr; to tolerate more failures raise cluster-manager.container.retry.count or lower cluster-manager.container.retry.window.ms"
     )]
     TooManyFailures {
         /// The container.
@@ -34,7 +37,12 @@ pub enum SupervisorError {
         /// The last exit status.
         last: String,
     },
-    /// A process could not be started or a file written.
+    /// Containers did not stop cleanly when asked.
+    #[error(
+        "containers did not stop cleanly: {0} (their last commits may be missing; they restart from their checkpoints)"
+    )]
+    UncleanStop(String),
+    /// A file could not be written.
     #[error("{0}")]
     Io(String),
 }
@@ -42,7 +50,7 @@ pub enum SupervisorError {
 /// How the supervisor runs containers.
 #[derive(Debug, Clone)]
 pub struct SupervisorOptions {
-    /// The program (the job's own binary) and its arguments, re-executed per container.
+    /// The program (the job's own binary), re-executed per container.
     pub program: PathBuf,
     /// Arguments passed to every container.
     pub args: Vec<String>,
@@ -52,6 +60,8 @@ pub struct SupervisorOptions {
     pub retry_count: usize,
     /// The window failures are counted in.
     pub retry_window: Duration,
+    /// The job runs with `--until-end` (containers are expected to exit 0).
+    pub until_end: bool,
 }
 
 struct Slot {
@@ -71,52 +81,88 @@ fn describe(status: ExitStatus) -> String {
     }
 }
 
-fn spawn(opts: &SupervisorOptions, id: &str, model: &Path, barrier: &Path) -> Result<Child, SupervisorError> {
+fn spawn(opts: &SupervisorOptions, id: &str, model: &Path, barrier: &Path) -> std::io::Result<Child> {
     let mut cmd = Command::new(&opts.program);
     cmd.args(&opts.args).env(CONTAINER_ENV, id).env(JOB_MODEL_ENV, model).env(END_BARRIER_ENV, barrier);
-    // SAFETY: prctl is async-signal-safe; the child asks the kernel to send it
-    // SIGTERM when the coordinator dies, so no container outlives it.
+    // Its own process group: a Ctrl-C at the terminal reaches the coordinator
+    // only, which then stops each container once, gracefully.
+    cmd.process_group(0);
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: prctl, getppid and _exit are async-signal-safe. The child asks
+    // the kernel for SIGTERM when the coordinator dies; if it already died
+    // before that request (it would never come), the child exits at once.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
                 return Err(std::io::Error::last_os_error());
+            }
+            if libc::getppid() != parent {
+                libc::_exit(1);
             }
             Ok(())
         });
     }
     cmd.spawn()
-        .map_err(|e| SupervisorError::Io(format!("cannot start container {id} ({}): {e}", opts.program.display())))
 }
 
-fn terminate(slots: &mut [Slot]) {
-    for s in slots.iter_mut() {
+/// Sends SIGTERM to every running container, waits up to [`STOP_GRACE`] for
+/// each (then SIGKILL), and reports those that did not exit cleanly.
+fn terminate(slots: &mut [Slot]) -> Result<(), SupervisorError> {
+    for s in slots.iter() {
         if let Some(child) = &s.child {
             // SAFETY: signalling our own child process.
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
         }
     }
+    let deadline = Instant::now() + STOP_GRACE;
+    let mut unclean = Vec::new();
     for s in slots.iter_mut() {
-        if let Some(mut child) = s.child.take() {
-            let _ = child.wait();
+        let Some(mut child) = s.child.take() else { continue };
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break Some(status),
+                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break None;
+                }
+            }
+        };
+        match status {
+            Some(st) if st.success() => {}
+            Some(st) => unclean.push(format!("container {} ({})", s.id, describe(st))),
+            None => unclean.push(format!("container {} (killed after {} s)", s.id, STOP_GRACE.as_secs())),
         }
     }
+    if unclean.is_empty() { Ok(()) } else { Err(SupervisorError::UncleanStop(unclean.join(", "))) }
+}
+
+/// Writes the model where the containers (and the next coordinator) read it:
+/// to a temporary file renamed into place.
+fn write_model(model: &JobModel, work_dir: &Path) -> Result<PathBuf, SupervisorError> {
+    let io = |what: &str, p: &Path, e: std::io::Error| SupervisorError::Io(format!("{what} {}: {e}", p.display()));
+    std::fs::create_dir_all(work_dir).map_err(|e| io("creating", work_dir, e))?;
+    let path = work_dir.join("job-model.json");
+    let tmp = work_dir.join("job-model.json.tmp");
+    let text =
+        serde_json::to_vec_pretty(model).map_err(|e| SupervisorError::Io(format!("encoding the job model: {e}")))?;
+    std::fs::write(&tmp, text).map_err(|e| io("writing", &tmp, e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| io("renaming", &tmp, e))?;
+    Ok(path)
 }
 
 /// Runs every container of `model` as a child process until they are all
 /// done (a container that exits with code 0 stopped cleanly: it reached the
 /// end of bounded input or was asked to stop, and is not restarted),
-/// `shutdown` is set (then each is stopped with
-/// SIGTERM and waited for), or one fails too often.
+/// `shutdown` is set (then each is stopped with SIGTERM and waited for), or
+/// one fails too often.
 ///
 /// # Errors
-/// [`SupervisorError`] when a container exceeds its retries or cannot start.
+/// [`SupervisorError`] when a container exceeds its retries, containers do
+/// not stop cleanly, or the model cannot be written.
 pub fn supervise(model: &JobModel, opts: &SupervisorOptions, shutdown: Arc<AtomicBool>) -> Result<(), SupervisorError> {
-    let io = |what: &str, p: &Path, e: std::io::Error| SupervisorError::Io(format!("{what} {}: {e}", p.display()));
-    std::fs::create_dir_all(&opts.work_dir).map_err(|e| io("creating", &opts.work_dir, e))?;
-    let model_path = opts.work_dir.join("job-model.json");
-    let text =
-        serde_json::to_vec_pretty(model).map_err(|e| SupervisorError::Io(format!("encoding the job model: {e}")))?;
-    std::fs::write(&model_path, text).map_err(|e| io("writing", &model_path, e))?;
+    let model_path = write_model(model, &opts.work_dir)?;
     let barrier = opts.work_dir.join(format!("until-end-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&barrier);
     let mut slots: Vec<Slot> = model
@@ -130,59 +176,80 @@ pub fn supervise(model: &JobModel, opts: &SupervisorOptions, shutdown: Arc<Atomi
             done: false,
         })
         .collect();
-    tracing::info!(containers = slots.len(), model = %model_path.display(), "supervising container processes");
-    let result = loop {
+    tracing::info!(containers = slots.len(), version = model.version, model = %model_path.display(), "supervising container processes");
+    let outcome = watch(&mut slots, opts, &model_path, &barrier, &shutdown);
+    // Whatever happened, no container is left running.
+    let stopped = terminate(&mut slots);
+    let _ = std::fs::remove_dir_all(&barrier);
+    outcome.and(stopped)
+}
+
+fn watch(
+    slots: &mut [Slot],
+    opts: &SupervisorOptions,
+    model: &Path,
+    barrier: &Path,
+    shutdown: &AtomicBool,
+) -> Result<(), SupervisorError> {
+    loop {
         if shutdown.load(Ordering::SeqCst) {
             tracing::info!("stopping every container");
-            terminate(&mut slots);
-            break Ok(());
+            return Ok(());
         }
         let now = Instant::now();
-        let mut failed = None;
         for s in slots.iter_mut().filter(|s| !s.done) {
-            if s.restart_at.is_some_and(|t| now >= t) {
-                s.child = Some(spawn(opts, &s.id, &model_path, &barrier)?);
+            let exited = if s.restart_at.is_some_and(|t| now >= t) {
                 s.restart_at = None;
-                continue;
-            }
-            let Some(child) = &mut s.child else { continue };
-            let Some(status) =
-                child.try_wait().map_err(|e| SupervisorError::Io(format!("watching container {}: {e}", s.id)))?
-            else {
-                continue;
+                match spawn(opts, &s.id, model, barrier) {
+                    Ok(child) => {
+                        s.child = Some(child);
+                        continue;
+                    }
+                    Err(e) => format!("could not start ({}: {e})", opts.program.display()),
+                }
+            } else {
+                let Some(child) = &mut s.child else { continue };
+                match child.try_wait() {
+                    Ok(None) => continue,
+                    Ok(Some(status)) if status.success() => {
+                        s.child = None;
+                        s.done = true;
+                        if opts.until_end {
+                            tracing::info!(container = %s.id, "container finished");
+                        } else {
+                            tracing::warn!(container = %s.id, "container stopped with exit code 0 (asked to stop?); it is not restarted, so its tasks are not processed until the job restarts");
+                        }
+                        continue;
+                    }
+                    Ok(Some(status)) => {
+                        s.child = None;
+                        describe(status)
+                    }
+                    Err(e) => {
+                        s.child = None;
+                        format!("could not be watched: {e}")
+                    }
+                }
             };
-            s.child = None;
-            if status.success() {
-                tracing::info!(container = %s.id, "container finished (exit code 0); not restarting it");
-                s.done = true;
-                continue;
-            }
             s.failures.push_back(now);
             while s.failures.front().is_some_and(|t| now.duration_since(*t) > opts.retry_window) {
                 s.failures.pop_front();
             }
             if s.failures.len() > opts.retry_count {
-                failed = Some(SupervisorError::TooManyFailures {
+                return Err(SupervisorError::TooManyFailures {
                     container: s.id.clone(),
                     failures: s.failures.len(),
                     window_ms: opts.retry_window.as_millis() as u64,
-                    last: describe(status),
+                    last: exited,
                 });
-                break;
             }
             let backoff = Duration::from_millis(100 << s.failures.len().min(7)).min(Duration::from_secs(10));
-            tracing::warn!(container = %s.id, status = %describe(status), restart_in_ms = backoff.as_millis() as u64, "container stopped; restarting");
+            tracing::warn!(container = %s.id, status = %exited, restart_in_ms = backoff.as_millis() as u64, "container stopped; restarting it");
             s.restart_at = Some(now + backoff);
         }
-        if let Some(e) = failed {
-            terminate(&mut slots);
-            break Err(e);
-        }
         if slots.iter().all(|s| s.done) {
-            break Ok(());
+            return Ok(());
         }
         std::thread::sleep(Duration::from_millis(20));
-    };
-    let _ = std::fs::remove_dir_all(&barrier);
-    result
+    }
 }

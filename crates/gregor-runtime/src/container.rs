@@ -57,47 +57,48 @@ pub struct ContainerOptions {
 /// arriving again changes nothing).
 #[derive(Debug)]
 pub struct EndBarrier {
-    expected: usize,
     kind: BarrierKind,
 }
 
 #[derive(Debug)]
 enum BarrierKind {
-    Memory(std::sync::atomic::AtomicUsize),
-    Files { dir: std::path::PathBuf, me: String },
+    Memory { expected: usize, arrived: std::sync::atomic::AtomicUsize },
+    Files { dir: std::path::PathBuf, ids: Vec<String>, me: String },
 }
 
 impl EndBarrier {
     /// A barrier for `containers` containers of this process.
     pub fn new(containers: usize) -> Self {
-        EndBarrier { expected: containers, kind: BarrierKind::Memory(std::sync::atomic::AtomicUsize::new(0)) }
+        EndBarrier {
+            kind: BarrierKind::Memory { expected: containers, arrived: std::sync::atomic::AtomicUsize::new(0) },
+        }
     }
 
-    /// Container `me`'s view of a barrier shared through `dir` by `containers` processes.
-    pub fn in_directory(dir: &std::path::Path, containers: usize, me: &str) -> Self {
-        EndBarrier { expected: containers, kind: BarrierKind::Files { dir: dir.to_owned(), me: me.to_owned() } }
+    /// Container `me`'s view of a barrier shared through `dir` by the
+    /// containers `ids` (each its own process).
+    pub fn in_directory(dir: &std::path::Path, ids: Vec<String>, me: &str) -> Self {
+        EndBarrier { kind: BarrierKind::Files { dir: dir.to_owned(), ids, me: me.to_owned() } }
     }
 
-    pub(crate) fn arrive(&self) {
+    pub(crate) fn arrive(&self) -> Result<(), RuntimeError> {
         match &self.kind {
-            BarrierKind::Memory(n) => {
-                n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            BarrierKind::Memory { arrived, .. } => {
+                arrived.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Ok(())
             }
-            BarrierKind::Files { dir, me } => {
-                let written = std::fs::create_dir_all(dir).and_then(|_| std::fs::write(dir.join(me), b""));
-                if let Err(e) = written {
-                    tracing::error!(dir = %dir.display(), "cannot record arrival at the end barrier: {e}");
-                }
+            BarrierKind::Files { dir, me, .. } => {
+                std::fs::create_dir_all(dir).and_then(|_| std::fs::write(dir.join(me), b"")).map_err(|e| {
+                    RuntimeError::Other(format!("cannot record arrival at the end barrier in {}: {e}", dir.display()))
+                })
             }
         }
     }
 
     pub(crate) fn complete(&self) -> bool {
-        let arrived = match &self.kind {
-            BarrierKind::Memory(n) => n.load(std::sync::atomic::Ordering::SeqCst),
-            BarrierKind::Files { dir, .. } => std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0),
-        };
-        arrived >= self.expected
+        match &self.kind {
+            BarrierKind::Memory { expected, arrived } => arrived.load(std::sync::atomic::Ordering::SeqCst) >= *expected,
+            BarrierKind::Files { dir, ids, .. } => ids.iter().all(|id| dir.join(id).exists()),
+        }
     }
 }
 
@@ -176,16 +177,6 @@ impl StoreProvider for Stores<'_> {
             key_serde: s.spec.key_serde.clone(),
             msg_serde: s.spec.msg_serde.clone(),
         })
-    }
-}
-
-impl<T: StreamTask> Drop for Container<T> {
-    /// A container that stops (finished, failed or asked to) before reaching
-    /// the end barrier still arrives, so the others are not left waiting.
-    fn drop(&mut self) {
-        if let Some((barrier, false)) = &self.end_barrier {
-            barrier.arrive();
-        }
     }
 }
 

@@ -10,7 +10,7 @@ use crate::checkpoint::read_checkpoints;
 use crate::error::RuntimeError;
 use crate::job_config::{JobConfig, StoreEngine, StoreSpec};
 use crate::local_state::{LocalState, plan_restore};
-use crate::model::{JobModel, TaskModel, job_model};
+use crate::model::{JobModel, TaskModel, job_model_after};
 use crate::systems::Systems;
 use bytes::Bytes;
 use gregor_api::SystemStreamPartition;
@@ -18,13 +18,32 @@ use gregor_kv::{Engine, MemoryEngine, RocksDbEngine};
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
-/// The job model as the job would compute it now.
+/// Where the `process` coordinator keeps the job model it runs.
+pub fn coordinator_model_path(job: &JobConfig) -> std::path::PathBuf {
+    job.state_dir.join(job_dir(job)).join("coordinator").join("job-model.json")
+}
+
+/// The last job model the `process` coordinator wrote, if any.
+pub fn last_job_model(job: &JobConfig) -> Option<JobModel> {
+    let path = coordinator_model_path(job);
+    let bytes = std::fs::read(&path).ok()?;
+    match serde_json::from_slice(&bytes) {
+        Ok(m) => Some(m),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), "ignoring an unreadable job model (tasks may move): {e}");
+            None
+        }
+    }
+}
+
+/// The job model as the job would compute it now (following the last model
+/// of the `process` coordinator, so tasks stay where they are).
 pub fn current_job_model(job: &JobConfig, systems: &Systems) -> Result<JobModel, RuntimeError> {
     let mut partitions = BTreeMap::new();
     for input in &job.inputs {
         partitions.insert(input.stream.clone(), systems.admin(&input.stream.system)?.partition_count(&input.stream)?);
     }
-    Ok(job_model(job, &partitions))
+    Ok(job_model_after(job, &partitions, last_job_model(job).as_ref()))
 }
 
 /// One store of one task.

@@ -88,6 +88,12 @@ impl<T: StreamTask> Container<T> {
         }
         self.report(now)?;
         self.commit()?;
+        // A container that stops cleanly before reaching the barrier (no
+        // tasks, asked to stop) still arrives, so the others are not left
+        // waiting; a failed one does not (it may be restarted and send more).
+        if let Some((barrier, false)) = &self.end_barrier {
+            barrier.arrive()?;
+        }
         for t in &mut self.tasks {
             call_task(&t.name, "close", || t.task.close())?;
         }
@@ -291,7 +297,7 @@ impl<T: StreamTask> Container<T> {
             // or without tasks), once its other inputs are done.
             if self.inputs.iter().all(|i| i.intermediate || i.ended || self.tasks[i.task].stopped) {
                 self.commit()?;
-                barrier.arrive();
+                barrier.arrive()?;
                 self.end_barrier = Some((barrier, true));
             }
             return Ok(());

@@ -71,7 +71,7 @@ impl<T: StreamTask> App<T> {
     /// Bad arguments or config, or the job's failure.
     pub fn run(&self, args: &JobArgs) -> Result<RunSummary, JobError> {
         let config = args.load_config().map_err(JobError::Usage)?;
-        self.run_config(config, args.until_end, crate::local::shutdown_flag())
+        self.run_config(config, args.until_end, crate::local::shutdown_flag(true))
     }
 
     /// Runs with a config; `shutdown` stops the job gracefully when set.
@@ -86,35 +86,8 @@ impl<T: StreamTask> App<T> {
     ) -> Result<RunSummary, JobError> {
         let job = Arc::new(self.job_config(config)?);
         let serdes = Arc::new(self.serdes.clone());
-        // A child of the `process` mode: run the one container it was given.
-        if let Ok(id) = std::env::var(gregor_coordinator::CONTAINER_ENV) {
-            let model_path = std::env::var(gregor_coordinator::JOB_MODEL_ENV).map_err(|_| {
-                JobError::Usage(format!(
-                    "{} is set but {} is not",
-                    gregor_coordinator::CONTAINER_ENV,
-                    gregor_coordinator::JOB_MODEL_ENV
-                ))
-            })?;
-            let text = std::fs::read(&model_path)
-                .map_err(|e| JobError::Usage(format!("cannot read the job model {model_path}: {e}")))?;
-            let model: JobModel =
-                serde_json::from_slice(&text).map_err(|e| JobError::Usage(format!("job model {model_path}: {e}")))?;
-            let barrier = std::env::var_os(gregor_coordinator::END_BARRIER_ENV)
-                .map(|dir| Arc::new(EndBarrier::in_directory(std::path::Path::new(&dir), model.containers.len(), &id)));
-            let options = ContainerOptions { until_end, end_barrier: barrier };
-            return Ok(crate::local::run_one(
-                job,
-                &self.kinds,
-                serdes,
-                self.factory.clone(),
-                &model,
-                &id,
-                options,
-                shutdown,
-            )?);
-        }
         if job.raw.get("job.coordinator") == Some("process") {
-            return self.supervise(&job, shutdown);
+            return self.supervise(&job, until_end, shutdown);
         }
         let options = ContainerOptions { until_end, end_barrier: None };
         Ok(crate::local::run(job, &self.kinds, serdes, self.factory.clone(), options, shutdown)?)
@@ -122,11 +95,10 @@ impl<T: StreamTask> App<T> {
 
     /// The `process` mode's coordinator: this same binary, re-executed with
     /// the same arguments once per container.
-    fn supervise(&self, job: &JobConfig, shutdown: Arc<AtomicBool>) -> Result<RunSummary, JobError> {
+    fn supervise(&self, job: &JobConfig, until_end: bool, shutdown: Arc<AtomicBool>) -> Result<RunSummary, JobError> {
         let work_dir = job.state_dir.join(format!("{}-{}", job.name, job.id)).join("coordinator");
         // The last model of this job keeps tasks (and their local state) where they were.
-        let previous: Option<JobModel> =
-            std::fs::read(work_dir.join("job-model.json")).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        let previous = gregor_runtime::inspect::last_job_model(job);
         let (_, model) = crate::local::prepare(job, &self.kinds, previous.as_ref())?;
         let program = std::env::current_exe()
             .map_err(|e| JobError::Usage(format!("cannot find this program to start containers: {e}")))?;
@@ -142,6 +114,7 @@ impl<T: StreamTask> App<T> {
             retry_window: c
                 .get_millis("cluster-manager.container.retry.window.ms", std::time::Duration::from_secs(300))
                 .map_err(|e| JobError::Runtime(e.into()))?,
+            until_end,
         };
         gregor_coordinator::supervise(&model, &opts, shutdown)
             .map_err(|e| JobError::Runtime(RuntimeError::Other(e.to_string())))?;
@@ -162,8 +135,68 @@ impl<T: StreamTask> App<T> {
                 return ExitCode::from(2);
             }
         };
+        // Started by a `process` coordinator? Take the variables out of the
+        // environment (nothing else runs yet) so nothing this process starts
+        // mistakes itself for a container.
+        let child = std::env::var(gregor_coordinator::CONTAINER_ENV).ok().map(|id| {
+            let model = std::env::var_os(gregor_coordinator::JOB_MODEL_ENV);
+            let barrier = std::env::var_os(gregor_coordinator::END_BARRIER_ENV);
+            for var in [
+                gregor_coordinator::CONTAINER_ENV,
+                gregor_coordinator::JOB_MODEL_ENV,
+                gregor_coordinator::END_BARRIER_ENV,
+            ] {
+                // SAFETY: single-threaded here: no thread has been started yet.
+                unsafe { std::env::remove_var(var) };
+            }
+            (id, model, barrier)
+        });
         init_logging("info");
-        self.exit_code(self.run(&args))
+        let result = match child {
+            Some((id, model, barrier)) => self.run_container(&args, &id, model, barrier),
+            None => self.run(&args),
+        };
+        self.exit_code(result)
+    }
+
+    /// A child of the `process` mode: runs the one container it was given.
+    fn run_container(
+        &self,
+        args: &JobArgs,
+        id: &str,
+        model_path: Option<std::ffi::OsString>,
+        barrier: Option<std::ffi::OsString>,
+    ) -> Result<RunSummary, JobError> {
+        let not_child = |why: String| {
+            JobError::Usage(format!(
+                "{why}; unset {} unless a gregor coordinator (job.coordinator=process) started this process",
+                gregor_coordinator::CONTAINER_ENV
+            ))
+        };
+        let model_path =
+            model_path.ok_or_else(|| not_child(format!("{} is not set", gregor_coordinator::JOB_MODEL_ENV)))?;
+        let text = std::fs::read(&model_path)
+            .map_err(|e| not_child(format!("cannot read the job model {}: {e}", model_path.display())))?;
+        let model: JobModel =
+            serde_json::from_slice(&text).map_err(|e| not_child(format!("job model {}: {e}", model_path.display())))?;
+        let job = Arc::new(self.job_config(args.load_config().map_err(JobError::Usage)?)?);
+        let ids = model.containers.iter().map(|c| c.id.clone()).collect();
+        let barrier = barrier.map(|dir| Arc::new(EndBarrier::in_directory(std::path::Path::new(&dir), ids, id)));
+        let options = ContainerOptions { until_end: args.until_end, end_barrier: barrier };
+        // The coordinator stops containers with one SIGTERM; a second signal
+        // must not cut the final commit short.
+        let shutdown = crate::local::shutdown_flag(false);
+        let summary = crate::local::run_one(
+            job,
+            &self.kinds,
+            Arc::new(self.serdes.clone()),
+            self.factory.clone(),
+            &model,
+            id,
+            options,
+            shutdown,
+        )?;
+        Ok(summary)
     }
 
     /// Reports an outcome as [`App::main`] does.

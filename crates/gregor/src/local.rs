@@ -16,11 +16,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// Sets the returned flag on SIGINT/SIGTERM; a second signal exits.
-pub(crate) fn shutdown_flag() -> Arc<AtomicBool> {
+/// Sets the returned flag on SIGINT/SIGTERM; with `second_exits`, a second
+/// signal exits at once (for a person pressing Ctrl-C twice).
+pub(crate) fn shutdown_flag(second_exits: bool) -> Arc<AtomicBool> {
     let flag = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        let _ = signal_hook::flag::register_conditional_shutdown(signal, 1, flag.clone());
+        if second_exits {
+            let _ = signal_hook::flag::register_conditional_shutdown(signal, 1, flag.clone());
+        }
         let _ = signal_hook::flag::register(signal, flag.clone());
     }
     flag
@@ -75,7 +78,7 @@ pub(crate) fn run_one<T: StreamTask>(
         .containers
         .iter()
         .find(|c| c.id == id)
-        .ok_or_else(|| RuntimeError::Other(format!("container {id} is not in the job model")))?;
+        .ok_or_else(|| RuntimeError::Other(format!("container {id} is not in the job model (a stale model file, or a leftover GREGOR_CONTAINER_ID in the environment?)")))?;
     Container::new(job, systems, cm, model.task_count, serdes, &*factory, shutdown, options).and_then(Container::run)
 }
 
