@@ -155,11 +155,16 @@ fn stop_cleanly(stop: impl Fn(u32)) {
     load_lines(dir.path(), "words", 4, &refs).unwrap();
     let total: u64 = text.iter().map(|l| words(l).count() as u64).sum();
     let extra = ["job.coordinator=process", "job.container.count=2", "task.commit.ms=600000"];
-    let mut coordinator = common::spawn(WORDCOUNT, "wordcount.properties", dir.path(), &extra, false);
+    // Its own process group, like a job started from a shell.
+    let mut coordinator = {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = common::job(WORDCOUNT, "wordcount.properties", dir.path(), &extra);
+        cmd.process_group(0).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap()
+    };
     wait_until("all words counted", Duration::from_secs(60), || {
         common::stream_size(dir.path(), "word-counts") >= total
     });
-    kill(coordinator.id(), 15);
+    stop(coordinator.id());
     let status = coordinator.wait().unwrap();
     assert!(status.success(), "{status:?}");
     // The containers committed on the way out: nothing is processed again.
