@@ -171,3 +171,49 @@ fn stop_cleanly(stop: impl Fn(u32)) {
     common::run_to_end(WORDCOUNT, "wordcount.properties", dir.path(), &[]);
     assert_eq!(common::stream_size(dir.path(), "word-counts"), total);
 }
+
+#[test]
+fn containers_get_cpu_and_memory_limits_where_cgroups_are_writable() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = lines(50);
+    let refs: Vec<&str> = text.iter().map(String::as_str).collect();
+    load_lines(dir.path(), "words", 4, &refs).unwrap();
+    let extra = [
+        "job.coordinator=process",
+        "job.container.count=2",
+        "cluster-manager.container.cpu.cores=0.5",
+        "cluster-manager.container.memory.mb=512",
+    ];
+    let mut coordinator = common::spawn(WORDCOUNT, "wordcount.properties", dir.path(), &extra, false);
+    let pid = coordinator.id();
+    wait_until("two containers", Duration::from_secs(30), || children(pid).len() == 2);
+    let kids = children(pid);
+    let v1 = std::path::Path::new("/sys/fs/cgroup/cpu");
+    let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let probe = if v2 { std::path::PathBuf::from("/sys/fs/cgroup/gregor/probe") } else { v1.join("gregor-probe") };
+    let writable = std::fs::create_dir_all(&probe).is_ok();
+    let _ = std::fs::remove_dir(&probe);
+    if writable {
+        for (i, kid) in kids.iter().enumerate() {
+            let (procs, quota) = if v2 {
+                let d = std::path::PathBuf::from(format!("/sys/fs/cgroup/gregor/wordcount-1-{i}"));
+                (d.join("cgroup.procs"), d.join("cpu.max"))
+            } else {
+                let d = v1.join(format!("gregor-wordcount-1-{i}"));
+                (d.join("cgroup.procs"), d.join("cpu.cfs_quota_us"))
+            };
+            wait_until("the container in its cgroup", Duration::from_secs(10), || {
+                std::fs::read_to_string(&procs)
+                    .is_ok_and(|p| p.lines().any(|l| l.trim() == kid.to_string()) || !kids.contains(kid))
+            });
+            assert!(std::fs::read_to_string(&quota).unwrap().starts_with("50000"), "half a core");
+        }
+    } else {
+        eprintln!("cgroups are not writable here: checking only that the job runs without limits");
+    }
+    kill(pid, 15);
+    assert!(coordinator.wait().unwrap().success());
+    if writable && !v2 {
+        assert!(!v1.join("gregor-wordcount-1-0").exists(), "cgroups are removed at the end");
+    }
+}

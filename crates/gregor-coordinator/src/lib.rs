@@ -10,10 +10,14 @@
 //! coordinator that dies takes its containers with it (they get SIGTERM from
 //! the kernel), so no container outlives it.
 //!
+//! Containers can be given CPU and memory limits through cgroups
+//! (`cluster-manager.container.cpu.cores`, `memory.mb`).
+//!
 //! The job model and groupers are in `gregor_runtime::model`.
 #![deny(missing_docs)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+pub mod cgroups;
 mod process;
 
 pub use process::{CONTAINER_ENV, END_BARRIER_ENV, JOB_MODEL_ENV, SupervisorError, SupervisorOptions, supervise};

@@ -62,11 +62,18 @@ pub struct SupervisorOptions {
     pub retry_window: Duration,
     /// The job runs with `--until-end` (containers are expected to exit 0).
     pub until_end: bool,
+    /// CPU and memory limits per container (cgroups), if any.
+    pub limits: crate::cgroups::Limits,
+    /// The job's name and id, naming the cgroups.
+    pub cgroup_prefix: String,
+    /// The cgroup filesystem (normally `/sys/fs/cgroup`).
+    pub cgroup_root: PathBuf,
 }
 
 struct Slot {
     id: String,
     child: Option<Child>,
+    placement: Option<crate::cgroups::Placement>,
     failures: VecDeque<Instant>,
     restart_at: Option<Instant>,
     done: bool,
@@ -171,15 +178,22 @@ pub fn supervise(model: &JobModel, opts: &SupervisorOptions, shutdown: Arc<Atomi
         .map(|c| Slot {
             id: c.id.clone(),
             child: None,
+            placement: None,
             failures: VecDeque::new(),
             restart_at: Some(Instant::now()),
             done: false,
         })
         .collect();
     tracing::info!(containers = slots.len(), version = model.version, model = %model_path.display(), "supervising container processes");
-    let outcome = watch(&mut slots, opts, &model_path, &barrier, &shutdown);
+    let mut limits_warned = false;
+    let outcome = watch(&mut slots, opts, &model_path, &barrier, &shutdown, &mut limits_warned);
     // Whatever happened, no container is left running.
     let stopped = terminate(&mut slots);
+    for s in &slots {
+        if let Some(p) = &s.placement {
+            crate::cgroups::release(p);
+        }
+    }
     let _ = std::fs::remove_dir_all(&barrier);
     outcome.and(stopped)
 }
@@ -190,6 +204,7 @@ fn watch(
     model: &Path,
     barrier: &Path,
     shutdown: &AtomicBool,
+    limits_warned: &mut bool,
 ) -> Result<(), SupervisorError> {
     loop {
         if shutdown.load(Ordering::SeqCst) {
@@ -202,6 +217,19 @@ fn watch(
                 s.restart_at = None;
                 match spawn(opts, &s.id, model, barrier) {
                     Ok(child) => {
+                        if opts.limits != crate::cgroups::Limits::default() {
+                            let name = format!("{}-{}", opts.cgroup_prefix, s.id);
+                            match crate::cgroups::place(&opts.cgroup_root, &name, child.id(), opts.limits) {
+                                Ok(p) => s.placement = Some(p),
+                                Err(e) if !*limits_warned => {
+                                    tracing::warn!(
+                                        "cannot apply cgroup limits ({e}); containers run without CPU and memory limits"
+                                    );
+                                    *limits_warned = true;
+                                }
+                                Err(_) => {}
+                            }
+                        }
                         s.child = Some(child);
                         continue;
                     }

@@ -76,6 +76,18 @@ pub const KEYS: &[Key] = &[
         "`process` mode: failures of one container tolerated within `retry.window.ms` before the job fails.",
     ),
     key(
+        "cluster-manager.container.cpu.cores",
+        Kind::Text,
+        "(no limit)",
+        "`process` mode: CPU cores each container may use (cgroups; e.g. `0.5`, `2`); skipped with a warning where cgroups are not writable.",
+    ),
+    key(
+        "cluster-manager.container.memory.mb",
+        Kind::Positive,
+        "(no limit)",
+        "`process` mode: memory each container may use, MiB (cgroups; skipped with a warning where not writable).",
+    ),
+    key(
         "cluster-manager.container.retry.window.ms",
         Kind::Positive,
         "300000",

@@ -115,6 +115,26 @@ impl<T: StreamTask> App<T> {
                 .get_millis("cluster-manager.container.retry.window.ms", std::time::Duration::from_secs(300))
                 .map_err(|e| JobError::Runtime(e.into()))?,
             until_end,
+            limits: gregor_coordinator::cgroups::Limits {
+                cpu_cores: match c.get("cluster-manager.container.cpu.cores") {
+                    None => None,
+                    Some(v) => Some(v.parse::<f64>().ok().filter(|c| *c > 0.0).ok_or_else(|| {
+                        JobError::Runtime(
+                            gregor_api::config::invalid(
+                                "cluster-manager.container.cpu.cores",
+                                v,
+                                "a positive number of cores, e.g. 0.5",
+                            )
+                            .into(),
+                        )
+                    })?),
+                },
+                memory_mb: c
+                    .get_parsed("cluster-manager.container.memory.mb", "a number of MiB")
+                    .map_err(|e| JobError::Runtime(e.into()))?,
+            },
+            cgroup_prefix: format!("{}-{}", job.name, job.id),
+            cgroup_root: std::path::PathBuf::from("/sys/fs/cgroup"),
         };
         gregor_coordinator::supervise(&model, &opts, shutdown)
             .map_err(|e| JobError::Runtime(RuntimeError::Other(e.to_string())))?;
