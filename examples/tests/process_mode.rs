@@ -72,7 +72,8 @@ fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 #[test]
 fn killed_containers_are_restarted_and_counts_stay_exact() {
     let dir = tempfile::tempdir().unwrap();
-    let text = lines(3000);
+    // Enough input that several kills land before the job finishes.
+    let text = lines(6000);
     let refs: Vec<&str> = text.iter().map(String::as_str).collect();
     load_lines(dir.path(), "words", 4, &refs).unwrap();
     let extra = ["job.coordinator=process", "job.container.count=2", "task.commit.ms=20"];
