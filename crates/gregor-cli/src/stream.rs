@@ -339,16 +339,11 @@ fn consume(stream: &Arc<Stream>, partition: Option<u32>, from: Start, until_end:
             continue;
         }
         if !got_any {
-            // Following: show what we have, then sleep on one partition's
-            // head at a time until something arrives.
+            // Following: show what we have, then sleep until any partition
+            // receives data (one wait on all of them).
             out.flush()?;
-            if let Some((reader, _)) = readers.first_mut() {
-                let fetch = reader.poll_timeout(1 << 20, Duration::from_millis(100))?;
-                for m in fetch.messages() {
-                    write_message(&mut out, reader.partition().id(), &m?, format)?;
-                }
-            }
-            readers.rotate_left(1);
+            let waiting: Vec<&PartitionReader> = readers.iter().map(|(r, _)| r).collect();
+            PartitionReader::wait_any(&waiting, Duration::from_secs(1));
         }
     }
     out.flush()?;

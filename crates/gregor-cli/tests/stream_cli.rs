@@ -198,3 +198,35 @@ fn every_user_error_is_one_clear_line() {
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("line 2 has no key separator"), "{err}");
 }
+
+#[test]
+fn consume_follows_new_messages_on_every_partition() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok(d, &["stream", "create", "live", "--partitions", "3"], "");
+    let mut follower = Command::new(GREGOR)
+        .args(["stream", "consume", "live"])
+        .env("GREGOR_DATA_DIR", d)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = follower.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if tx.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    // Messages arriving later, on different partitions, each show up.
+    for i in 0..3 {
+        ok(d, &["stream", "produce", "live", "--partition", &i.to_string()], &format!("message {i}\n"));
+        let line = rx.recv_timeout(std::time::Duration::from_secs(10)).expect("the follower prints new messages");
+        assert_eq!(line, format!("message {i}"));
+    }
+    follower.kill().unwrap();
+    follower.wait().unwrap();
+}
