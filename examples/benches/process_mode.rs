@@ -8,38 +8,11 @@
 //! pass-through to an output stream, and counting per key (1 million keys)
 //! in a RocksDB store with a changelog. Prints messages/s and MB/s.
 
-use gregor_log::{Durability, Log, Record, StreamConfig};
+use gregor_examples::bench::{Keys, PARTITIONS, VALUE_LEN, load};
 use std::process::Command;
 use std::time::Instant;
 
 const JOB: &str = env!("CARGO_BIN_EXE_bench-job");
-const PARTITIONS: u32 = 8;
-const VALUE_LEN: usize = 100;
-
-fn load(dir: &std::path::Path, messages: u64, keys: u64) {
-    let log = Log::open(dir).expect("log");
-    let s = log
-        .create_stream("bench-in", StreamConfig { durability: Durability::Os, ..StreamConfig::new(PARTITIONS) })
-        .expect("create");
-    let value = [b'v'; VALUE_LEN];
-    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-    let mut written = 0;
-    let mut keybufs: Vec<String> = Vec::with_capacity(1000);
-    while written < messages {
-        keybufs.clear();
-        for _ in 0..1000.min(messages - written) {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            keybufs.push(format!("key-{}", rng % keys));
-        }
-        let records: Vec<Record<'_>> =
-            keybufs.iter().map(|k| Record { key: Some(k.as_bytes()), ..Record::value(&value) }).collect();
-        s.append(((written / 1000) % u64::from(PARTITIONS)) as u32, &records).expect("append");
-        written += records.len() as u64;
-    }
-}
-
 fn run(dir: &std::path::Path, containers: u32, extra: &[&str]) -> f64 {
     let config = dir.join("bench.properties");
     std::fs::write(
@@ -87,7 +60,7 @@ fn main() {
     for (name, extra) in jobs {
         for containers in [1, 2] {
             let dir = tempfile::tempdir_in(&base).expect("dir");
-            load(dir.path(), messages, 100_000);
+            load(dir.path(), messages, Keys::Uniform(100_000));
             let secs = run(dir.path(), containers, extra);
             println!(
                 "{name:<28} {containers:>10} {secs:>10.1} {:>14.0} {:>9.1}",

@@ -1,4 +1,6 @@
-//! Helpers shared by gregor's example jobs and their tests.
+//! Helpers shared by gregor's example jobs, their tests and benchmarks.
+
+pub mod bench;
 
 use gregor_log::{Log, PartitionReader};
 use std::collections::BTreeMap;
@@ -59,4 +61,15 @@ pub fn load_lines(data_dir: &Path, stream: &str, partitions: u32, lines: &[&str]
         }
     }
     Ok(())
+}
+
+/// The true word counts of `lines` (what a correct word count outputs last per word).
+pub fn word_counts(lines: &[String]) -> BTreeMap<String, String> {
+    let mut counts: BTreeMap<String, i64> = BTreeMap::new();
+    for l in lines {
+        for w in words(l) {
+            *counts.entry(w).or_default() += 1;
+        }
+    }
+    counts.into_iter().map(|(w, c)| (w, c.to_string())).collect()
 }

@@ -4,8 +4,7 @@
 
 mod common;
 
-use gregor_examples::{latest_values, load_lines, words};
-use std::collections::BTreeMap;
+use gregor_examples::{latest_values, load_lines, word_counts, words};
 use std::time::{Duration, Instant};
 
 const WORDCOUNT: &str = env!("CARGO_BIN_EXE_wordcount");
@@ -49,16 +48,6 @@ fn lines(n: usize) -> Vec<String> {
                 .join(" ")
         })
         .collect()
-}
-
-fn truth(lines: &[String]) -> BTreeMap<String, String> {
-    let mut counts: BTreeMap<String, i64> = BTreeMap::new();
-    for l in lines {
-        for w in words(l) {
-            *counts.entry(w).or_default() += 1;
-        }
-    }
-    counts.into_iter().map(|(w, c)| (w, c.to_string())).collect()
 }
 
 fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
@@ -108,7 +97,7 @@ fn killed_containers_are_restarted_and_counts_stay_exact() {
         std::thread::sleep(Duration::from_millis(10));
     };
     assert!(status.success(), "the job failed: {status:?}");
-    assert_eq!(latest_values(dir.path(), "word-counts").unwrap(), truth(&text), "after {kills} container kills");
+    assert_eq!(latest_values(dir.path(), "word-counts").unwrap(), word_counts(&text), "after {kills} container kills");
 }
 
 #[test]

@@ -8,8 +8,7 @@
 
 mod common;
 
-use gregor_examples::{latest_values, load_lines, words};
-use std::collections::BTreeMap;
+use gregor_examples::{latest_values, load_lines, word_counts, words};
 use std::time::{Duration, Instant};
 
 const WORDCOUNT: &str = env!("CARGO_BIN_EXE_wordcount");
@@ -33,16 +32,6 @@ fn text(lines: usize, seed: u64) -> Vec<String> {
             })
         })
         .collect()
-}
-
-fn truth(lines: &[String]) -> BTreeMap<String, String> {
-    let mut counts: BTreeMap<String, i64> = BTreeMap::new();
-    for l in lines {
-        for w in words(l) {
-            *counts.entry(w).or_default() += 1;
-        }
-    }
-    counts.into_iter().map(|(w, c)| (w, c.to_string())).collect()
 }
 
 fn crash_repeatedly(extra: &[&str], rounds: usize, seed: u64, wipe_local_state: bool) {
@@ -89,7 +78,7 @@ fn crash_repeatedly(extra: &[&str], rounds: usize, seed: u64, wipe_local_state: 
     assert!(kills >= rounds / 2, "only {kills} of {rounds} runs were killed mid-way");
     common::run_to_end(WORDCOUNT, "wordcount.properties", dir.path(), extra);
     let counts = latest_values(dir.path(), "word-counts").unwrap();
-    let expected = truth(&lines);
+    let expected = word_counts(&lines);
     let wrong: Vec<_> = expected.iter().filter(|(w, c)| counts.get(*w) != Some(c)).take(5).collect();
     assert!(
         wrong.is_empty(),
@@ -146,7 +135,7 @@ fn sigterm_commits_and_exits_cleanly() {
     // Everything was committed: a new run has nothing left to do.
     common::run_to_end(WORDCOUNT, "wordcount.properties", dir.path(), &[]);
     assert_eq!(common::stream_size(dir.path(), "word-counts"), total, "no message was processed twice");
-    assert_eq!(latest_values(dir.path(), "word-counts").unwrap(), truth(&lines));
+    assert_eq!(latest_values(dir.path(), "word-counts").unwrap(), word_counts(&lines));
 }
 
 unsafe extern "C" {
@@ -162,5 +151,5 @@ fn until_end_finishes_with_more_containers_than_tasks() {
     load_lines(dir.path(), "words", 4, &refs).unwrap();
     // 6 containers for 4 tasks: two have nothing to do and must not hold up the others.
     common::run_to_end(WORDCOUNT, "wordcount.properties", dir.path(), &["job.container.count=6"]);
-    assert_eq!(latest_values(dir.path(), "word-counts").unwrap(), truth(&lines));
+    assert_eq!(latest_values(dir.path(), "word-counts").unwrap(), word_counts(&lines));
 }
