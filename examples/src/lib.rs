@@ -17,9 +17,41 @@ pub fn words(line: &str) -> impl Iterator<Item = String> + '_ {
 /// # Errors
 /// If the stream cannot be read.
 pub fn latest_values(data_dir: &Path, stream: &str) -> Result<BTreeMap<String, String>, gregor_log::LogError> {
+    let mut out = BTreeMap::new();
+    for_each_message(data_dir, stream, |_, key, value| {
+        let key = String::from_utf8_lossy(key.unwrap_or_default()).into_owned();
+        match value {
+            Some(v) => out.insert(key, String::from_utf8_lossy(v).into_owned()),
+            None => out.remove(&key),
+        };
+    })?;
+    Ok(out)
+}
+
+/// The values of every partition of a stream, in offset order.
+///
+/// # Errors
+/// If the stream cannot be read.
+pub fn values_by_partition(data_dir: &Path, stream: &str) -> Result<Vec<Vec<String>>, gregor_log::LogError> {
+    let mut out: Vec<Vec<String>> = Vec::new();
+    for_each_message(data_dir, stream, |p, _, value| {
+        if out.len() <= p as usize {
+            out.resize(p as usize + 1, Vec::new());
+        }
+        out[p as usize].push(String::from_utf8_lossy(value.unwrap_or_default()).into_owned());
+    })?;
+    Ok(out)
+}
+
+/// Calls `f(partition, key, value)` for every message of a stream, up to
+/// the end of each partition as of the call.
+fn for_each_message(
+    data_dir: &Path,
+    stream: &str,
+    mut f: impl FnMut(u32, Option<&[u8]>, Option<&[u8]>),
+) -> Result<(), gregor_log::LogError> {
     let log = Log::open(data_dir)?;
     let stream = log.stream(stream)?;
-    let mut out = BTreeMap::new();
     for p in 0..stream.partition_count() {
         let partition = stream.partition(p)?;
         let end = partition.next_offset()?;
@@ -27,15 +59,13 @@ pub fn latest_values(data_dir: &Path, stream: &str) -> Result<BTreeMap<String, S
         while reader.next_offset() < end {
             for m in reader.poll(1 << 20)?.messages() {
                 let m = m?;
-                let key = String::from_utf8_lossy(m.key.as_deref().unwrap_or_default()).into_owned();
-                match m.value {
-                    Some(v) => out.insert(key, String::from_utf8_lossy(&v).into_owned()),
-                    None => out.remove(&key),
-                };
+                if m.offset < end {
+                    f(p, m.key.as_deref(), m.value.as_deref());
+                }
             }
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Appends `lines` to a stream of the log at `data_dir`, spread round-robin

@@ -182,6 +182,8 @@ pub struct TaskContext<'a> {
     stores: &'a dyn StoreProvider,
     serdes: &'a Serdes,
     metrics: &'a MetricsRegistry,
+    container_id: &'a str,
+    model_version: u64,
 }
 
 impl<'a> TaskContext<'a> {
@@ -194,7 +196,27 @@ impl<'a> TaskContext<'a> {
         serdes: &'a Serdes,
         metrics: &'a MetricsRegistry,
     ) -> Self {
-        TaskContext { config, task_name, partitions, stores, serdes, metrics }
+        TaskContext { config, task_name, partitions, stores, serdes, metrics, container_id: "", model_version: 0 }
+    }
+
+    #[doc(hidden)]
+    pub fn with_container(mut self, container_id: &'a str, model_version: u64) -> Self {
+        self.container_id = container_id;
+        self.model_version = model_version;
+        self
+    }
+
+    /// The id of the container running this task (in `zookeeper` mode, the
+    /// processor's id).
+    pub fn container_id(&self) -> &str {
+        self.container_id
+    }
+
+    /// The version of the job model this task was started under. Versions
+    /// only grow, and a task runs on one container per version, so it is a
+    /// fencing token: output tagged with it shows which assignment made it.
+    pub fn job_model_version(&self) -> u64 {
+        self.model_version
     }
 
     /// The job's configuration.

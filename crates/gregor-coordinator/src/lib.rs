@@ -19,5 +19,6 @@
 
 pub mod cgroups;
 mod process;
+pub mod zookeeper;
 
 pub use process::{CONTAINER_ENV, END_BARRIER_ENV, JOB_MODEL_ENV, SupervisorError, SupervisorOptions, supervise};

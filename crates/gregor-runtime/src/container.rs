@@ -43,6 +43,12 @@ pub struct ContainerOptions {
     /// Shared by all containers of the job when `until_end` is set; `None`
     /// means this container is the only one.
     pub end_barrier: Option<Arc<EndBarrier>>,
+    /// The job model version this container runs (given to tasks).
+    pub model_version: u64,
+    /// When set, the container processes, sends and commits only while it
+    /// is valid, and fails with [`RuntimeError::LeaseExpired`] (committing
+    /// nothing more) once it is not.
+    pub lease: Option<Arc<crate::Lease>>,
 }
 
 /// How containers agree that intermediate streams are complete under
@@ -160,6 +166,7 @@ pub struct Container<T: StreamTask> {
     pub(crate) sends: Counter,
     /// `until_end` with intermediate inputs: the barrier and whether this container arrived.
     pub(crate) end_barrier: Option<(Arc<EndBarrier>, bool)>,
+    pub(crate) lease: Option<Arc<crate::Lease>>,
 }
 
 struct Stores<'a>(&'a [TaskStore]);
@@ -234,7 +241,8 @@ impl<T: StreamTask> Container<T> {
             })?;
             {
                 let provider = Stores(&stores);
-                let mut ctx = TaskContext::new(&job.raw, &tm.name, &tm.inputs, &provider, &serdes, &metrics);
+                let mut ctx = TaskContext::new(&job.raw, &tm.name, &tm.inputs, &provider, &serdes, &metrics)
+                    .with_container(&model.id, options.model_version);
                 call_task(&tm.name, "init", || task.init(&mut ctx))?;
             }
             let names_job = names_job.clone();
@@ -356,6 +364,7 @@ impl<T: StreamTask> Container<T> {
             end_barrier: options
                 .until_end
                 .then(|| (options.end_barrier.clone().unwrap_or_else(|| Arc::new(EndBarrier::new(1))), false)),
+            lease: options.lease,
         })
     }
 

@@ -68,6 +68,16 @@ pub enum RuntimeError {
     /// Anything else, described.
     #[error("{0}")]
     Other(String),
+    /// The container's lease ran out (its processor lost contact with the
+    /// coordination service long enough that its tasks may run elsewhere);
+    /// it stopped without committing.
+    #[error(
+        "container {container} stopped without committing: its lease expired (no contact with the coordinator for too long; its tasks may already run elsewhere)"
+    )]
+    LeaseExpired {
+        /// The container.
+        container: String,
+    },
 }
 
 /// The message of a caught panic.

@@ -79,8 +79,20 @@ pub fn job_model_after(
     partitions: &BTreeMap<SystemStream, u32>,
     previous: Option<&JobModel>,
 ) -> JobModel {
+    let ids: Vec<String> = (0..job.container_count.max(1)).map(|i| i.to_string()).collect();
+    job_model_for(job, partitions, &ids, previous)
+}
+
+/// The job model over containers named `ids` (in `zookeeper` mode, the live
+/// processors), sticky and balanced as [`job_model_after`].
+pub fn job_model_for(
+    job: &JobConfig,
+    partitions: &BTreeMap<SystemStream, u32>,
+    ids: &[String],
+    previous: Option<&JobModel>,
+) -> JobModel {
     let tasks = group_tasks(job.grouper, partitions);
-    let containers = assign(&tasks, job.container_count.max(1) as usize, previous);
+    let containers = assign_to(&tasks, ids, previous);
     let task_count = tasks.len() as u32;
     let version = match previous {
         Some(p) if p.containers == containers && p.task_count == task_count => p.version,
@@ -96,17 +108,27 @@ pub fn job_model_after(
 /// and new tasks move, to the containers with room. Deterministic: the same
 /// inputs give the same model on every process.
 pub fn assign(tasks: &[TaskModel], n: usize, previous: Option<&JobModel>) -> Vec<ContainerModel> {
-    let n = n.max(1);
+    let ids: Vec<String> = (0..n.max(1)).map(|i| i.to_string()).collect();
+    assign_to(tasks, &ids, previous)
+}
+
+/// [`assign`] over containers named `ids` (in this order; at least one).
+/// Stickiness follows the names: a task stays with the container of the
+/// same id in `previous`.
+pub fn assign_to(tasks: &[TaskModel], ids: &[String], previous: Option<&JobModel>) -> Vec<ContainerModel> {
+    let fallback = [String::from("0")];
+    let ids = if ids.is_empty() { &fallback[..] } else { ids };
+    let n = ids.len();
     let base = tasks.len() / n;
     let mut extra = tasks.len() % n;
     let mut sorted: Vec<&TaskModel> = tasks.iter().collect();
     sorted.sort_by(|a, b| a.name.cmp(&b.name));
     let mut out: Vec<ContainerModel> =
-        (0..n).map(|i| ContainerModel { id: i.to_string(), tasks: Vec::new() }).collect();
+        ids.iter().map(|id| ContainerModel { id: id.clone(), tasks: Vec::new() }).collect();
     let was: BTreeMap<&str, usize> = previous
         .into_iter()
         .flat_map(|p| p.containers.iter())
-        .filter_map(|c| c.id.parse::<usize>().ok().filter(|&i| i < n).map(|i| (c, i)))
+        .filter_map(|c| ids.iter().position(|id| *id == c.id).map(|i| (c, i)))
         .flat_map(|(c, i)| c.tasks.iter().map(move |t| (t.name.as_str(), i)))
         .collect();
     let mut pool = Vec::new();
@@ -183,6 +205,25 @@ mod tests {
         let job_like = |m: &JobModel| assign(&tasks(12), 3, Some(m)) == m.containers;
         let same = JobModel { version: 7, task_count: 12, containers: three.clone() };
         assert!(job_like(&same));
+    }
+
+    #[test]
+    fn named_containers_keep_their_tasks_when_one_leaves_or_joins() {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let three =
+            JobModel { version: 1, task_count: 8, containers: assign_to(&tasks(8), &names(&["a", "b", "c"]), None) };
+        // "b" dies: only its tasks move.
+        let two = assign_to(&tasks(8), &names(&["a", "c"]), Some(&three));
+        let (before, after) = (location(&three.containers), location(&two));
+        let moved: Vec<_> = before.iter().filter(|(t, c)| after[*t] != **c).map(|(_, c)| c.as_str()).collect();
+        assert!(moved.iter().all(|c| *c == "b"), "only b's tasks move: {moved:?}");
+        let sizes: Vec<usize> = two.iter().map(|c| c.tasks.len()).collect();
+        assert_eq!(sizes, vec![4, 4]);
+        // "d" joins: it takes 2, the others keep the rest.
+        let two = JobModel { version: 2, task_count: 8, containers: two };
+        let three = assign_to(&tasks(8), &names(&["a", "c", "d"]), Some(&two));
+        let moved = location(&two.containers).iter().filter(|(t, c)| location(&three)[*t] != **c).count();
+        assert_eq!(moved, 2);
     }
 
     #[test]

@@ -56,6 +56,7 @@ impl<T: StreamTask> Container<T> {
         }
         self.producers.borrow_mut().now_ms = now_ms();
         self.poll()?;
+        self.check_lease()?;
         for _ in 0..BATCH {
             let Some((input, message)) = self.chooser.next() else { break };
             self.process(input, message)?;
@@ -64,6 +65,7 @@ impl<T: StreamTask> Container<T> {
             }
         }
         self.check_ends()?;
+        self.check_lease()?;
         self.producers.borrow_mut().flush_sent()?;
         let now = Instant::now();
         if let Some(at) = self.next_window
@@ -102,6 +104,14 @@ impl<T: StreamTask> Container<T> {
         }
         self.producers.borrow_mut().stop()?;
         Ok(RunSummary { processed: self.tasks.iter().map(|t| t.processed.get()).sum() })
+    }
+
+    /// Fails (so nothing more is sent or committed) once the lease is gone.
+    fn check_lease(&self) -> Result<(), RuntimeError> {
+        match &self.lease {
+            Some(lease) if !lease.is_valid() => Err(RuntimeError::LeaseExpired { container: self.id.clone() }),
+            _ => Ok(()),
+        }
     }
 
     fn wants(&self, i: usize) -> bool {
@@ -327,11 +337,13 @@ impl<T: StreamTask> Container<T> {
     /// and flush checkpoints, then let changelog compaction catch up to them.
     pub(crate) fn commit(&mut self) -> Result<(), RuntimeError> {
         let started = Instant::now();
+        self.check_lease()?;
         for task in &self.tasks {
             for store in &task.stores {
                 store.store.borrow_mut().flush().map_err(RuntimeError::Store)?;
             }
         }
+        self.check_lease()?;
         let mut producers = self.producers.borrow_mut();
         producers.flush()?;
         let now = producers.now_ms;
@@ -381,6 +393,9 @@ impl<T: StreamTask> Container<T> {
             wrote = true;
         }
         if wrote {
+            drop(producers);
+            self.check_lease()?;
+            producers = self.producers.borrow_mut();
             producers.flush()?;
             for task in &self.tasks {
                 for store in &task.stores {

@@ -65,9 +65,45 @@ pub const KEYS: &[Key] = &[
     ),
     key(
         "job.coordinator",
-        Kind::OneOf(&["local", "process"]),
+        Kind::OneOf(&["local", "process", "zookeeper"]),
         "local",
-        "Execution mode: `local` runs containers as threads of this process; `process` runs each container as a supervised child process, restarted when it fails.",
+        "Execution mode: `local` runs containers as threads of this process; `process` runs each container as a supervised child process, restarted when it fails; `zookeeper` makes every process of the job a processor that agrees with the others through ZooKeeper (docs/execution.md).",
+    ),
+    key(
+        "job.coordinator.zk.connect",
+        Kind::Text,
+        "(required in `zookeeper` mode)",
+        "ZooKeeper connect string, e.g. `zk1:2181,zk2:2181/chroot`.",
+    ),
+    key(
+        "job.coordinator.zk.session.timeout.ms",
+        Kind::Positive,
+        "30000",
+        "`zookeeper` mode: session timeout; a processor unheard of for this long loses its tasks, and it stops processing after half of it without contact.",
+    ),
+    key(
+        "job.coordinator.zk.connection.timeout.ms",
+        Kind::Positive,
+        "60000",
+        "`zookeeper` mode: how long to try to reach ZooKeeper at start before failing.",
+    ),
+    key(
+        "job.debounce.time.ms",
+        Kind::Count,
+        "20000",
+        "`zookeeper` mode: how long the leader waits after a membership change before publishing a new job model (so several processors joining together cause one rebalance).",
+    ),
+    key(
+        "job.coordinator.monitor-partition-change.frequency.ms",
+        Kind::Positive,
+        "60000",
+        "`zookeeper` mode: how often the leader checks the inputs' partition counts (a change publishes a new job model).",
+    ),
+    key(
+        "processor.id",
+        Kind::Text,
+        "<hostname>-<pid>",
+        "`zookeeper` mode: this processor's id (unique among the live processors of the job; names its container in the job model).",
     ),
     key(
         "cluster-manager.container.retry.count",

@@ -86,11 +86,34 @@ impl<T: StreamTask> App<T> {
     ) -> Result<RunSummary, JobError> {
         let job = Arc::new(self.job_config(config)?);
         let serdes = Arc::new(self.serdes.clone());
-        if job.raw.get("job.coordinator") == Some("process") {
-            return self.supervise(&job, until_end, shutdown);
+        match job.raw.get("job.coordinator") {
+            Some("process") => return self.supervise(&job, until_end, shutdown),
+            Some("zookeeper") => return self.run_processor(job, serdes, until_end, shutdown),
+            _ => {}
         }
-        let options = ContainerOptions { until_end, end_barrier: None };
+        let options = ContainerOptions { until_end, ..Default::default() };
         Ok(crate::local::run(job, &self.kinds, serdes, self.factory.clone(), options, shutdown)?)
+    }
+
+    /// The `zookeeper` mode: this process is one processor of the job.
+    fn run_processor(
+        &self,
+        job: Arc<JobConfig>,
+        serdes: Arc<Serdes>,
+        until_end: bool,
+        shutdown: Arc<AtomicBool>,
+    ) -> Result<RunSummary, JobError> {
+        if until_end {
+            return Err(JobError::Usage(
+                "--until-end does not apply with job.coordinator=zookeeper (processors join and leave; stop each with SIGTERM)"
+                    .into(),
+            ));
+        }
+        let options = crate::zk::options(&job)?;
+        let processor = crate::zk::ZkJob { job, kinds: self.kinds.clone(), serdes, factory: self.factory.clone() };
+        gregor_coordinator::zookeeper::run_processor(&options, &processor, shutdown)
+            .map_err(|e| JobError::Runtime(RuntimeError::Other(e.to_string())))?;
+        Ok(RunSummary::default())
     }
 
     /// The `process` mode's coordinator: this same binary, re-executed with
@@ -202,7 +225,12 @@ impl<T: StreamTask> App<T> {
         let job = Arc::new(self.job_config(args.load_config().map_err(JobError::Usage)?)?);
         let ids = model.containers.iter().map(|c| c.id.clone()).collect();
         let barrier = barrier.map(|dir| Arc::new(EndBarrier::in_directory(std::path::Path::new(&dir), ids, id)));
-        let options = ContainerOptions { until_end: args.until_end, end_barrier: barrier };
+        let options = ContainerOptions {
+            until_end: args.until_end,
+            end_barrier: barrier,
+            model_version: model.version,
+            ..Default::default()
+        };
         // The coordinator stops containers with one SIGTERM; a second signal
         // must not cut the final commit short.
         let shutdown = crate::local::shutdown_flag(false);

@@ -42,6 +42,7 @@
 mod app;
 mod args;
 mod local;
+mod zk;
 
 pub use app::{App, JobError, init_logging};
 pub use args::JobArgs;

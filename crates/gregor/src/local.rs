@@ -37,6 +37,15 @@ pub(crate) fn prepare(
     kinds: &SystemKinds,
     previous: Option<&JobModel>,
 ) -> Result<(Arc<Systems>, JobModel), RuntimeError> {
+    let (systems, partitions) = partition_counts(job, kinds)?;
+    Ok((systems, job_model_after(job, &partitions, previous)))
+}
+
+/// The systems and every input's partition count.
+pub(crate) fn partition_counts(
+    job: &JobConfig,
+    kinds: &SystemKinds,
+) -> Result<(Arc<Systems>, BTreeMap<SystemStream, u32>), RuntimeError> {
     let systems = Arc::new(Systems::new(job, kinds)?);
     let mut partitions: BTreeMap<SystemStream, u32> = BTreeMap::new();
     for input in &job.inputs {
@@ -57,7 +66,7 @@ pub(crate) fn prepare(
         };
         partitions.insert(input.stream.clone(), n);
     }
-    Ok((systems, job_model_after(job, &partitions, previous)))
+    Ok((systems, partitions))
 }
 
 /// Runs one container of an already computed model on this thread (the
@@ -91,7 +100,11 @@ pub(crate) fn run<T: StreamTask>(
     shutdown: Arc<AtomicBool>,
 ) -> Result<RunSummary, RuntimeError> {
     let (systems, model) = prepare(&job, kinds, None)?;
-    let options = ContainerOptions { end_barrier: Some(Arc::new(EndBarrier::new(model.containers.len()))), ..options };
+    let options = ContainerOptions {
+        end_barrier: Some(Arc::new(EndBarrier::new(model.containers.len()))),
+        model_version: model.version,
+        ..options
+    };
     tracing::info!(job = %job.name, containers = model.containers.len(), tasks = model.task_count, "starting");
     let handles: Vec<_> = model
         .containers

@@ -1,0 +1,565 @@
+//! The `zookeeper` mode (Samza's standalone mode): every process of the job
+//! is a *processor*; they find each other, elect a leader and agree on the
+//! job model through ZooKeeper.
+//!
+//! Layout under `/gregor/<job.name>-<job.id>` (below any chroot in the
+//! connect string):
+//! - `processors/p-<seq>`: one ephemeral sequential node per live processor,
+//!   holding its `processor.id`. The lowest sequence number is the leader.
+//! - `model`: the current job model (JSON, with its version). Only the
+//!   leader writes it, with a compare-and-set on the node's version.
+//! - `barriers/<version>/<processor.id>`: a processor's acknowledgement that
+//!   it runs nothing of an older model that the new one gives to others.
+//!
+//! The protocol: the leader publishes a new model when membership changes
+//! (after `job.debounce.time.ms` without further change) or partition
+//! counts change. Every processor then stops its container if its tasks
+//! changed (the container commits), acknowledges under the new version, and
+//! starts its new container only once every processor of the new model has
+//! acknowledged. A processor that is not in the new model is dead: its node
+//! is gone because its session expired or it left. Before that can happen
+//! it has stopped processing, because its container only works under a
+//! [`Lease`] the heartbeat extends to *send time + session timeout / 2* on
+//! each answer from ZooKeeper. So no task runs on two processors at once.
+//!
+//! What this must never do: start a container before the barrier of its
+//! model version is complete, or extend the lease on anything but an answer
+//! from ZooKeeper to this session.
+
+use gregor_runtime::{JobModel, Lease, RuntimeError};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use zookeeper_client::{Acls, Client, CreateMode, Error as ZkErr, OneshotWatcher, Stat};
+
+/// Settings of a processor (from `job.coordinator.zk.*`, `job.debounce.time.ms`, `processor.id`).
+#[derive(Debug, Clone)]
+pub struct ZkOptions {
+    /// ZooKeeper connect string.
+    pub connect: String,
+    /// The job's node: `/gregor/<job.name>-<job.id>`.
+    pub job_path: String,
+    /// This processor's id.
+    pub processor_id: String,
+    /// Session timeout asked of ZooKeeper.
+    pub session_timeout: Duration,
+    /// How long to try to reach ZooKeeper before failing.
+    pub connection_timeout: Duration,
+    /// Quiet time after a membership change before the leader publishes.
+    pub debounce: Duration,
+    /// How often the leader recomputes the model from partition counts.
+    pub partition_check: Duration,
+}
+
+/// What the processor runs: the job, seen from the coordinator.
+pub trait ProcessorJob {
+    /// The job model over the containers `ids` (current partition counts;
+    /// sticky with respect to `previous`).
+    ///
+    /// # Errors
+    /// If partition counts cannot be read.
+    fn job_model(&self, ids: &[String], previous: Option<&JobModel>) -> Result<JobModel, RuntimeError>;
+
+    /// Starts container `id` of `model` on a thread; it stops gracefully
+    /// when `stop` is set and without committing when `lease` runs out.
+    ///
+    /// # Errors
+    /// If the thread cannot be started.
+    fn start_container(
+        &self,
+        model: &JobModel,
+        id: &str,
+        lease: Arc<Lease>,
+        stop: Arc<AtomicBool>,
+    ) -> std::io::Result<JoinHandle<Result<(), RuntimeError>>>;
+}
+
+/// Why a processor stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ZkError {
+    /// ZooKeeper could not be reached.
+    #[error(
+        "cannot reach ZooKeeper at '{connect}' within {timeout:?} (job.coordinator.zk.connect, job.coordinator.zk.connection.timeout.ms): {source}"
+    )]
+    Connect {
+        /// The connect string.
+        connect: String,
+        /// How long it tried.
+        timeout: Duration,
+        /// The client's error.
+        source: ZkErr,
+    },
+    /// A ZooKeeper operation failed.
+    #[error("ZooKeeper {op} of {path} failed: {source}")]
+    Op {
+        /// The operation.
+        op: &'static str,
+        /// The node.
+        path: String,
+        /// The error.
+        source: ZkErr,
+    },
+    /// Another live processor uses this processor's id.
+    #[error(
+        "processor.id '{id}' is already used by a live processor of this job (ZooKeeper node {node}); give each processor its own id"
+    )]
+    DuplicateId {
+        /// The id.
+        id: String,
+        /// The other processor's node.
+        node: String,
+    },
+    /// The published model cannot be read.
+    #[error("the job model in ZooKeeper ({path}) is unreadable: {message}")]
+    BadModel {
+        /// The node.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The container or the model computation failed.
+    #[error(transparent)]
+    Job(#[from] RuntimeError),
+    /// A local resource (thread, runtime) could not be had.
+    #[error("{0}")]
+    Local(String),
+}
+
+fn op<'p>(op: &'static str, path: &'p str) -> impl FnOnce(ZkErr) -> ZkError + 'p {
+    move |source| ZkError::Op { op, path: path.to_owned(), source }
+}
+
+/// Runs this process as a processor until `shutdown` is set (then its
+/// container commits and it leaves the group) or its container stops by
+/// itself. A lost session makes it stop its container and join again.
+///
+/// # Errors
+/// ZooKeeper unreachable at start, a duplicate id, or the container's failure.
+pub fn run_processor(opts: &ZkOptions, job: &dyn ProcessorJob, shutdown: Arc<AtomicBool>) -> Result<(), ZkError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| ZkError::Local(format!("cannot start the ZooKeeper client: {e}")))?;
+    runtime.block_on(async {
+        loop {
+            let mut session = Session::join(opts, job).await?;
+            let end = session.run(&shutdown).await;
+            session.leave().await;
+            match end? {
+                End::Done => return Ok(()),
+                End::Lost => {
+                    tracing::warn!(processor = %opts.processor_id, "lost the ZooKeeper session; joining again")
+                }
+            }
+        }
+    })
+}
+
+enum End {
+    Done,
+    Lost,
+}
+
+/// A container this processor runs.
+struct Running {
+    tasks: Vec<String>,
+    version: u64,
+    stop: Arc<AtomicBool>,
+    handle: JoinHandle<Result<(), RuntimeError>>,
+}
+
+struct Session<'a> {
+    opts: &'a ZkOptions,
+    job: &'a dyn ProcessorJob,
+    client: Client,
+    node: String,
+    lease: Arc<Lease>,
+    lost: Arc<AtomicBool>,
+    heartbeat: tokio::task::JoinHandle<()>,
+    /// processor ids by node name (node data never changes).
+    ids: HashMap<String, String>,
+    acted: u64,
+    running: Option<Running>,
+    awaiting: Option<JobModel>,
+    members_seen: Vec<String>,
+    debounce_until: Option<Instant>,
+    next_partition_check: Instant,
+}
+
+const LOCAL_POLL: Duration = Duration::from_millis(25);
+
+impl<'a> Session<'a> {
+    fn path(&self, rest: &str) -> String {
+        format!("{}/{rest}", self.opts.job_path)
+    }
+
+    async fn join(opts: &'a ZkOptions, job: &'a dyn ProcessorJob) -> Result<Session<'a>, ZkError> {
+        let connect_err =
+            |source| ZkError::Connect { connect: opts.connect.clone(), timeout: opts.connection_timeout, source };
+        let connecting = Client::connector().with_session_timeout(opts.session_timeout).connect(&opts.connect);
+        let client = tokio::time::timeout(opts.connection_timeout, connecting)
+            .await
+            .map_err(|_| connect_err(ZkErr::Timeout))?
+            .map_err(connect_err)?;
+        let dirs = CreateMode::Persistent.with_acls(Acls::anyone_all());
+        for dir in ["processors", "barriers"] {
+            let path = format!("{}/{dir}", opts.job_path);
+            client.mkdir(&path, &dirs).await.map_err(op("create", &path))?;
+        }
+        let prefix = format!("{}/processors/p-", opts.job_path);
+        let sent = Instant::now();
+        let (_, seq) = client
+            .create(
+                &prefix,
+                opts.processor_id.as_bytes(),
+                &CreateMode::EphemeralSequential.with_acls(Acls::anyone_all()),
+            )
+            .await
+            .map_err(op("create", &prefix))?;
+        let node = format!("p-{seq}");
+        let lease = Arc::new(Lease::until(sent + opts.session_timeout / 2));
+        let lost = Arc::new(AtomicBool::new(false));
+        let heartbeat = tokio::spawn(heartbeat(
+            client.clone(),
+            format!("{}/processors/{node}", opts.job_path),
+            opts.session_timeout,
+            lease.clone(),
+            lost.clone(),
+        ));
+        let mut session = Session {
+            opts,
+            job,
+            client,
+            node,
+            lease,
+            lost,
+            heartbeat,
+            ids: HashMap::new(),
+            acted: 0,
+            running: None,
+            awaiting: None,
+            members_seen: Vec::new(),
+            debounce_until: None,
+            next_partition_check: Instant::now() + opts.partition_check,
+        };
+        if let Err(e) = session.wait_for_unique_id().await {
+            session.leave().await;
+            return Err(e);
+        }
+        tracing::info!(processor = %opts.processor_id, node = %session.node, session_timeout = ?opts.session_timeout, "joined the job's processors in ZooKeeper");
+        Ok(session)
+    }
+
+    /// Another node with this id and a lower sequence number is this
+    /// processor's previous life (killed, session not yet expired) or a
+    /// misconfiguration: wait for it to go, up to twice the session timeout.
+    async fn wait_for_unique_id(&mut self) -> Result<(), ZkError> {
+        let deadline = Instant::now() + self.opts.session_timeout * 2;
+        loop {
+            let (members, _) = self.members().await?;
+            let twin = members.iter().find(|(node, id)| *id == self.opts.processor_id && *node < self.node);
+            let Some((node, _)) = twin else { return Ok(()) };
+            if Instant::now() >= deadline {
+                return Err(ZkError::DuplicateId { id: self.opts.processor_id.clone(), node: node.clone() });
+            }
+            tracing::info!(node = %node, "waiting for an older session with this processor.id to end");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Live processors as (node, id), in sequence order (leader first),
+    /// with a watch on membership.
+    async fn members(&mut self) -> Result<(Vec<(String, String)>, OneshotWatcher), ZkError> {
+        let dir = self.path("processors");
+        let (mut nodes, _, watch) = self.client.get_and_watch_children(&dir).await.map_err(op("list", &dir))?;
+        nodes.sort();
+        let mut out = Vec::with_capacity(nodes.len());
+        for node in nodes {
+            if !self.ids.contains_key(&node) {
+                let path = format!("{dir}/{node}");
+                match self.client.get_data(&path).await {
+                    Ok((data, _)) => {
+                        self.ids.insert(node.clone(), String::from_utf8_lossy(&data).into_owned());
+                    }
+                    Err(ZkErr::NoNode) => continue, // left meanwhile
+                    Err(e) => return Err(op("read", &path)(e)),
+                }
+            }
+            out.push((node.clone(), self.ids[&node].clone()));
+        }
+        Ok((out, watch))
+    }
+
+    async fn read_model(&self) -> Result<(Option<(JobModel, Stat)>, OneshotWatcher), ZkError> {
+        let path = self.path("model");
+        let (stat, watch) = self.client.check_and_watch_stat(&path).await.map_err(op("watch", &path))?;
+        if stat.is_none() {
+            return Ok((None, watch));
+        }
+        let (data, stat) = match self.client.get_data(&path).await {
+            Ok(x) => x,
+            Err(ZkErr::NoNode) => return Ok((None, watch)),
+            Err(e) => return Err(op("read", &path)(e)),
+        };
+        let model = serde_json::from_slice(&data).map_err(|e| ZkError::BadModel { path, message: e.to_string() })?;
+        Ok((Some((model, stat)), watch))
+    }
+
+    /// Follows the group until shutdown, a lost session or a failure; the
+    /// container is stopped in every case (without committing when the
+    /// session is lost).
+    async fn run(&mut self, shutdown: &AtomicBool) -> Result<End, ZkError> {
+        let end = loop {
+            match self.follow(shutdown).await {
+                Err(ZkError::Op { source: ZkErr::ConnectionLoss | ZkErr::Timeout, op, path }) => {
+                    // The client reconnects by itself; the lease keeps this safe meanwhile.
+                    tracing::warn!("ZooKeeper {op} of {path}: connection lost; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(ZkError::Op { source: ZkErr::SessionExpired | ZkErr::ClientClosed, .. }) => break Ok(End::Lost),
+                other => break other,
+            }
+        };
+        if matches!(end, Ok(End::Lost)) {
+            self.lease.revoke();
+        }
+        if let Err(e) = self.stop_container().await {
+            tracing::error!("{e}");
+        }
+        end
+    }
+
+    async fn follow(&mut self, shutdown: &AtomicBool) -> Result<End, ZkError> {
+        loop {
+            if shutdown.load(Ordering::Relaxed) {
+                self.stop_container().await?;
+                return Ok(End::Done);
+            }
+            if self.lost.load(Ordering::Acquire) {
+                return Ok(End::Lost);
+            }
+            if self.running.as_ref().is_some_and(|r| r.handle.is_finished()) {
+                return match self.stop_container().await {
+                    // The tasks asked to stop, or their inputs ended.
+                    Ok(false) => Ok(End::Done),
+                    // Stopped for want of a lease while the session lives:
+                    // join again so the model is recomputed.
+                    Ok(true) => Ok(End::Lost),
+                    Err(e) => Err(e),
+                };
+            }
+            let (members, members_watch) = self.members().await?;
+            let (model, model_watch) = self.read_model().await?;
+            if members.first().is_some_and(|(node, _)| *node == self.node)
+                && self.lead(&members, model.as_ref()).await?
+            {
+                continue; // read what was just published
+            }
+            if let Some((m, _)) = model
+                && m.version > self.acted
+            {
+                self.adopt(m).await?;
+            }
+            let barrier_watch = match self.awaiting.take() {
+                Some(m) => self.check_barrier(m).await?,
+                None => None,
+            };
+            let wake = [self.debounce_until, self.is_leader(&members).then_some(self.next_partition_check)]
+                .into_iter()
+                .flatten()
+                .min();
+            tokio::select! {
+                _ = members_watch.changed() => {}
+                _ = model_watch.changed() => {}
+                _ = async { match barrier_watch { Some(w) => { w.changed().await; } None => std::future::pending().await } } => {}
+                _ = self.local_event(shutdown, wake) => {}
+            }
+        }
+    }
+
+    fn is_leader(&self, members: &[(String, String)]) -> bool {
+        members.first().is_some_and(|(node, _)| *node == self.node)
+    }
+
+    /// Returns when something local needs the loop: a signal, a lost
+    /// session, a container that ended, or the deadline.
+    async fn local_event(&self, shutdown: &AtomicBool, wake: Option<Instant>) {
+        loop {
+            if shutdown.load(Ordering::Relaxed)
+                || self.lost.load(Ordering::Acquire)
+                || self.running.as_ref().is_some_and(|r| r.handle.is_finished())
+                || wake.is_some_and(|w| Instant::now() >= w)
+            {
+                return;
+            }
+            tokio::time::sleep(LOCAL_POLL).await;
+        }
+    }
+
+    /// The leader's part: publish a new model when membership has been
+    /// stable for the debounce time, or when partition counts changed.
+    /// Returns whether it published.
+    async fn lead(&mut self, members: &[(String, String)], model: Option<&(JobModel, Stat)>) -> Result<bool, ZkError> {
+        let ids: Vec<String> = members.iter().map(|(_, id)| id.clone()).collect();
+        let mut sorted_ids = ids.clone();
+        sorted_ids.sort();
+        let in_model = model.map(|(m, _)| {
+            let mut v: Vec<String> = m.containers.iter().map(|c| c.id.clone()).collect();
+            v.sort();
+            v
+        });
+        let differs = in_model.as_ref() != Some(&sorted_ids);
+        let now = Instant::now();
+        if sorted_ids != self.members_seen {
+            self.members_seen = sorted_ids;
+            self.debounce_until = differs.then_some(now + self.opts.debounce);
+        } else if differs && self.debounce_until.is_none() {
+            self.debounce_until = Some(now + self.opts.debounce);
+        }
+        let debounced = self.debounce_until.is_some_and(|d| now >= d);
+        if !debounced && now < self.next_partition_check {
+            return Ok(false);
+        }
+        self.debounce_until = None;
+        self.next_partition_check = now + self.opts.partition_check;
+        let previous = model.map(|(m, _)| m);
+        let mut new = self.job.job_model(&ids, previous)?;
+        if let Some(p) = previous {
+            if new.version == p.version && !differs {
+                return Ok(false); // partition counts unchanged
+            }
+            new.version = p.version + 1;
+        }
+        let json = serde_json::to_vec(&new).map_err(|e| ZkError::Local(format!("encoding the job model: {e}")))?;
+        let path = self.path("model");
+        let written = match model {
+            None => self
+                .client
+                .create(&path, &json, &CreateMode::Persistent.with_acls(Acls::anyone_all()))
+                .await
+                .map(|_| ()),
+            Some((_, stat)) => self.client.set_data(&path, &json, Some(stat.version)).await.map(|_| ()),
+        };
+        match written {
+            Ok(()) => {}
+            // Someone else wrote it meanwhile: look again.
+            Err(ZkErr::NodeExists | ZkErr::BadVersion) => return Ok(true),
+            Err(e) => return Err(op("write", &path)(e)),
+        }
+        let shares: Vec<String> = new.containers.iter().map(|c| format!("{}={}", c.id, c.tasks.len())).collect();
+        tracing::info!(version = new.version, tasks = new.task_count, processors = %shares.join(" "), "published a new job model");
+        // Barriers two versions back are no longer waited for.
+        if new.version > 2 {
+            let old = self.path(&format!("barriers/{}", new.version - 2));
+            if let Ok(acks) = self.client.list_children(&old).await {
+                for a in acks {
+                    let _ = self.client.delete(&format!("{old}/{a}"), None).await;
+                }
+                let _ = self.client.delete(&old, None).await;
+            }
+        }
+        Ok(true)
+    }
+
+    /// A new model: stop what moves away, then acknowledge.
+    async fn adopt(&mut self, model: JobModel) -> Result<(), ZkError> {
+        let mine = tasks_of(&model, &self.opts.processor_id);
+        if self.running.as_ref().is_some_and(|r| r.tasks != mine) {
+            self.stop_container().await?;
+        }
+        let dir = self.path(&format!("barriers/{}", model.version));
+        let dirs = CreateMode::Persistent.with_acls(Acls::anyone_all());
+        self.client.mkdir(&dir, &dirs).await.map_err(op("create", &dir))?;
+        let ack = format!("{dir}/{}", self.opts.processor_id);
+        match self.client.create(&ack, &[], &dirs).await {
+            Ok(_) | Err(ZkErr::NodeExists) => {}
+            Err(e) => return Err(op("create", &ack)(e)),
+        }
+        tracing::info!(version = model.version, tasks = mine.len(), "acknowledged job model; waiting for the others");
+        self.acted = model.version;
+        self.awaiting = Some(model);
+        Ok(())
+    }
+
+    /// Starts the container once every processor of `model` acknowledged;
+    /// otherwise keeps waiting (returns a watch on the acknowledgements).
+    async fn check_barrier(&mut self, model: JobModel) -> Result<Option<OneshotWatcher>, ZkError> {
+        let dir = self.path(&format!("barriers/{}", model.version));
+        let (acks, _, watch) = match self.client.get_and_watch_children(&dir).await {
+            Ok(x) => x,
+            Err(ZkErr::NoNode) => return Ok(None), // cleaned up: a newer model exists
+            Err(e) => return Err(op("list", &dir)(e)),
+        };
+        if !model.containers.iter().all(|c| acks.contains(&c.id)) {
+            self.awaiting = Some(model);
+            return Ok(Some(watch));
+        }
+        let mine = tasks_of(&model, &self.opts.processor_id);
+        if self.running.is_none() && !mine.is_empty() {
+            let stop = Arc::new(AtomicBool::new(false));
+            let handle = self
+                .job
+                .start_container(&model, &self.opts.processor_id, self.lease.clone(), stop.clone())
+                .map_err(|e| ZkError::Local(format!("cannot start a container thread: {e}")))?;
+            tracing::info!(version = model.version, tasks = mine.len(), "barrier complete; container started");
+            self.running = Some(Running { tasks: mine, version: model.version, stop, handle });
+        }
+        Ok(None)
+    }
+
+    /// Stops the container (it commits unless its lease is gone) and waits
+    /// for it. Returns whether it stopped for want of a lease.
+    async fn stop_container(&mut self) -> Result<bool, ZkError> {
+        let Some(r) = self.running.take() else { return Ok(false) };
+        r.stop.store(true, Ordering::SeqCst);
+        while !r.handle.is_finished() {
+            tokio::time::sleep(LOCAL_POLL).await;
+        }
+        match r.handle.join() {
+            Ok(Ok(())) => {
+                tracing::info!(version = r.version, "container stopped");
+                Ok(false)
+            }
+            Ok(Err(RuntimeError::LeaseExpired { .. })) => {
+                tracing::warn!(version = r.version, "container stopped without committing: lease expired");
+                Ok(true)
+            }
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(ZkError::Local("the container thread panicked".into())),
+        }
+    }
+
+    /// Leaves the group at once (instead of at session expiry), so the
+    /// others rebalance without waiting.
+    async fn leave(&mut self) {
+        self.heartbeat.abort();
+        let path = self.path(&format!("processors/{}", self.node));
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.client.delete(&path, None)).await;
+    }
+}
+
+fn tasks_of(model: &JobModel, id: &str) -> Vec<String> {
+    model.containers.iter().filter(|c| c.id == id).flat_map(|c| c.tasks.iter().map(|t| t.name.clone())).collect()
+}
+
+/// Extends the lease on every answer from ZooKeeper about this processor's
+/// node; flags the session as lost when ZooKeeper says it is gone.
+async fn heartbeat(client: Client, node: String, timeout: Duration, lease: Arc<Lease>, lost: Arc<AtomicBool>) {
+    let every = (timeout / 6).max(Duration::from_millis(50));
+    loop {
+        tokio::time::sleep(every).await;
+        let sent = Instant::now();
+        match client.check_stat(&node).await {
+            Ok(Some(_)) => lease.extend_to(sent + timeout / 2),
+            Ok(None) | Err(ZkErr::SessionExpired | ZkErr::ClientClosed | ZkErr::AuthFailed) => {
+                lease.revoke();
+                lost.store(true, Ordering::Release);
+                return;
+            }
+            // Disconnected: the lease runs out by itself unless an answer comes in time.
+            Err(e) => tracing::warn!("no answer from ZooKeeper: {e}"),
+        }
+    }
+}
