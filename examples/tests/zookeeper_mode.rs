@@ -227,6 +227,25 @@ fn processors_join_die_freeze_and_counts_stay_exact() {
     }
     c.load(20_000);
     c.wait_counted("after p4 joined", Duration::from_secs(60));
+    // What `gregor job status` shows: the published model and who is live.
+    let group = gregor_coordinator::zookeeper::group_state(&gregor_coordinator::zookeeper::ZkOptions {
+        connect: c.zk.connect(),
+        job_path: "/gregor/key-counter-1".into(),
+        processor_id: "status".into(),
+        session_timeout: Duration::from_secs(5),
+        connection_timeout: Duration::from_secs(10),
+        debounce: Duration::ZERO,
+        partition_check: Duration::from_secs(60),
+    })
+    .unwrap();
+    let mut live = group.processors.clone();
+    live.sort();
+    assert_eq!(live, ["p1", "p3", "p4"]);
+    let model = group.model.expect("a published model");
+    assert_eq!(model.version, c.audit().iter().map(|a| a.version).max().unwrap());
+    let mut in_model: Vec<&str> = model.containers.iter().map(|c| c.id.as_str()).collect();
+    in_model.sort();
+    assert_eq!(in_model, ["p1", "p3", "p4"]);
 
     // Freeze p1 past its session timeout: the others take its tasks; once
     // thawed it finds its lease gone and processes nothing under its old

@@ -4,6 +4,7 @@
 use crate::state::{JobArgs, load};
 use anyhow::Result;
 use clap::Subcommand;
+use gregor_coordinator::zookeeper;
 use gregor_runtime::inspect::current_job_model;
 use gregor_runtime::read_checkpoints;
 use std::io::Write;
@@ -16,18 +17,43 @@ pub enum JobCommand {
     Status(JobArgs),
 }
 
+/// In `zookeeper` mode the model is whatever the leader published.
+fn zookeeper_group(job: &gregor_runtime::JobConfig) -> Result<Option<zookeeper::GroupState>> {
+    if job.raw.get("job.coordinator") != Some("zookeeper") {
+        return Ok(None);
+    }
+    let mut options = zookeeper::ZkOptions::from_job(job)?;
+    options.connection_timeout = options.connection_timeout.min(std::time::Duration::from_secs(10));
+    Ok(Some(zookeeper::group_state(&options)?))
+}
+
+fn no_model(job: &gregor_runtime::JobConfig) -> anyhow::Error {
+    anyhow::anyhow!(
+        "no job model published in ZooKeeper for job {}-{} yet (is a processor running with this config?)",
+        job.name,
+        job.id
+    )
+}
+
 pub fn run(command: JobCommand) -> Result<()> {
     let mut out = std::io::stdout().lock();
     match command {
         JobCommand::Model(args) => {
             let (job, systems) = load(&args)?;
-            let model = current_job_model(&job, &systems)?;
+            let model = match zookeeper_group(&job)? {
+                Some(group) => group.model.ok_or_else(|| no_model(&job))?,
+                None => current_job_model(&job, &systems)?,
+            };
             serde_json::to_writer_pretty(&mut out, &model)?;
             writeln!(out)?;
         }
         JobCommand::Status(args) => {
             let (job, systems) = load(&args)?;
-            let model = current_job_model(&job, &systems)?;
+            let group = zookeeper_group(&job)?;
+            let model = match &group {
+                Some(group) => group.model.clone().ok_or_else(|| no_model(&job))?,
+                None => current_job_model(&job, &systems)?,
+            };
             let checkpoints = read_checkpoints(&systems, &job.checkpoint_stream)?;
             let mode = job.raw.get("job.coordinator").unwrap_or("local");
             writeln!(
@@ -39,6 +65,10 @@ pub fn run(command: JobCommand) -> Result<()> {
                 model.task_count,
                 model.containers.len()
             )?;
+            if let Some(group) = &group {
+                let leader = group.processors.first().map_or("none", String::as_str);
+                writeln!(out, "live processors: {} (leader {leader})", group.processors.join(", "))?;
+            }
             writeln!(
                 out,
                 "{:<10} {:<28} {:<36} {:>12} {:>12} {:>10}",

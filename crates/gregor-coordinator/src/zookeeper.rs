@@ -26,7 +26,7 @@
 //! model version is complete, or extend the lease on anything but an answer
 //! from ZooKeeper to this session.
 
-use gregor_runtime::{JobModel, Lease, RuntimeError};
+use gregor_runtime::{JobConfig, JobModel, Lease, RuntimeError};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -51,6 +51,43 @@ pub struct ZkOptions {
     pub debounce: Duration,
     /// How often the leader recomputes the model from partition counts.
     pub partition_check: Duration,
+}
+
+impl ZkOptions {
+    /// The settings of this process's processor, from the job's config.
+    ///
+    /// # Errors
+    /// A missing connect string or a malformed value, naming the key.
+    pub fn from_job(job: &JobConfig) -> Result<ZkOptions, RuntimeError> {
+        let c = &job.raw;
+        let connect = c
+            .require(
+                "job.coordinator.zk.connect",
+                "the ZooKeeper connect string, e.g. localhost:2181, for job.coordinator=zookeeper",
+            )?
+            .to_owned();
+        let processor_id = match c.get("processor.id") {
+            Some(id) if !id.is_empty() && !id.contains('/') => id.to_owned(),
+            Some(id) => {
+                return Err(gregor_api::config::invalid("processor.id", id, "a non-empty id without '/'").into());
+            }
+            None => {
+                let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+                let host = host.trim();
+                format!("{}-{}", if host.is_empty() { "localhost" } else { host }, std::process::id())
+            }
+        };
+        Ok(ZkOptions {
+            connect,
+            job_path: format!("/gregor/{}-{}", job.name, job.id).replace(|c: char| c.is_whitespace(), "_"),
+            processor_id,
+            session_timeout: c.get_millis("job.coordinator.zk.session.timeout.ms", Duration::from_secs(30))?,
+            connection_timeout: c.get_millis("job.coordinator.zk.connection.timeout.ms", Duration::from_secs(60))?,
+            debounce: c.get_millis("job.debounce.time.ms", Duration::from_secs(20))?,
+            partition_check: c
+                .get_millis("job.coordinator.monitor-partition-change.frequency.ms", Duration::from_secs(60))?,
+        })
+    }
 }
 
 /// What the processor runs: the job, seen from the coordinator.
@@ -154,6 +191,58 @@ pub fn run_processor(opts: &ZkOptions, job: &dyn ProcessorJob, shutdown: Arc<Ato
                 }
             }
         }
+    })
+}
+
+/// What ZooKeeper says about a job now: the published model and the live
+/// processors (leader first), for `gregor job status`.
+#[derive(Debug, Clone)]
+pub struct GroupState {
+    /// The current job model, if one was published.
+    pub model: Option<JobModel>,
+    /// Live processors' ids, leader first.
+    pub processors: Vec<String>,
+}
+
+/// Reads the job's group state from ZooKeeper (without joining it).
+///
+/// # Errors
+/// ZooKeeper unreachable, or an unreadable model.
+pub fn group_state(opts: &ZkOptions) -> Result<GroupState, ZkError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| ZkError::Local(format!("cannot start the ZooKeeper client: {e}")))?;
+    runtime.block_on(async {
+        let connect_err =
+            |source| ZkError::Connect { connect: opts.connect.clone(), timeout: opts.connection_timeout, source };
+        let connecting = Client::connector().with_session_timeout(opts.session_timeout).connect(&opts.connect);
+        let client = tokio::time::timeout(opts.connection_timeout, connecting)
+            .await
+            .map_err(|_| connect_err(ZkErr::Timeout))?
+            .map_err(connect_err)?;
+        let dir = format!("{}/processors", opts.job_path);
+        let mut nodes = match client.list_children(&dir).await {
+            Ok(n) => n,
+            Err(ZkErr::NoNode) => Vec::new(),
+            Err(e) => return Err(op("list", &dir)(e)),
+        };
+        nodes.sort();
+        let mut processors = Vec::new();
+        for node in nodes {
+            if let Ok((data, _)) = client.get_data(&format!("{dir}/{node}")).await {
+                processors.push(String::from_utf8_lossy(&data).into_owned());
+            }
+        }
+        let path = format!("{}/model", opts.job_path);
+        let model = match client.get_data(&path).await {
+            Ok((data, _)) => {
+                Some(serde_json::from_slice(&data).map_err(|e| ZkError::BadModel { path, message: e.to_string() })?)
+            }
+            Err(ZkErr::NoNode) => None,
+            Err(e) => return Err(op("read", &path)(e)),
+        };
+        Ok(GroupState { model, processors })
     })
 }
 

@@ -49,6 +49,11 @@ pub struct ContainerOptions {
     /// is valid, and fails with [`RuntimeError::LeaseExpired`] (committing
     /// nothing more) once it is not.
     pub lease: Option<Arc<crate::Lease>>,
+    /// When set, the container re-reads its inputs' partition counts this
+    /// often and fails with [`RuntimeError::PartitionCountChanged`] when one
+    /// changed (the `local` and `process` modes compute the job model once;
+    /// in `zookeeper` mode the leader watches counts instead).
+    pub partition_check: Option<std::time::Duration>,
 }
 
 /// How containers agree that intermediate streams are complete under
@@ -167,6 +172,9 @@ pub struct Container<T: StreamTask> {
     /// `until_end` with intermediate inputs: the barrier and whether this container arrived.
     pub(crate) end_barrier: Option<(Arc<EndBarrier>, bool)>,
     pub(crate) lease: Option<Arc<crate::Lease>>,
+    /// Partition counts of the inputs at start, and when to look again.
+    pub(crate) partition_counts: Vec<(gregor_api::SystemStream, u32)>,
+    pub(crate) partition_check: Option<(std::time::Duration, Instant)>,
 }
 
 struct Stores<'a>(&'a [TaskStore]);
@@ -341,6 +349,14 @@ impl<T: StreamTask> Container<T> {
         let bootstrap: Vec<bool> = inputs.iter().map(|i| i.bootstrap_end.is_some()).collect();
         let now = Instant::now();
         let reporters = job.reporters.iter().map(|r| Reporter::new(r.clone(), now)).collect();
+        let mut partition_counts = Vec::new();
+        if options.partition_check.is_some() {
+            let streams: std::collections::BTreeSet<_> = inputs.iter().map(|i| i.ssp.stream.clone()).collect();
+            for s in streams {
+                let n = systems.admin(&s.system)?.partition_count(&s)?;
+                partition_counts.push((s, n));
+            }
+        }
         Ok(Container {
             input_index: inputs.iter().enumerate().map(|(i, inp)| (inp.ssp.clone(), i)).collect(),
             chooser: Chooser::new(&priorities, &bootstrap),
@@ -365,6 +381,8 @@ impl<T: StreamTask> Container<T> {
                 .until_end
                 .then(|| (options.end_barrier.clone().unwrap_or_else(|| Arc::new(EndBarrier::new(1))), false)),
             lease: options.lease,
+            partition_counts,
+            partition_check: options.partition_check.map(|every| (every, now + every)),
         })
     }
 

@@ -68,6 +68,18 @@ pub enum RuntimeError {
     /// Anything else, described.
     #[error("{0}")]
     Other(String),
+    /// An input's partition count changed under a running container.
+    #[error(
+        "input {stream} now has {now} partitions, {was} when the job model was computed; restart the job so its model covers them (or run it with job.coordinator=zookeeper, which rebalances by itself)"
+    )]
+    PartitionCountChanged {
+        /// The input stream.
+        stream: String,
+        /// Count the model was computed from.
+        was: u32,
+        /// Count now.
+        now: u32,
+    },
     /// The container's lease ran out (its processor lost contact with the
     /// coordination service long enough that its tasks may run elsewhere);
     /// it stopped without committing.

@@ -78,6 +78,7 @@ impl<T: StreamTask> Container<T> {
             self.commit()?;
         }
         self.report(now)?;
+        self.check_partitions(now)?;
         Ok(self.stop_requested || self.tasks.iter().all(|t| t.stopped || t.end_of_stream_called))
     }
 
@@ -104,6 +105,23 @@ impl<T: StreamTask> Container<T> {
         }
         self.producers.borrow_mut().stop()?;
         Ok(RunSummary { processed: self.tasks.iter().map(|t| t.processed.get()).sum() })
+    }
+
+    /// Fails when an input's partition count is not what the job model was
+    /// computed from (its new partitions would go unprocessed).
+    pub(crate) fn check_partitions(&mut self, now: Instant) -> Result<(), RuntimeError> {
+        let Some((every, next)) = self.partition_check else { return Ok(()) };
+        if now < next {
+            return Ok(());
+        }
+        self.partition_check = Some((every, now + every));
+        for (stream, was) in &self.partition_counts {
+            let count = self.systems.admin(&stream.system)?.partition_count(stream)?;
+            if count != *was {
+                return Err(RuntimeError::PartitionCountChanged { stream: stream.to_string(), was: *was, now: count });
+            }
+        }
+        Ok(())
     }
 
     /// Fails (so nothing more is sent or committed) once the lease is gone.

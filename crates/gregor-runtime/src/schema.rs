@@ -97,7 +97,7 @@ pub const KEYS: &[Key] = &[
         "job.coordinator.monitor-partition-change.frequency.ms",
         Kind::Positive,
         "60000",
-        "`zookeeper` mode: how often the leader checks the inputs' partition counts (a change publishes a new job model).",
+        "How often the inputs' partition counts are checked: in `zookeeper` mode the leader publishes a new job model on a change; in `local` and `process` modes the job fails with a message naming the stream (restart it to cover the new partitions).",
     ),
     key(
         "processor.id",
@@ -163,9 +163,9 @@ pub const KEYS: &[Key] = &[
     ),
     key(
         "systems.*.factory",
-        Kind::OneOf(&["log"]),
+        Kind::Text,
         "(required per system)",
-        "Implementation of the system: `log` is the embedded log.",
+        "Implementation of the system: `log` is the embedded log; a job can add kinds (`App::system_kind`). An unknown kind is an error listing the known ones.",
     ),
     key("systems.*.path", Kind::Text, "$GREGOR_DATA_DIR or ./gregor-data", "Data directory of a `log` system."),
     key("systems.*.samza.key.serde", Kind::Text, "bytes", "Default key serde of the system's streams."),

@@ -91,7 +91,8 @@ impl<T: StreamTask> App<T> {
             Some("zookeeper") => return self.run_processor(job, serdes, until_end, shutdown),
             _ => {}
         }
-        let options = ContainerOptions { until_end, ..Default::default() };
+        let options =
+            ContainerOptions { until_end, partition_check: Some(partition_check(&job)?), ..Default::default() };
         Ok(crate::local::run(job, &self.kinds, serdes, self.factory.clone(), options, shutdown)?)
     }
 
@@ -109,7 +110,7 @@ impl<T: StreamTask> App<T> {
                     .into(),
             ));
         }
-        let options = crate::zk::options(&job)?;
+        let options = gregor_coordinator::zookeeper::ZkOptions::from_job(&job)?;
         let processor = crate::zk::ZkJob { job, kinds: self.kinds.clone(), serdes, factory: self.factory.clone() };
         gregor_coordinator::zookeeper::run_processor(&options, &processor, shutdown)
             .map_err(|e| JobError::Runtime(RuntimeError::Other(e.to_string())))?;
@@ -229,6 +230,7 @@ impl<T: StreamTask> App<T> {
             until_end: args.until_end,
             end_barrier: barrier,
             model_version: model.version,
+            partition_check: Some(partition_check(&job)?),
             ..Default::default()
         };
         // The coordinator stops containers with one SIGTERM; a second signal
@@ -260,6 +262,12 @@ impl<T: StreamTask> App<T> {
             }
         }
     }
+}
+
+/// How often `local` and `process` containers re-read partition counts.
+fn partition_check(job: &JobConfig) -> Result<std::time::Duration, JobError> {
+    let key = "job.coordinator.monitor-partition-change.frequency.ms";
+    job.raw.get_millis(key, std::time::Duration::from_secs(60)).map_err(|e| JobError::Runtime(e.into()))
 }
 
 /// Logs to stderr, filtered by `RUST_LOG` (else by `default`, e.g. `info`).

@@ -3,12 +3,11 @@
 //! `gregor_coordinator::zookeeper`.
 
 use gregor_api::{Serdes, StreamTask};
-use gregor_coordinator::zookeeper::{ProcessorJob, ZkOptions};
+use gregor_coordinator::zookeeper::ProcessorJob;
 use gregor_runtime::{ContainerOptions, JobConfig, JobModel, Lease, RuntimeError, SystemKinds, job_model_for};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 pub(crate) struct ZkJob<T: StreamTask> {
     pub(crate) job: Arc<JobConfig>,
@@ -41,36 +40,4 @@ impl<T: StreamTask> ProcessorJob for ZkJob<T> {
             .unwrap_or_else(|_| Err(RuntimeError::Other(format!("container {id} panicked"))))
         })
     }
-}
-
-/// The processor's settings from the job's config.
-pub(crate) fn options(job: &JobConfig) -> Result<ZkOptions, RuntimeError> {
-    let c = &job.raw;
-    let connect = c
-        .require(
-            "job.coordinator.zk.connect",
-            "the ZooKeeper connect string, e.g. localhost:2181, for job.coordinator=zookeeper",
-        )?
-        .to_owned();
-    let processor_id = match c.get("processor.id") {
-        Some(id) if !id.is_empty() && !id.contains('/') => id.to_owned(),
-        Some(id) => {
-            return Err(gregor_api::config::invalid("processor.id", id, "a non-empty id without '/'").into());
-        }
-        None => {
-            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-            let host = host.trim();
-            format!("{}-{}", if host.is_empty() { "localhost" } else { host }, std::process::id())
-        }
-    };
-    Ok(ZkOptions {
-        connect,
-        job_path: format!("/gregor/{}-{}", job.name, job.id).replace(|c: char| c.is_whitespace(), "_"),
-        processor_id,
-        session_timeout: c.get_millis("job.coordinator.zk.session.timeout.ms", Duration::from_secs(30))?,
-        connection_timeout: c.get_millis("job.coordinator.zk.connection.timeout.ms", Duration::from_secs(60))?,
-        debounce: c.get_millis("job.debounce.time.ms", Duration::from_secs(20))?,
-        partition_check: c
-            .get_millis("job.coordinator.monitor-partition-change.frequency.ms", Duration::from_secs(60))?,
-    })
 }

@@ -8,7 +8,9 @@ use gregor::{
     App, IncomingEnvelope, MessageCollector, OutgoingEnvelope, StreamTask, SystemStream, TaskContext, TaskCoordinator,
     TaskError,
 };
+use gregor_api::system::{PartitionOffsets, StreamKind, SystemAdmin, SystemError, SystemFactory};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Sends each message twice: to `out-same` in the input's partition, and
 /// keyed (by the input key) to `out-keyed`.
@@ -138,4 +140,74 @@ fn a_bounded_input_ends_the_job_without_until_end() {
         .run_config(common::config(dir.path(), text), false, common::no_signal())
         .unwrap();
     assert_eq!(summary.processed, 3);
+}
+
+/// Partitions the `growing` system adds to every count it reports.
+static GROWN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// The embedded log, whose streams never change partition count, seen
+/// through an admin that reports `GROWN` more partitions (as a Kafka topic
+/// that gained some would).
+struct Growing(Arc<dyn SystemAdmin>);
+
+impl SystemAdmin for Growing {
+    fn partition_count(&self, stream: &SystemStream) -> Result<u32, SystemError> {
+        Ok(self.0.partition_count(stream)? + GROWN.load(std::sync::atomic::Ordering::SeqCst))
+    }
+    fn offsets(&self, ssp: &gregor::SystemStreamPartition) -> Result<PartitionOffsets, SystemError> {
+        self.0.offsets(ssp)
+    }
+    fn ensure_stream(&self, stream: &SystemStream, partitions: u32, kind: StreamKind) -> Result<(), SystemError> {
+        self.0.ensure_stream(stream, partitions, kind)
+    }
+    fn set_compaction_limit(&self, ssp: &gregor::SystemStreamPartition, offset: u64) -> Result<(), SystemError> {
+        self.0.set_compaction_limit(ssp, offset)
+    }
+}
+
+struct GrowingFactory(Arc<dyn SystemFactory>);
+
+impl SystemFactory for GrowingFactory {
+    fn admin(&self) -> Result<Arc<dyn SystemAdmin>, SystemError> {
+        Ok(Arc::new(Growing(self.0.admin()?)))
+    }
+    fn consumer(&self) -> Result<Box<dyn gregor_api::system::SystemConsumer>, SystemError> {
+        self.0.consumer()
+    }
+    fn producer(&self) -> Result<Box<dyn gregor_api::system::SystemProducer>, SystemError> {
+        self.0.producer()
+    }
+}
+
+fn growing(config: &gregor::Config, name: &str) -> Result<Arc<dyn SystemFactory>, gregor_api::ConfigError> {
+    let log: Arc<dyn SystemFactory> = Arc::new(gregor_log::system::LogSystemFactory::from_config(config, name)?);
+    Ok(Arc::new(GrowingFactory(log)))
+}
+
+#[test]
+fn an_input_that_gains_partitions_stops_the_job_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    common::produce(dir.path(), "in", 2, &[(0, Some("a"), "1"), (1, Some("b"), "2")]);
+    common::produce(dir.path(), "out-same", 2, &[]);
+    common::produce(dir.path(), "out-keyed", 2, &[]);
+    let mut config = common::config(
+        dir.path(),
+        "job.name=copy\ntask.inputs=log.in\njob.coordinator.monitor-partition-change.frequency.ms=20\n\
+         systems.log.samza.key.serde=string\nsystems.log.samza.msg.serde=string\n",
+    );
+    config.set("systems.log.factory", "growing");
+    let job = std::thread::spawn(move || {
+        App::new("copy", Copy::default).system_kind("growing", growing).run_config(config, false, common::no_signal())
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while common::read(dir.path(), "out-same").len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "the job never processed its input");
+        if job.is_finished() {
+            panic!("the job stopped early: {:?}", job.join().unwrap().err());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    GROWN.store(3, std::sync::atomic::Ordering::SeqCst);
+    let err = job.join().unwrap().unwrap_err().to_string();
+    assert!(err.contains("input log.in now has 5 partitions, 2 when the job model was computed"), "{err}");
 }
