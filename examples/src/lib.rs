@@ -1,6 +1,7 @@
 //! Helpers shared by gregor's example jobs, their tests and benchmarks.
 
 pub mod bench;
+pub mod zookeeper_server;
 
 use gregor_log::{Log, PartitionReader};
 use std::collections::BTreeMap;

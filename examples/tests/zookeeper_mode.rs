@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::zookeeper::ZkServer;
+use gregor_examples::zookeeper_server::ZkServer;
 use gregor_examples::{latest_values, values_by_partition};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

@@ -1,8 +1,6 @@
 //! Running the example binaries as a user would.
 #![allow(dead_code)]
 
-pub mod zookeeper;
-
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 

@@ -1,6 +1,7 @@
 //! A real ZooKeeper server (Debian's `zookeeper` package, installed by
-//! `scripts/test-deps`) on a free loopback port, for one test; killed and
-//! removed when dropped.
+//! `scripts/test-deps`) on a free loopback port, for one test or benchmark;
+//! killed and removed when dropped. Panics (with the fix) when ZooKeeper is
+//! not installed: it is for tests, not for jobs.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -10,9 +11,12 @@ use std::time::{Duration, Instant};
 
 const JAR: &str = "/usr/share/java/zookeeper.jar";
 
+/// A running server.
 pub struct ZkServer {
     child: Child,
+    /// Its client port on 127.0.0.1.
     pub port: u16,
+    /// Its output.
     pub log: PathBuf,
     _dir: tempfile::TempDir,
 }
