@@ -1,6 +1,8 @@
 //! Helpers shared by gregor's example jobs, their tests and benchmarks.
 
 pub mod bench;
+pub mod kafka;
+pub mod kafka_broker;
 pub mod zookeeper_server;
 
 use gregor_log::{Log, PartitionReader};

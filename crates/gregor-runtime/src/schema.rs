@@ -165,9 +165,33 @@ pub const KEYS: &[Key] = &[
         "systems.*.factory",
         Kind::Text,
         "(required per system)",
-        "Implementation of the system: `log` is the embedded log; a job can add kinds (`App::system_kind`). An unknown kind is an error listing the known ones.",
+        "Implementation of the system: `log` is the embedded log, `kafka` Apache Kafka (docs/kafka.md); a job can add kinds (`App::system_kind`). An unknown kind is an error listing the known ones.",
     ),
     key("systems.*.path", Kind::Text, "$GREGOR_DATA_DIR or ./gregor-data", "Data directory of a `log` system."),
+    key(
+        "systems.*.bootstrap.servers",
+        Kind::Text,
+        "(required for `kafka`)",
+        "`kafka` systems: host:port of one or more brokers, comma-separated.",
+    ),
+    key(
+        "systems.*.consumer.**",
+        Kind::Text,
+        "(librdkafka defaults)",
+        "`kafka` systems: passed to librdkafka's consumer (and the admin) unchanged, e.g. `systems.kafka.consumer.security.protocol=SASL_SSL`; never logged.",
+    ),
+    key(
+        "systems.*.producer.**",
+        Kind::Text,
+        "acks=all, enable.idempotence=true, compression.type=lz4, linger.ms=5",
+        "`kafka` systems: passed to librdkafka's producer unchanged (overriding gregor's defaults); never logged.",
+    ),
+    key(
+        "systems.*.replication.factor",
+        Kind::Positive,
+        "1",
+        "`kafka` systems: replication factor of the topics gregor creates (changelogs, checkpoints, outputs); use 3 on a production cluster.",
+    ),
     key("systems.*.samza.key.serde", Kind::Text, "bytes", "Default key serde of the system's streams."),
     key("systems.*.samza.msg.serde", Kind::Text, "bytes", "Default message serde of the system's streams."),
     key(
@@ -431,7 +455,7 @@ mod docs_tests {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/config.md");
         let docs = std::fs::read_to_string(path).unwrap();
         for key in super::KEYS {
-            let shown = format!("`{}`", key.pattern.replace('*', "<name>"));
+            let shown = format!("`{}`", key.pattern.replace("**", "<key>").replace('*', "<name>"));
             assert!(docs.contains(&shown), "docs/config.md lacks {shown}");
         }
     }

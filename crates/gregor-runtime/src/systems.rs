@@ -28,6 +28,9 @@ impl Default for SystemKinds {
         kinds.insert("log".into(), |config, name| {
             Ok(Arc::new(gregor_log::system::LogSystemFactory::from_config(config, name)?))
         });
+        kinds.insert("kafka".into(), |config, name| {
+            Ok(Arc::new(gregor_kafka::KafkaSystemFactory::from_config(config, name)?))
+        });
         SystemKinds { kinds }
     }
 }

@@ -1,0 +1,195 @@
+//! Partition counts, offsets (low and high watermarks) and topic creation.
+//!
+//! Never creates a topic with a partition count other than asked, and never
+//! accepts an existing changelog whose partition count differs from the
+//! task count (its partitions would belong to the wrong tasks).
+
+use crate::{KafkaSettings, REQUEST_TIMEOUT, Reports};
+use gregor_api::system::{PartitionOffsets, StreamKind, SystemAdmin, SystemError};
+use gregor_api::{SystemStream, SystemStreamPartition};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The admin of one Kafka system.
+pub struct KafkaAdmin {
+    settings: Arc<KafkaSettings>,
+    metadata: BaseConsumer<Reports>,
+    admin: AdminClient<Reports>,
+}
+
+impl KafkaAdmin {
+    pub(crate) fn new(settings: Arc<KafkaSettings>) -> Result<KafkaAdmin, SystemError> {
+        let config = settings.consumer_config();
+        let metadata =
+            config.create_with_context(Reports::default()).map_err(|e| settings.error("creating a client", e))?;
+        let admin = config
+            .create_with_context(Reports::default())
+            .map_err(|e| settings.error("creating an admin client", e))?;
+        Ok(KafkaAdmin { settings, metadata, admin })
+    }
+
+    /// Every topic name in the cluster (internal ones excluded).
+    ///
+    /// # Errors
+    /// The cluster cannot be reached within the request timeout.
+    pub fn topics(&self) -> Result<Vec<(String, u32)>, SystemError> {
+        let md = self.metadata.fetch_metadata(None, REQUEST_TIMEOUT).map_err(|e| self.unreachable(e))?;
+        let mut out: Vec<(String, u32)> = md
+            .topics()
+            .iter()
+            .filter(|t| !t.name().starts_with("__consumer_offsets") && t.error().is_none())
+            .map(|t| (t.name().to_owned(), t.partitions().len() as u32))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    fn unreachable(&self, e: KafkaError) -> SystemError {
+        self.settings.error(
+            &format!("no answer from the brokers within {}s", REQUEST_TIMEOUT.as_secs()),
+            format!("{e} (is bootstrap.servers right and a broker up?)"),
+        )
+    }
+
+    /// Partition count, or `None` when the topic does not exist.
+    fn count(&self, topic: &str) -> Result<Option<u32>, SystemError> {
+        let md = self.metadata.fetch_metadata(Some(topic), REQUEST_TIMEOUT).map_err(|e| self.unreachable(e))?;
+        let Some(t) = md.topics().iter().find(|t| t.name() == topic) else { return Ok(None) };
+        match t.error() {
+            None if !t.partitions().is_empty() => Ok(Some(t.partitions().len() as u32)),
+            None => Ok(None),
+            Some(e) if RDKafkaErrorCode::from(e) == RDKafkaErrorCode::UnknownTopicOrPartition => Ok(None),
+            Some(e) => {
+                Err(self.settings.error(&format!("reading metadata of topic {topic}"), RDKafkaErrorCode::from(e)))
+            }
+        }
+    }
+
+    fn not_found(&self, stream: &SystemStream) -> SystemError {
+        let similar: Vec<String> = self
+            .topics()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(t, _)| t)
+            .filter(|t| similar(t, &stream.stream))
+            .take(5)
+            .collect();
+        let hint = if similar.is_empty() {
+            format!(
+                " in Kafka at {} (create it, e.g. `gregor stream create {} --system {} ...`)",
+                self.settings.bootstrap, stream.stream, stream.system
+            )
+        } else {
+            format!(" in Kafka at {} (similar topics: {})", self.settings.bootstrap, similar.join(", "))
+        };
+        SystemError::StreamNotFound { stream: stream.clone(), hint }
+    }
+}
+
+/// Whether two topic names look alike (case, separators, a typo or two).
+fn similar(a: &str, b: &str) -> bool {
+    let norm = |s: &str| s.to_lowercase().replace(['_', '.', '-'], "");
+    let (a, b) = (norm(a), norm(b));
+    if a.contains(&b) || b.contains(&a) {
+        return true;
+    }
+    // Levenshtein distance, bounded.
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()] <= 2
+}
+
+impl SystemAdmin for KafkaAdmin {
+    fn partition_count(&self, stream: &SystemStream) -> Result<u32, SystemError> {
+        self.count(&stream.stream)?.ok_or_else(|| self.not_found(stream))
+    }
+
+    fn offsets(&self, ssp: &SystemStreamPartition) -> Result<PartitionOffsets, SystemError> {
+        let (low, high) = self
+            .metadata
+            .fetch_watermarks(&ssp.stream.stream, ssp.partition as i32, REQUEST_TIMEOUT)
+            .map_err(|e| match e {
+                KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownTopicOrPartition)
+                | KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownPartition) => self.not_found(&ssp.stream),
+                e => self.settings.error(&format!("reading the offsets of {ssp}"), e),
+            })?;
+        Ok(PartitionOffsets { oldest: low.max(0) as u64, next: high.max(0) as u64 })
+    }
+
+    fn ensure_stream(&self, stream: &SystemStream, partitions: u32, kind: StreamKind) -> Result<(), SystemError> {
+        let topic = &*stream.stream;
+        if let Some(n) = self.count(topic)? {
+            if kind == StreamKind::Changelog && n != partitions {
+                return Err(self.settings.error(
+                    &format!("changelog topic {topic}"),
+                    format!("has {n} partitions but the job has {partitions} tasks (one partition per task is needed; recreate the topic or fix the job)"),
+                ));
+            }
+            return Ok(());
+        }
+        let mut new = NewTopic::new(topic, partitions as i32, TopicReplication::Fixed(self.settings.replication));
+        if kind != StreamKind::Regular {
+            new = new.set("cleanup.policy", "compact");
+        }
+        let options =
+            AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT)).request_timeout(Some(REQUEST_TIMEOUT));
+        let results = futures_executor::block_on(self.admin.create_topics([&new], &options))
+            .map_err(|e| self.settings.error(&format!("creating topic {topic}"), e))?;
+        for r in results {
+            match r {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((name, code)) => return Err(self.settings.error(&format!("creating topic {name}"), code)),
+            }
+        }
+        tracing::info!(system = %self.settings.name, topic, partitions, compacted = kind != StreamKind::Regular, "created Kafka topic");
+        // Metadata lags creation on some brokers: wait until it shows.
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
+        loop {
+            match self.count(topic)? {
+                Some(n) if n == partitions => return Ok(()),
+                Some(n) => {
+                    return Err(self.settings.error(
+                        &format!("topic {topic}"),
+                        format!("was created with {n} partitions, not {partitions}"),
+                    ));
+                }
+                None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+                None => {
+                    return Err(self
+                        .settings
+                        .error(&format!("topic {topic}"), "was created but does not show in metadata"));
+                }
+            }
+        }
+    }
+
+    /// Kafka compacts on its own schedule and cannot be told to keep a
+    /// changelog's tail; restore does not depend on compaction (see
+    /// docs/kafka.md).
+    fn set_compaction_limit(&self, _: &SystemStreamPartition, _: u64) -> Result<(), SystemError> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn similar_names() {
+        assert!(super::similar("page-views", "pageviews"));
+        assert!(super::similar("page_views", "page-viewz"));
+        assert!(super::similar("words", "Words"));
+        assert!(!super::similar("words", "clicks"));
+    }
+}

@@ -1,0 +1,163 @@
+//! Reads assigned partitions: explicit assignment at the checkpointed
+//! offsets, batched polls, pause/resume for back-pressure.
+//!
+//! Never skips a message silently: a checkpointed offset that retention
+//! deleted restarts from `samza.offset.default` with a warning naming the
+//! partition and both offsets; broker outages are waited out (librdkafka
+//! reconnects with backoff) with a warning.
+
+use crate::{KafkaAdmin, KafkaSettings, Reports};
+use bytes::Bytes;
+use gregor_api::SystemStreamPartition;
+use gregor_api::system::{RawMessage, StartOffset, SystemAdmin, SystemConsumer, SystemError};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Messages taken from librdkafka per `poll` call at most.
+const MAX_BATCH: usize = 20_000;
+
+pub(crate) struct KafkaConsumer {
+    settings: Arc<KafkaSettings>,
+    admin: Arc<KafkaAdmin>,
+    consumer: BaseConsumer<Reports>,
+    registered: Vec<(SystemStreamPartition, StartOffset)>,
+    /// topic -> partition -> index into `parts` (looked up by `&str`: no
+    /// allocation per message).
+    index: HashMap<String, HashMap<i32, usize>>,
+    parts: Vec<Part>,
+}
+
+struct Part {
+    ssp: SystemStreamPartition,
+    next: u64,
+    paused: bool,
+}
+
+impl KafkaConsumer {
+    pub(crate) fn new(settings: Arc<KafkaSettings>, admin: Arc<KafkaAdmin>) -> Result<Self, SystemError> {
+        let consumer = settings
+            .consumer_config()
+            .create_with_context(Reports::default())
+            .map_err(|e| settings.error("creating a consumer", e))?;
+        Ok(KafkaConsumer {
+            settings,
+            admin,
+            consumer,
+            registered: Vec::new(),
+            index: HashMap::new(),
+            parts: Vec::new(),
+        })
+    }
+
+    fn set_paused(&mut self, i: usize, paused: bool) -> Result<(), SystemError> {
+        let part = &mut self.parts[i];
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&part.ssp.stream.stream, part.ssp.partition as i32);
+        let r = if paused { self.consumer.pause(&tpl) } else { self.consumer.resume(&tpl) };
+        r.map_err(|e| self.settings.error(&format!("pausing/resuming {}", part.ssp), e))?;
+        part.paused = paused;
+        Ok(())
+    }
+}
+
+impl SystemConsumer for KafkaConsumer {
+    fn register(&mut self, ssp: &SystemStreamPartition, start: StartOffset) -> Result<(), SystemError> {
+        self.registered.push((ssp.clone(), start));
+        Ok(())
+    }
+
+    fn start(&mut self) -> Result<(), SystemError> {
+        let mut tpl = TopicPartitionList::new();
+        for (ssp, start) in std::mem::take(&mut self.registered) {
+            let range = self.admin.offsets(&ssp)?;
+            let default = if self.settings.start_oldest { range.oldest } else { range.next };
+            let from = match start {
+                StartOffset::At(o) if o >= range.oldest && o <= range.next => o,
+                StartOffset::At(o) => {
+                    tracing::warn!(
+                        partition = %ssp,
+                        checkpointed = o,
+                        oldest = range.oldest,
+                        next = range.next,
+                        starting_at = default,
+                        "checkpointed offset {o} of {ssp} is no longer in Kafka (retained: {}..{}); starting at {default} (samza.offset.default)",
+                        range.oldest,
+                        range.next
+                    );
+                    default
+                }
+                StartOffset::Oldest => range.oldest,
+                StartOffset::Upcoming => range.next,
+            };
+            tpl.add_partition_offset(&ssp.stream.stream, ssp.partition as i32, Offset::Offset(from as i64))
+                .map_err(|e| self.settings.error(&format!("assigning {ssp}"), e))?;
+            self.index.entry(ssp.stream.stream.to_string()).or_default().insert(ssp.partition as i32, self.parts.len());
+            self.parts.push(Part { ssp, next: from, paused: false });
+        }
+        self.consumer.assign(&tpl).map_err(|e| self.settings.error("assigning partitions", e))
+    }
+
+    fn poll(
+        &mut self,
+        wants: &dyn Fn(&SystemStreamPartition) -> bool,
+        deliver: &mut dyn FnMut(&SystemStreamPartition, RawMessage),
+        timeout: Duration,
+    ) -> Result<usize, SystemError> {
+        for i in 0..self.parts.len() {
+            let want = wants(&self.parts[i].ssp);
+            if want == self.parts[i].paused {
+                self.set_paused(i, !want)?;
+            }
+        }
+        let mut delivered = 0;
+        let mut wait = timeout;
+        while delivered < MAX_BATCH {
+            let Some(result) = self.consumer.poll(wait) else { break };
+            wait = Duration::ZERO;
+            let m = match result {
+                Ok(m) => m,
+                Err(e @ KafkaError::MessageConsumption(_)) | Err(e @ KafkaError::Global(_)) => {
+                    let fatal = e.rdkafka_error_code().is_some_and(|c| {
+                        matches!(
+                            c,
+                            rdkafka::types::RDKafkaErrorCode::Fatal
+                                | rdkafka::types::RDKafkaErrorCode::TopicAuthorizationFailed
+                        )
+                    });
+                    if fatal {
+                        return Err(self.settings.error("consuming", e));
+                    }
+                    self.consumer.context().warn(format_args!("consuming: {e}"));
+                    continue;
+                }
+                Err(e) => return Err(self.settings.error("consuming", e)),
+            };
+            let Some(&i) = self.index.get(m.topic()).and_then(|p| p.get(&m.partition())) else { continue };
+            let part = &mut self.parts[i];
+            let offset = m.offset().max(0) as u64;
+            part.next = offset + 1;
+            let raw = RawMessage {
+                offset,
+                timestamp: m.timestamp().to_millis().unwrap_or(0),
+                key: m.key().map(Bytes::copy_from_slice),
+                value: m.payload().map(Bytes::copy_from_slice),
+            };
+            deliver(&part.ssp, raw);
+            delivered += 1;
+        }
+        Ok(delivered)
+    }
+
+    fn position(&self, ssp: &SystemStreamPartition) -> Option<u64> {
+        self.parts.iter().find(|p| p.ssp == *ssp).map(|p| p.next)
+    }
+
+    fn stop(&mut self) {
+        let _ = self.consumer.unassign();
+    }
+}

@@ -1,0 +1,127 @@
+//! Sends to explicit partitions (gregor picks them: murmur2 of the key, as
+//! Kafka's Java client), batched and compressed by librdkafka; `flush` waits
+//! for every acknowledgement.
+//!
+//! Never reports an offset the broker has not acknowledged, and never lets a
+//! failed delivery pass: the first failure since the last flush fails the
+//! next `flush` with its topic, partition and error.
+
+use crate::{KafkaSettings, Reports};
+use gregor_api::SystemStreamPartition;
+use gregor_api::system::{SystemError, SystemProducer};
+use rdkafka::ClientContext;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::util::Timeout;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+#[derive(Default)]
+struct Deliveries {
+    /// topic -> partition -> one past the highest acknowledged offset
+    /// (looked up by `&str`: no allocation per acknowledgement).
+    next: HashMap<String, HashMap<i32, u64>>,
+    /// The first failed delivery since the last flush.
+    failed: Option<String>,
+}
+
+struct Acks(Mutex<Deliveries>, Reports);
+
+impl ClientContext for Acks {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        self.1.log(level, fac, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.1.error(error, reason);
+    }
+}
+
+impl ProducerContext for Acks {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        let mut d = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        match result {
+            Ok(m) => {
+                let next = m.offset().max(0) as u64 + 1;
+                let partitions = match d.next.get_mut(m.topic()) {
+                    Some(p) => p,
+                    None => d.next.entry(m.topic().to_owned()).or_default(),
+                };
+                let n = partitions.entry(m.partition()).or_insert(0);
+                *n = (*n).max(next);
+            }
+            Err((e, m)) => {
+                if d.failed.is_none() {
+                    d.failed = Some(format!("delivery to {}[{}] failed: {e}", m.topic(), m.partition()));
+                }
+            }
+        }
+    }
+}
+
+pub(crate) struct KafkaProducer {
+    settings: Arc<KafkaSettings>,
+    producer: ThreadedProducer<Acks>,
+}
+
+impl KafkaProducer {
+    pub(crate) fn new(settings: Arc<KafkaSettings>) -> Result<Self, SystemError> {
+        let producer = settings
+            .producer_config()
+            .create_with_context(Acks(Mutex::new(Deliveries::default()), Reports::default()))
+            .map_err(|e| settings.error("creating a producer", e))?;
+        Ok(KafkaProducer { settings, producer })
+    }
+
+    fn deliveries(&self) -> std::sync::MutexGuard<'_, Deliveries> {
+        self.producer.context().0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl SystemProducer for KafkaProducer {
+    fn send(
+        &mut self,
+        ssp: &SystemStreamPartition,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        timestamp: i64,
+    ) -> Result<(), SystemError> {
+        let mut record: BaseRecord<'_, [u8], [u8]> =
+            BaseRecord::to(&ssp.stream.stream).partition(ssp.partition as i32).timestamp(timestamp);
+        if let Some(k) = key {
+            record = record.key(k);
+        }
+        if let Some(v) = value {
+            record = record.payload(v);
+        }
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                // librdkafka's queue is full: wait for acknowledgements.
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err((e, _)) => return Err(self.settings.error(&format!("sending to {ssp}"), e)),
+            }
+        }
+    }
+
+    fn flush(&mut self) -> Result<(), SystemError> {
+        // Waits for every message: librdkafka retries a broker that is away
+        // until `message.timeout.ms` (5 minutes by default), then fails it.
+        self.producer.flush(Timeout::Never).map_err(|e| self.settings.error("flushing", e))?;
+        if let Some(failed) = self.deliveries().failed.take() {
+            return Err(self.settings.error("sending", failed));
+        }
+        Ok(())
+    }
+
+    fn next_offset(&self, ssp: &SystemStreamPartition) -> Option<u64> {
+        self.deliveries().next.get(&*ssp.stream.stream).and_then(|p| p.get(&(ssp.partition as i32))).copied()
+    }
+}

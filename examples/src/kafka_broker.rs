@@ -1,0 +1,99 @@
+//! A real Kafka-protocol broker for tests and benchmarks: Tansu (built into
+//! `~/.cache/gregor-tools` by `scripts/test-deps`) on a free loopback port,
+//! with SQLite storage in a temporary directory; stopped when dropped.
+//! Panics (with the fix) when Tansu is not installed: it is for tests.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running (or stopped, for restart tests) broker.
+pub struct KafkaBroker {
+    child: Option<Child>,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+/// Where `scripts/test-deps` puts its tools.
+pub fn tools_dir() -> PathBuf {
+    std::env::var_os("GREGOR_TOOLS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/gregor-tools"))
+}
+
+impl KafkaBroker {
+    /// Starts a broker and waits until it answers metadata requests.
+    pub fn start() -> KafkaBroker {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut broker = KafkaBroker { child: None, port, dir: tempfile::tempdir().unwrap() };
+        broker.resume();
+        broker
+    }
+
+    /// `host:port`.
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the broker (SIGTERM; its data stays).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: signalling the broker this helper started.
+            unsafe { kill(child.id() as i32, 15) };
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the stopped broker again on the same port and data.
+    pub fn resume(&mut self) {
+        let tansu = tools_dir().join("bin/tansu");
+        assert!(tansu.exists(), "Tansu is not installed ({}): run ./scripts/test-deps", tansu.display());
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let log =
+            std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("tansu.log")).unwrap();
+        let child = Command::new(&tansu)
+            .current_dir(self.dir.path())
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "sqlite://tansu.db?maintenance_interval=5s"])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start tansu");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut config = gregor::Config::new();
+            config.set("systems.k.bootstrap.servers", self.bootstrap());
+            let ready = gregor_kafka::KafkaSystemFactory::from_config(&config, "k")
+                .ok()
+                .is_some_and(|f| f.kafka_admin().topics().is_ok());
+            if ready {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the Kafka broker did not start: {}", self.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The broker's output so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("tansu.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for KafkaBroker {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+unsafe extern "C" {
+    fn kill(pid: i32, sig: i32) -> i32;
+}
