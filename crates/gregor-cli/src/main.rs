@@ -4,6 +4,7 @@
 //! this binary never prints a backtrace or a usage dump for a user error.
 
 mod job;
+mod kafka_stream;
 mod state;
 mod stream;
 
@@ -18,6 +19,15 @@ struct Cli {
     /// Data directory of the embedded log.
     #[arg(long, global = true, env = "GREGOR_DATA_DIR", default_value = "./gregor-data", value_name = "DIR")]
     data_dir: PathBuf,
+    /// Which system `stream` commands work on: the embedded `log`, or `kafka`.
+    #[arg(long, global = true, env = "GREGOR_SYSTEM", default_value = "log", value_parser = ["log", "kafka"])]
+    system: String,
+    /// Kafka brokers (host:port, comma-separated), with --system kafka.
+    #[arg(long, global = true, env = "GREGOR_BOOTSTRAP_SERVERS", value_name = "SERVERS")]
+    bootstrap_servers: Option<String>,
+    /// A librdkafka setting (e.g. security.protocol=SSL), with --system kafka; repeatable.
+    #[arg(long, global = true, value_name = "KEY=VALUE")]
+    kafka_config: Vec<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -57,6 +67,14 @@ fn main() -> ExitCode {
         .compact()
         .init();
     let result = match cli.command {
+        Command::Stream(cmd) if cli.system == "kafka" => match cli.bootstrap_servers {
+            Some(bootstrap) => {
+                kafka_stream::run(&kafka_stream::KafkaTarget { bootstrap, settings: cli.kafka_config }, cmd)
+            }
+            None => {
+                Err(anyhow::anyhow!("--system kafka needs --bootstrap-servers HOST:PORT (or GREGOR_BOOTSTRAP_SERVERS)"))
+            }
+        },
         Command::Stream(cmd) => stream::run(&cli.data_dir, cmd),
         Command::State(cmd) => state::run(cmd),
         Command::Job(cmd) => job::run(cmd),

@@ -7,7 +7,7 @@
 use anyhow::{Context, Result, bail};
 use base64::Engine;
 use clap::{Subcommand, ValueEnum};
-use gregor_api::system::SystemFactory;
+use gregor_api::system::{SystemFactory, SystemProducer};
 use gregor_api::{SystemStream, SystemStreamPartition};
 use gregor_log::system::LogSystemFactory;
 use gregor_log::{CleanupPolicy, Durability, Log, Message, PartitionReader, Stream, StreamConfig};
@@ -228,19 +228,33 @@ pub(crate) fn produce(
     stream: &str,
     key_separator: Option<&str>,
     partition: Option<u32>,
-    mut input: impl BufRead,
+    input: impl BufRead,
 ) -> Result<()> {
     let log = Arc::new(log);
     let partitions = log.stream(stream)?.partition_count();
     if let Some(p) = partition {
         log.stream(stream)?.partition(p)?; // a clear error for a bad partition before reading input
     }
+    let mut producer = LogSystemFactory::from_log(log).producer()?;
+    produce_lines(&mut *producer, &SystemStream::new("log", stream), partitions, key_separator, partition, input)
+}
+
+/// Sends one message per input line (see `Produce`), to either system.
+pub(crate) fn produce_lines(
+    producer: &mut dyn SystemProducer,
+    stream: &SystemStream,
+    partitions: u32,
+    key_separator: Option<&str>,
+    partition: Option<u32>,
+    mut input: impl BufRead,
+) -> Result<()> {
     if key_separator == Some("") {
         bail!("--key-separator must not be empty");
     }
-    let mut producer = LogSystemFactory::from_log(log).producer()?;
-    let ssps: Vec<SystemStreamPartition> =
-        (0..partitions).map(|p| SystemStream::new("log", stream).partition(p)).collect();
+    if let Some(p) = partition.filter(|p| *p >= partitions) {
+        bail!("partition {p} of {} does not exist (it has {partitions})", stream.stream);
+    }
+    let ssps: Vec<SystemStreamPartition> = (0..partitions).map(|p| stream.partition(p)).collect();
     let mut line = Vec::new();
     let mut next_round_robin = 0u32;
     let mut line_number = 0u64;
@@ -351,13 +365,35 @@ fn consume(stream: &Arc<Stream>, partition: Option<u32>, from: Start, until_end:
 }
 
 fn write_message(out: &mut impl Write, partition: u32, m: &Message, format: Format) -> std::io::Result<()> {
+    let record = Record {
+        partition,
+        offset: m.offset,
+        timestamp: m.timestamp,
+        key: m.key.as_deref(),
+        value: m.value.as_deref(),
+        headers: &m.headers,
+    };
+    write_record(out, &record, format)
+}
+
+/// A message as `consume` prints it, from either system.
+pub(crate) struct Record<'a> {
+    pub partition: u32,
+    pub offset: u64,
+    pub timestamp: i64,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    pub headers: &'a [(String, Option<bytes::Bytes>)],
+}
+
+pub(crate) fn write_record(out: &mut impl Write, m: &Record<'_>, format: Format) -> std::io::Result<()> {
     match format {
         Format::Text => {
-            if let Some(k) = &m.key {
+            if let Some(k) = m.key {
                 out.write_all(k)?;
                 out.write_all(b"\t")?;
             }
-            out.write_all(m.value.as_deref().unwrap_or_default())?;
+            out.write_all(m.value.unwrap_or_default())?;
             out.write_all(b"\n")
         }
         Format::Json => {
@@ -367,11 +403,11 @@ fn write_message(out: &mut impl Write, partition: u32, m: &Message, format: Form
                 .map(|(n, v)| (n.clone(), v.as_deref().map_or(serde_json::Value::Null, json_bytes)))
                 .collect();
             let value = serde_json::json!({
-                "partition": partition,
+                "partition": m.partition,
                 "offset": m.offset,
                 "timestamp": m.timestamp,
-                "key": m.key.as_deref().map_or(serde_json::Value::Null, json_bytes),
-                "value": m.value.as_deref().map_or(serde_json::Value::Null, json_bytes),
+                "key": m.key.map_or(serde_json::Value::Null, json_bytes),
+                "value": m.value.map_or(serde_json::Value::Null, json_bytes),
                 "headers": headers,
             });
             serde_json::to_writer(&mut *out, &value)?;

@@ -139,22 +139,84 @@ impl SystemAdmin for KafkaAdmin {
             }
             return Ok(());
         }
+        let compact: &[(&str, &str)] = &[("cleanup.policy", "compact")];
+        match self.create_topic(topic, partitions, if kind == StreamKind::Regular { &[] } else { compact }) {
+            Ok(()) => {}
+            Err(CreateError::Exists) => {} // created meanwhile by another container
+            Err(CreateError::Failed(e)) => return Err(e),
+        }
+        tracing::info!(system = %self.settings.name, topic, partitions, compacted = kind != StreamKind::Regular, "created Kafka topic");
+        self.wait_for(topic, partitions)
+    }
+
+    /// Kafka compacts on its own schedule and cannot be told to keep a
+    /// changelog's tail; restore does not depend on compaction (see
+    /// docs/kafka.md).
+    fn set_compaction_limit(&self, _: &SystemStreamPartition, _: u64) -> Result<(), SystemError> {
+        Ok(())
+    }
+}
+
+/// Why a topic was not created.
+pub enum CreateError {
+    /// It exists already.
+    Exists,
+    /// Anything else.
+    Failed(SystemError),
+}
+
+impl KafkaAdmin {
+    /// Creates `topic` with topic-level `configs` (e.g. `cleanup.policy`).
+    ///
+    /// # Errors
+    /// [`CreateError::Exists`], or the broker's refusal.
+    pub fn create_topic(&self, topic: &str, partitions: u32, configs: &[(&str, &str)]) -> Result<(), CreateError> {
         let mut new = NewTopic::new(topic, partitions as i32, TopicReplication::Fixed(self.settings.replication));
-        if kind != StreamKind::Regular {
-            new = new.set("cleanup.policy", "compact");
+        for (k, v) in configs {
+            new = new.set(k, v);
         }
         let options =
             AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT)).request_timeout(Some(REQUEST_TIMEOUT));
         let results = futures_executor::block_on(self.admin.create_topics([&new], &options))
-            .map_err(|e| self.settings.error(&format!("creating topic {topic}"), e))?;
+            .map_err(|e| CreateError::Failed(self.settings.error(&format!("creating topic {topic}"), e)))?;
         for r in results {
             match r {
-                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((name, code)) => return Err(self.settings.error(&format!("creating topic {name}"), code)),
+                Ok(_) => {}
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => return Err(CreateError::Exists),
+                Err((name, code)) => {
+                    return Err(CreateError::Failed(self.settings.error(&format!("creating topic {name}"), code)));
+                }
             }
         }
-        tracing::info!(system = %self.settings.name, topic, partitions, compacted = kind != StreamKind::Regular, "created Kafka topic");
-        // Metadata lags creation on some brokers: wait until it shows.
+        Ok(())
+    }
+
+    /// Deletes `topic`.
+    ///
+    /// # Errors
+    /// A missing topic or the broker's refusal.
+    pub fn delete_topic(&self, topic: &str) -> Result<(), SystemError> {
+        let options =
+            AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT)).request_timeout(Some(REQUEST_TIMEOUT));
+        let results = futures_executor::block_on(self.admin.delete_topics(&[topic], &options))
+            .map_err(|e| self.settings.error(&format!("deleting topic {topic}"), e))?;
+        for r in results {
+            if let Err((name, code)) = r {
+                if code == RDKafkaErrorCode::UnknownTopicOrPartition {
+                    return Err(self.not_found(&SystemStream::new(&self.settings.name, &name)));
+                }
+                return Err(self.settings.error(&format!("deleting topic {name}"), code));
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until metadata shows `topic` with `partitions` partitions
+    /// (metadata lags creation on some brokers).
+    ///
+    /// # Errors
+    /// Another partition count, or the topic never shows.
+    pub fn wait_for(&self, topic: &str, partitions: u32) -> Result<(), SystemError> {
         let deadline = Instant::now() + REQUEST_TIMEOUT;
         loop {
             match self.count(topic)? {
@@ -173,13 +235,6 @@ impl SystemAdmin for KafkaAdmin {
                 }
             }
         }
-    }
-
-    /// Kafka compacts on its own schedule and cannot be told to keep a
-    /// changelog's tail; restore does not depend on compaction (see
-    /// docs/kafka.md).
-    fn set_compaction_limit(&self, _: &SystemStreamPartition, _: u64) -> Result<(), SystemError> {
-        Ok(())
     }
 }
 

@@ -27,7 +27,7 @@ mod admin;
 mod consumer;
 mod producer;
 
-pub use admin::KafkaAdmin;
+pub use admin::{CreateError, KafkaAdmin};
 use gregor_api::config::{Config, ConfigError};
 use gregor_api::system::{SystemAdmin, SystemConsumer, SystemError, SystemFactory, SystemProducer};
 use rdkafka::ClientConfig;
