@@ -221,3 +221,71 @@ fn unreachable_broker_and_missing_topic_are_clear_errors() {
     assert!(err.contains("stream kafka.words does not exist"), "{err}");
     assert!(err.contains("similar topics: word"), "{err}");
 }
+
+const JOIN: &str = env!("CARGO_BIN_EXE_stream-table-join");
+
+fn join(broker: &KafkaBroker, state: &std::path::Path) -> Command {
+    let mut cmd = Command::new(JOIN);
+    cmd.args(["--config", concat!(env!("CARGO_MANIFEST_DIR"), "/config/stream-table-join-kafka.properties")])
+        .args(["--set", &format!("systems.kafka.bootstrap.servers={}", broker.bootstrap())])
+        .args(["--set", &format!("job.logged.store.base.dir={}", state.display())])
+        .args(["--set", "task.commit.ms=100", "--until-end"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    cmd
+}
+
+#[test]
+fn stream_table_join_on_kafka_enriches_every_view_across_kill_9() {
+    let broker = KafkaBroker::start();
+    let state = tempfile::tempdir().unwrap();
+    let kafka = system(&broker.bootstrap());
+    create(&kafka, "page-views", 2).unwrap();
+    create(&kafka, "user-profiles", 2).unwrap();
+    // Views first: the bootstrap input still makes every profile known first.
+    let views: Vec<(String, String)> =
+        (0..3000).map(|i| (format!("u{}", i % 5), format!("{{\"page\":\"/p{i}\"}}"))).collect();
+    let records: Vec<(Option<&str>, &str)> = views.iter().map(|(u, v)| (Some(u.as_str()), v.as_str())).collect();
+    produce(&kafka, "page-views", &records).unwrap();
+    let countries = ["NZ", "SE", "KE", "BR", "JP"];
+    let profiles: Vec<(String, String)> =
+        (0..5).map(|i| (format!("u{i}"), format!("{{\"name\":\"N{i}\",\"country\":\"{}\"}}", countries[i]))).collect();
+    let records: Vec<(Option<&str>, &str)> = profiles.iter().map(|(u, p)| (Some(u.as_str()), p.as_str())).collect();
+    produce(&kafka, "user-profiles", &records).unwrap();
+    let output = || read_all(&kafka, "enriched-page-views").map_or(0, |v| v.len());
+    let mut kills = 0;
+    for round in 0..4 {
+        let mut child = join(&broker, state.path()).spawn().unwrap();
+        let target = output() + 300 + round * 200;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let finished = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                assert!(status.success(), "round {round}: the join failed");
+                break true;
+            }
+            if output() >= target.min(3000) {
+                break false;
+            }
+            assert!(Instant::now() < deadline, "round {round}: no progress");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        if !finished {
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+            kills += 1;
+        }
+    }
+    assert!(kills >= 1, "no run was killed mid-way");
+    assert!(join(&broker, state.path()).status().unwrap().success());
+    // At least once: every view is out, each with its user's profile.
+    let mut pages = std::collections::BTreeSet::new();
+    for (_, _, key, value) in read_all(&kafka, "enriched-page-views").unwrap() {
+        let user = String::from_utf8(key.unwrap()).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&value.unwrap()).unwrap();
+        let i: usize = user[1..].parse().unwrap();
+        assert_eq!(v["country"], countries[i], "{v}");
+        pages.insert(v["page"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(pages.len(), 3000, "every view enriched after {kills} kills");
+}
