@@ -109,7 +109,7 @@ pub const KEYS: &[Key] = &[
         "cluster-manager.container.retry.count",
         Kind::Count,
         "8",
-        "`process` mode: failures of one container tolerated within `retry.window.ms` before the job fails.",
+        "Failures of one container tolerated within `retry.window.ms` before the job fails (`process` mode: any failure; `local` mode: failures of its streaming systems, e.g. a broker away).",
     ),
     key(
         "cluster-manager.container.cpu.cores",
@@ -127,7 +127,7 @@ pub const KEYS: &[Key] = &[
         "cluster-manager.container.retry.window.ms",
         Kind::Positive,
         "300000",
-        "`process` mode: the window in which container failures are counted.",
+        "The window in which container failures are counted (`process` and `local` modes).",
     ),
     key("task.inputs", Kind::StreamList, "(required)", "Input streams, e.g. `log.words,log.other`."),
     key(

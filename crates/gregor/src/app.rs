@@ -93,7 +93,8 @@ impl<T: StreamTask> App<T> {
         }
         let options =
             ContainerOptions { until_end, partition_check: Some(partition_check(&job)?), ..Default::default() };
-        Ok(crate::local::run(job, &self.kinds, serdes, self.factory.clone(), options, shutdown)?)
+        let restart = crate::local::RestartPolicy { count: retry_count(&job)?, window: retry_window(&job)? };
+        Ok(crate::local::run(job, &self.kinds, serdes, self.factory.clone(), options, restart, shutdown)?)
     }
 
     /// The `zookeeper` mode: this process is one processor of the job.
@@ -131,13 +132,8 @@ impl<T: StreamTask> App<T> {
             program,
             args: std::env::args().skip(1).collect(),
             work_dir,
-            retry_count: c
-                .get_parsed("cluster-manager.container.retry.count", "a count")
-                .map_err(|e| JobError::Runtime(e.into()))?
-                .unwrap_or(8),
-            retry_window: c
-                .get_millis("cluster-manager.container.retry.window.ms", std::time::Duration::from_secs(300))
-                .map_err(|e| JobError::Runtime(e.into()))?,
+            retry_count: retry_count(job)? as usize,
+            retry_window: retry_window(job)?,
             until_end,
             limits: gregor_coordinator::cgroups::Limits {
                 cpu_cores: match c.get("cluster-manager.container.cpu.cores") {
@@ -262,6 +258,18 @@ impl<T: StreamTask> App<T> {
             }
         }
     }
+}
+
+/// `cluster-manager.container.retry.count`: failures tolerated per window.
+fn retry_count(job: &JobConfig) -> Result<u32, JobError> {
+    let key = "cluster-manager.container.retry.count";
+    Ok(job.raw.get_parsed(key, "a count").map_err(|e| JobError::Runtime(e.into()))?.unwrap_or(8))
+}
+
+/// `cluster-manager.container.retry.window.ms`.
+fn retry_window(job: &JobConfig) -> Result<std::time::Duration, JobError> {
+    let key = "cluster-manager.container.retry.window.ms";
+    job.raw.get_millis(key, std::time::Duration::from_secs(300)).map_err(|e| JobError::Runtime(e.into()))
 }
 
 /// How often `local` and `process` containers re-read partition counts.

@@ -16,6 +16,41 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+/// How often a container that failed on its streaming system is restarted:
+/// more than `count` failures within `window` fail the job
+/// (`cluster-manager.container.retry.count`, `retry.window.ms`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RestartPolicy {
+    pub(crate) count: u32,
+    pub(crate) window: std::time::Duration,
+}
+
+/// Failures within the window, and the backoff (200 ms doubling, at most 10 s).
+struct Restarts {
+    policy: RestartPolicy,
+    failures: std::collections::VecDeque<std::time::Instant>,
+    backoff: std::time::Duration,
+}
+
+impl Restarts {
+    fn new(policy: RestartPolicy) -> Self {
+        Restarts { policy, failures: Default::default(), backoff: std::time::Duration::from_millis(200) }
+    }
+
+    /// Records a failure; the wait before the restart, or `None` to give up.
+    fn next(&mut self) -> Option<std::time::Duration> {
+        let now = std::time::Instant::now();
+        self.failures.retain(|t| now.duration_since(*t) < self.policy.window);
+        self.failures.push_back(now);
+        if self.failures.len() > self.policy.count as usize {
+            return None;
+        }
+        let wait = self.backoff;
+        self.backoff = (self.backoff * 2).min(std::time::Duration::from_secs(10));
+        Some(wait)
+    }
+}
+
 /// Sets the returned flag on SIGINT/SIGTERM; with `second_exits`, a second
 /// signal exits at once (for a person pressing Ctrl-C twice).
 pub(crate) fn shutdown_flag(second_exits: bool) -> Arc<AtomicBool> {
@@ -97,6 +132,7 @@ pub(crate) fn run<T: StreamTask>(
     serdes: Arc<Serdes>,
     factory: Arc<dyn Fn() -> T + Send + Sync>,
     options: ContainerOptions,
+    restart: RestartPolicy,
     shutdown: Arc<AtomicBool>,
 ) -> Result<RunSummary, RuntimeError> {
     let (systems, model) = prepare(&job, kinds, None)?;
@@ -116,11 +152,39 @@ pub(crate) fn run<T: StreamTask>(
             let options = options.clone();
             let task_count = model.task_count;
             std::thread::Builder::new().name(format!("gregor-container-{}", cm.id)).spawn(move || {
-                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    Container::new(job, systems, &cm, task_count, serdes, &*factory, shutdown.clone(), options)
+                let mut restarts = Restarts::new(restart);
+                let result = loop {
+                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        Container::new(
+                            job.clone(),
+                            systems.clone(),
+                            &cm,
+                            task_count,
+                            serdes.clone(),
+                            &*factory,
+                            shutdown.clone(),
+                            options.clone(),
+                        )
                         .and_then(Container::run)
-                }))
-                .unwrap_or_else(|_| Err(RuntimeError::Other(format!("container {} panicked", cm.id))));
+                    }))
+                    .unwrap_or_else(|_| Err(RuntimeError::Other(format!("container {} panicked", cm.id))));
+                    match result {
+                        // A streaming system failed (a broker away, a send
+                        // that failed for good): start over from the last
+                        // checkpoint, as the `process` mode restarts a container.
+                        Err(RuntimeError::System(e)) if !shutdown.load(Ordering::SeqCst) => {
+                            let Some(wait) = restarts.next() else {
+                                break Err(RuntimeError::System(e));
+                            };
+                            tracing::warn!(container = %cm.id, "container failed: {e}; restarting it from its last checkpoint in {wait:?}");
+                            let until = std::time::Instant::now() + wait;
+                            while std::time::Instant::now() < until && !shutdown.load(Ordering::SeqCst) {
+                                std::thread::sleep(std::time::Duration::from_millis(50));
+                            }
+                        }
+                        other => break other,
+                    }
+                };
                 if let Err(e) = &result {
                     tracing::error!(container = %cm.id, "container failed: {e}");
                     shutdown.store(true, Ordering::SeqCst);
@@ -146,5 +210,22 @@ pub(crate) fn run<T: StreamTask>(
     match first_error {
         Some(e) => Err(e),
         None => Ok(total),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn restarts_back_off_and_give_up_past_the_count() {
+        let mut r = Restarts::new(RestartPolicy { count: 3, window: Duration::from_secs(60) });
+        assert_eq!(r.next(), Some(Duration::from_millis(200)));
+        assert_eq!(r.next(), Some(Duration::from_millis(400)));
+        assert_eq!(r.next(), Some(Duration::from_millis(800)));
+        assert_eq!(r.next(), None, "a fourth failure within the window fails the job");
+        let mut r = Restarts::new(RestartPolicy { count: 1, window: Duration::ZERO });
+        assert!(r.next().is_some() && r.next().is_some(), "failures outside the window do not count");
     }
 }
