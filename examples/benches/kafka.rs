@@ -94,26 +94,50 @@ fn main() {
     let read = out.stdout.iter().filter(|b| **b == b'\n').count() as u64;
     report("kcat -C", read, t.elapsed().as_secs_f64());
 
-    // The pass-through job over Kafka.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("bench.properties");
-    std::fs::write(
-        &config,
-        format!(
-            "job.name=bench\ntask.inputs=kafka.bench-in\nbench.output=kafka.bench-out\ntask.commit.ms=5000\n\
-             systems.kafka.factory=kafka\nsystems.kafka.bootstrap.servers={}\nsystems.kafka.samza.offset.default=oldest\n\
-             job.logged.store.base.dir={}\n",
-            broker.bootstrap(),
-            dir.path().display()
+    // The jobs over Kafka: pass-through, and counting per key (100,000 keys
+    // cycled) in RocksDB with its changelog on Kafka.
+    let keyed = SystemStream::new("kafka", "bench-keyed");
+    create(&kafka, "bench-keyed", PARTITIONS).expect("topic");
+    let mut producer = kafka.producer().expect("producer");
+    for i in 0..n {
+        let key = format!("key-{:06}", i % 100_000);
+        let p = gregor::partition_for_key(key.as_bytes(), PARTITIONS);
+        producer.send(&keyed.partition(p), Some(key.as_bytes()), Some(&value), 0).expect("send");
+    }
+    producer.flush().expect("flush");
+    let jobs: [(&str, &str); 2] = [
+        (
+            "pass-through job (read + write)",
+            "task.inputs=kafka.bench-in\nbench.mode=pass-through\nbench.output=kafka.bench-out\n",
         ),
-    )
-    .expect("config");
-    let t = Instant::now();
-    let status = Command::new(env!("CARGO_BIN_EXE_bench-job"))
-        .args(["--config", config.to_str().expect("path"), "--until-end"])
-        .env("RUST_LOG", "warn")
-        .status()
-        .expect("bench-job");
-    assert!(status.success());
-    report("pass-through job (read + write)", n, t.elapsed().as_secs_f64());
+        (
+            "count job, RocksDB + Kafka changelog",
+            "task.inputs=kafka.bench-keyed\nbench.mode=count\nstores.counts.factory=rocksdb\n\
+             stores.counts.key.serde=bytes\nstores.counts.msg.serde=long\nstores.counts.changelog=kafka.bench-counts\n\
+             stores.counts.object.cache.size=100000\nstores.counts.write.batch.size=20000\n",
+        ),
+    ];
+    for (name, keys) in jobs {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("bench.properties");
+        std::fs::write(
+            &config,
+            format!(
+                "job.name=bench\n{keys}task.commit.ms=5000\nsystems.kafka.factory=kafka\n\
+                 systems.kafka.bootstrap.servers={}\nsystems.kafka.samza.offset.default=oldest\n\
+                 job.logged.store.base.dir={}\n",
+                broker.bootstrap(),
+                dir.path().display()
+            ),
+        )
+        .expect("config");
+        let t = Instant::now();
+        let status = Command::new(env!("CARGO_BIN_EXE_bench-job"))
+            .args(["--config", config.to_str().expect("path"), "--until-end"])
+            .env("RUST_LOG", "warn")
+            .status()
+            .expect("bench-job");
+        assert!(status.success(), "{name} failed");
+        report(name, n, t.elapsed().as_secs_f64());
+    }
 }
