@@ -116,8 +116,8 @@ fn wordcount_on_kafka_counts_exactly_across_kill_9() {
 
 /// Stops the broker for 2 s mid-run, restarts it, and checks the job
 /// finishes with exact counts. Tansu answers produce requests with
-/// UNKNOWN_SERVER_ERROR while it shuts down and forgets idempotent-producer
-/// state across restarts, so sends fail for good there: the container is
+/// UNKNOWN_SERVER_ERROR while it shuts down, so sends fail for good there
+/// (Apache Kafka answers with retriable errors): the container is
 /// restarted from its last checkpoint (by the `local` runner or the
 /// `process` coordinator), and nothing it had not committed counts.
 fn survives_a_broker_restart(extra: &[&str]) {
@@ -128,6 +128,11 @@ fn survives_a_broker_restart(extra: &[&str]) {
     let log_path = state.path().join("job.log");
     let log = std::fs::File::create(&log_path).unwrap();
     let mut cmd = wordcount(&broker, state.path(), true);
+    // After a restart Tansu's storage task can panic on an idempotent
+    // produce from a producer id it forgot ("more or less than one row",
+    // tansu-storage 0.6.0 lite.rs:503), after which it serves nothing: a
+    // broker bug, so this test produces without idempotence.
+    cmd.args(["--set", "systems.kafka.producer.enable.idempotence=false"]);
     for e in extra {
         cmd.args(["--set", e]);
     }
@@ -149,8 +154,9 @@ fn survives_a_broker_restart(extra: &[&str]) {
     let status = child.wait().unwrap();
     assert!(
         status.success(),
-        "the job failed after the broker came back: {}",
-        std::fs::read_to_string(&log_path).unwrap_or_default()
+        "the job failed after the broker came back: {}\nbroker: {}",
+        std::fs::read_to_string(&log_path).unwrap_or_default(),
+        broker.log()
     );
     assert_exact(&broker, &lines, "after a broker restart");
 }

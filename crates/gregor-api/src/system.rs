@@ -223,6 +223,14 @@ pub trait SystemProducer {
     ) -> Result<(), SystemError>;
     /// Writes everything queued and waits until the system acknowledged it.
     fn flush(&mut self) -> Result<(), SystemError>;
+
+    /// Makes what was sent visible to readers soon, without necessarily
+    /// waiting for the system to acknowledge it (durability and offsets come
+    /// from [`Self::flush`], at commit). Called at the end of every loop
+    /// turn. Default: `flush`.
+    fn publish(&mut self) -> Result<(), SystemError> {
+        self.flush()
+    }
     /// The next offset of `ssp` after everything this producer flushed to it,
     /// if it wrote to it.
     fn next_offset(&self, ssp: &SystemStreamPartition) -> Option<u64>;

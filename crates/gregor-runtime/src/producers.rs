@@ -63,9 +63,13 @@ impl Producers {
         self.by_system.values_mut().try_for_each(|p| p.flush())
     }
 
-    /// Flushes if anything was sent since the last flush.
+    /// Publishes (see `SystemProducer::publish`) if anything was sent since.
     pub fn flush_sent(&mut self) -> Result<(), SystemError> {
-        if self.sent { self.flush() } else { Ok(()) }
+        if !self.sent {
+            return Ok(());
+        }
+        self.sent = false;
+        self.by_system.values_mut().try_for_each(|p| p.publish())
     }
 
     pub fn next_offset(&self, ssp: &SystemStreamPartition) -> Option<u64> {
