@@ -308,3 +308,41 @@ fn stream_table_join_on_kafka_enriches_every_view_across_kill_9() {
     }
     assert_eq!(pages.len(), 3000, "every view enriched after {kills} kills");
 }
+
+#[test]
+fn a_checkpoint_past_the_retained_data_restarts_from_the_default_and_a_bad_changelog_is_refused() {
+    use gregor_api::SystemStream;
+    use gregor_api::system::{StartOffset, SystemFactory};
+    let broker = KafkaBroker::start();
+    let kafka = system(&broker.bootstrap());
+    create(&kafka, "gone", 1).unwrap();
+    let records: Vec<(Option<&str>, &str)> = (0..10).map(|_| (None, "m")).collect();
+    produce(&kafka, "gone", &records).unwrap();
+    // A checkpoint at offset 1000 of a partition that holds 0..10 (the topic
+    // was recreated, or retention ran): start from samza.offset.default
+    // (oldest here) instead of failing or skipping.
+    let ssp = SystemStream::new("kafka", "gone").partition(0);
+    let mut consumer = kafka.consumer().unwrap();
+    consumer.register(&ssp, StartOffset::At(1000)).unwrap();
+    consumer.start().unwrap();
+    let mut offsets = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while offsets.len() < 10 {
+        assert!(Instant::now() < deadline, "got {offsets:?}");
+        consumer.poll(&|_| true, &mut |_, m| offsets.push(m.offset), Duration::from_millis(100)).unwrap();
+    }
+    assert_eq!(offsets, (0..10).collect::<Vec<u64>>());
+
+    // A changelog topic with the wrong partition count fails the job clearly.
+    let state = tempfile::tempdir().unwrap();
+    load(&broker, &lines(10, 1));
+    create(&kafka, "wordcount-counts-changelog", 2).unwrap();
+    let out = wordcount(&broker, state.path(), true).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("changelog topic wordcount-counts-changelog")
+            && err.contains("has 2 partitions but the job has 4 tasks"),
+        "{err}"
+    );
+}

@@ -16,10 +16,13 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Messages taken from librdkafka per `poll` call at most.
 const MAX_BATCH: usize = 20_000;
+
+/// How long a partition may be unwanted before it is paused.
+const PAUSE_AFTER: Duration = Duration::from_millis(200);
 
 pub(crate) struct KafkaConsumer {
     settings: Arc<KafkaSettings>,
@@ -36,6 +39,8 @@ struct Part {
     ssp: SystemStreamPartition,
     next: u64,
     paused: bool,
+    /// Since when `wants` has said no, while not paused.
+    unwanted_since: Option<Instant>,
 }
 
 impl KafkaConsumer {
@@ -97,7 +102,7 @@ impl SystemConsumer for KafkaConsumer {
             tpl.add_partition_offset(&ssp.stream.stream, ssp.partition as i32, Offset::Offset(from as i64))
                 .map_err(|e| self.settings.error(&format!("assigning {ssp}"), e))?;
             self.index.entry(ssp.stream.stream.to_string()).or_default().insert(ssp.partition as i32, self.parts.len());
-            self.parts.push(Part { ssp, next: from, paused: false });
+            self.parts.push(Part { ssp, next: from, paused: false, unwanted_since: None });
         }
         self.consumer.assign(&tpl).map_err(|e| self.settings.error("assigning partitions", e))
     }
@@ -108,11 +113,34 @@ impl SystemConsumer for KafkaConsumer {
         deliver: &mut dyn FnMut(&SystemStreamPartition, RawMessage),
         timeout: Duration,
     ) -> Result<usize, SystemError> {
+        // librdkafka drops what it prefetched for a partition when it is
+        // paused and fetches it again on resume, so a buffer that is full
+        // for a moment must not pause it: then nothing is taken from
+        // librdkafka's queue (bounded, so fetching stops by itself) until the
+        // container has made room. Only a partition unwanted for a while (its
+        // input ended, its task stopped) is paused.
+        let now = Instant::now();
+        let mut waiting_for_room = false;
         for i in 0..self.parts.len() {
             let want = wants(&self.parts[i].ssp);
-            if want == self.parts[i].paused {
-                self.set_paused(i, !want)?;
+            let part = &mut self.parts[i];
+            if want {
+                part.unwanted_since = None;
+                if part.paused {
+                    self.set_paused(i, false)?;
+                }
+            } else if !part.paused {
+                let since = *part.unwanted_since.get_or_insert(now);
+                if now.duration_since(since) >= PAUSE_AFTER {
+                    self.set_paused(i, true)?;
+                } else {
+                    waiting_for_room = true;
+                }
             }
+        }
+        if waiting_for_room {
+            std::thread::sleep(timeout.min(Duration::from_millis(1)));
+            return Ok(0);
         }
         let mut delivered = 0;
         let mut wait = timeout;
