@@ -158,6 +158,15 @@ pub enum SystemError {
         /// Next offset.
         next: u64,
     },
+    /// The system cannot be reached or did not acknowledge in time (a
+    /// broker away): trying again later may succeed.
+    #[error("{context}: {message}")]
+    Unavailable {
+        /// What was being done.
+        context: String,
+        /// What went wrong.
+        message: String,
+    },
     /// Anything else, described.
     #[error("{context}: {message}")]
     Other {
@@ -172,6 +181,16 @@ impl SystemError {
     /// A [`SystemError::Other`].
     pub fn other(context: impl Into<String>, message: impl fmt::Display) -> Self {
         SystemError::Other { context: context.into(), message: message.to_string() }
+    }
+
+    /// A [`SystemError::Unavailable`].
+    pub fn unavailable(context: impl Into<String>, message: impl fmt::Display) -> Self {
+        SystemError::Unavailable { context: context.into(), message: message.to_string() }
+    }
+
+    /// Whether trying again later may succeed (see [`SystemError::Unavailable`]).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, SystemError::Unavailable { .. })
     }
 }
 

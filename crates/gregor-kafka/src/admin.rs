@@ -48,7 +48,7 @@ impl KafkaAdmin {
     }
 
     fn unreachable(&self, e: KafkaError) -> SystemError {
-        self.settings.error(
+        self.settings.unavailable(
             &format!("no answer from the brokers within {}s", REQUEST_TIMEOUT.as_secs()),
             format!("{e} (is bootstrap.servers right and a broker up?)"),
         )
@@ -123,7 +123,7 @@ impl SystemAdmin for KafkaAdmin {
             .map_err(|e| match e {
                 KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownTopicOrPartition)
                 | KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownPartition) => self.not_found(&ssp.stream),
-                e => self.settings.error(&format!("reading the offsets of {ssp}"), e),
+                e => self.settings.unavailable(&format!("reading the offsets of {ssp}"), e),
             })?;
         Ok(PartitionOffsets { oldest: low.max(0) as u64, next: high.max(0) as u64 })
     }

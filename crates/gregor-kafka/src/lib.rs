@@ -127,6 +127,11 @@ impl KafkaSettings {
     fn error(&self, doing: &str, e: impl std::fmt::Display) -> SystemError {
         SystemError::other(format!("Kafka system '{}' ({}): {doing}", self.name, self.bootstrap), e)
     }
+
+    /// An error worth retrying later: the cluster is away or slow.
+    fn unavailable(&self, doing: &str, e: impl std::fmt::Display) -> SystemError {
+        SystemError::unavailable(format!("Kafka system '{}' ({}): {doing}", self.name, self.bootstrap), e)
+    }
 }
 
 /// librdkafka's own reports, as gregor logs them: connection trouble is

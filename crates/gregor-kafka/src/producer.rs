@@ -114,9 +114,9 @@ impl SystemProducer for KafkaProducer {
     fn flush(&mut self) -> Result<(), SystemError> {
         // Waits for every message: librdkafka retries a broker that is away
         // until `message.timeout.ms` (5 minutes by default), then fails it.
-        self.producer.flush(Timeout::Never).map_err(|e| self.settings.error("flushing", e))?;
+        self.producer.flush(Timeout::Never).map_err(|e| self.settings.unavailable("flushing", e))?;
         if let Some(failed) = self.deliveries().failed.take() {
-            return Err(self.settings.error("sending", failed));
+            return Err(self.settings.unavailable("sending", failed));
         }
         Ok(())
     }

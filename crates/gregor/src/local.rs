@@ -169,10 +169,12 @@ pub(crate) fn run<T: StreamTask>(
                     }))
                     .unwrap_or_else(|_| Err(RuntimeError::Other(format!("container {} panicked", cm.id))));
                     match result {
-                        // A streaming system failed (a broker away, a send
+                        // A streaming system was away (a broker down, a send
                         // that failed for good): start over from the last
                         // checkpoint, as the `process` mode restarts a container.
-                        Err(RuntimeError::System(e)) if !shutdown.load(Ordering::SeqCst) => {
+                        // Other failures (bad config, corrupt data) would
+                        // only fail again.
+                        Err(RuntimeError::System(e)) if e.is_transient() && !shutdown.load(Ordering::SeqCst) => {
                             let Some(wait) = restarts.next() else {
                                 break Err(RuntimeError::System(e));
                             };
