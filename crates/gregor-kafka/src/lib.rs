@@ -178,7 +178,8 @@ pub struct KafkaSystemFactory {
 }
 
 impl KafkaSystemFactory {
-    /// The system `name` as configured; checks the cluster answers.
+    /// The system `name` as configured (clients are created; no request is
+    /// made until one is needed).
     ///
     /// # Errors
     /// A config problem (naming the key).
