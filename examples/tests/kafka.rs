@@ -7,6 +7,8 @@
 //! Tansu does not compact on our schedule, and restores here do not depend
 //! on compaction: they replay the whole changelog up to the checkpoint.
 
+mod common;
+
 use gregor_examples::kafka::{create, latest_values, produce, read_all, system};
 use gregor_examples::kafka_broker::{KafkaBroker, tools_dir};
 use gregor_examples::word_counts;
@@ -14,23 +16,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const WORDCOUNT: &str = env!("CARGO_BIN_EXE_wordcount");
-
-fn lines(n: usize, seed: u64) -> Vec<String> {
-    let mut s = seed;
-    (0..n)
-        .map(|_| {
-            (0..6)
-                .map(|_| {
-                    s ^= s << 13;
-                    s ^= s >> 7;
-                    s ^= s << 17;
-                    format!("w{}", s % 150)
-                })
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .collect()
-}
 
 fn wordcount(broker: &KafkaBroker, state: &std::path::Path, until_end: bool) -> Command {
     let mut cmd = Command::new(WORDCOUNT);
@@ -79,29 +64,15 @@ fn output_size(broker: &KafkaBroker) -> usize {
 fn wordcount_on_kafka_counts_exactly_across_kill_9() {
     let broker = KafkaBroker::start();
     let state = tempfile::tempdir().unwrap();
-    let lines = lines(1500, 0x9e37_79b9_7f4a_7c15);
+    let lines = common::text(1500, 0x9e37_79b9_7f4a_7c15);
     load(&broker, &lines);
     let total: usize = lines.iter().map(|l| gregor_examples::words(l).count()).sum();
     let mut kills = 0;
     for round in 0..5 {
         let mut child: Child = wordcount(&broker, state.path(), true).stderr(Stdio::null()).spawn().unwrap();
         // Kill once some more output appeared (at a different point each round).
-        let target = output_size(&broker) + 200 + round * 150;
-        let deadline = Instant::now() + Duration::from_secs(120);
-        let finished = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                assert!(status.success(), "round {round}: wordcount failed");
-                break true;
-            }
-            if output_size(&broker) >= target.min(total) {
-                break false;
-            }
-            assert!(Instant::now() < deadline, "round {round}: no progress\n{}", broker.log());
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        if !finished {
-            child.kill().unwrap(); // SIGKILL
-            child.wait().unwrap();
+        let target = (output_size(&broker) + 200 + round * 150).min(total);
+        if common::kill_once(&mut child, &format!("round {round}"), || output_size(&broker) >= target) {
             kills += 1;
         }
     }
@@ -123,7 +94,7 @@ fn wordcount_on_kafka_counts_exactly_across_kill_9() {
 fn survives_a_broker_restart(extra: &[&str]) {
     let mut broker = KafkaBroker::start();
     let state = tempfile::tempdir().unwrap();
-    let lines = lines(3000, 0x2545_f491_4f6c_dd1d);
+    let lines = common::text(3000, 0x2545_f491_4f6c_dd1d);
     load(&broker, &lines);
     let log_path = state.path().join("job.log");
     let log = std::fs::File::create(&log_path).unwrap();
@@ -276,22 +247,8 @@ fn stream_table_join_on_kafka_enriches_every_view_across_kill_9() {
     let mut kills = 0;
     for round in 0..4 {
         let mut child = join(&broker, state.path()).spawn().unwrap();
-        let target = output() + 300 + round * 200;
-        let deadline = Instant::now() + Duration::from_secs(120);
-        let finished = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                assert!(status.success(), "round {round}: the join failed");
-                break true;
-            }
-            if output() >= target.min(3000) {
-                break false;
-            }
-            assert!(Instant::now() < deadline, "round {round}: no progress");
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        if !finished {
-            child.kill().unwrap(); // SIGKILL
-            child.wait().unwrap();
+        let target = (output() + 300 + round * 200).min(3000);
+        if common::kill_once(&mut child, &format!("round {round}"), || output() >= target) {
             kills += 1;
         }
     }
@@ -335,7 +292,7 @@ fn a_checkpoint_past_the_retained_data_restarts_from_the_default_and_a_bad_chang
 
     // A changelog topic with the wrong partition count fails the job clearly.
     let state = tempfile::tempdir().unwrap();
-    load(&broker, &lines(10, 1));
+    load(&broker, &common::text(10, 1));
     create(&kafka, "wordcount-counts-changelog", 2).unwrap();
     let out = wordcount(&broker, state.path(), true).output().unwrap();
     assert!(!out.status.success());

@@ -33,23 +33,6 @@ unsafe extern "C" {
     fn libc_kill(pid: i32, sig: i32) -> i32;
 }
 
-fn lines(n: usize) -> Vec<String> {
-    let mut s = 0x9e37_79b9_7f4a_7c15u64;
-    (0..n)
-        .map(|_| {
-            (0..8)
-                .map(|_| {
-                    s ^= s << 13;
-                    s ^= s >> 7;
-                    s ^= s << 17;
-                    format!("w{}", s % 200)
-                })
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .collect()
-}
-
 fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !f() {
@@ -62,7 +45,7 @@ fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 fn killed_containers_are_restarted_and_counts_stay_exact() {
     let dir = tempfile::tempdir().unwrap();
     // Enough input that several kills land before the job finishes.
-    let text = lines(6000);
+    let text = common::text(6000, 0x9e37_79b9_7f4a_7c15);
     let refs: Vec<&str> = text.iter().map(String::as_str).collect();
     load_lines(dir.path(), "words", 4, &refs).unwrap();
     let extra = ["job.coordinator=process", "job.container.count=2", "task.commit.ms=20"];
@@ -103,7 +86,7 @@ fn killed_containers_are_restarted_and_counts_stay_exact() {
 #[test]
 fn a_killed_coordinator_leaves_no_container_behind() {
     let dir = tempfile::tempdir().unwrap();
-    let text = lines(100);
+    let text = common::text(100, 0x9e37_79b9_7f4a_7c15);
     let refs: Vec<&str> = text.iter().map(String::as_str).collect();
     load_lines(dir.path(), "words", 4, &refs).unwrap();
     // Without --until-end the containers would run forever.
@@ -140,7 +123,7 @@ fn kill_group(pgid: u32, signal: i32) {
 
 fn stop_cleanly(stop: impl Fn(u32)) {
     let dir = tempfile::tempdir().unwrap();
-    let text = lines(300);
+    let text = common::text(300, 0x9e37_79b9_7f4a_7c15);
     let refs: Vec<&str> = text.iter().map(String::as_str).collect();
     load_lines(dir.path(), "words", 4, &refs).unwrap();
     let total: u64 = text.iter().map(|l| words(l).count() as u64).sum();
@@ -165,7 +148,7 @@ fn stop_cleanly(stop: impl Fn(u32)) {
 #[test]
 fn containers_get_cpu_and_memory_limits_where_cgroups_are_writable() {
     let dir = tempfile::tempdir().unwrap();
-    let text = lines(50);
+    let text = common::text(50, 0x9e37_79b9_7f4a_7c15);
     let refs: Vec<&str> = text.iter().map(String::as_str).collect();
     load_lines(dir.path(), "words", 4, &refs).unwrap();
     let extra = [

@@ -13,30 +13,9 @@ use std::time::{Duration, Instant};
 
 const WORDCOUNT: &str = env!("CARGO_BIN_EXE_wordcount");
 
-/// Deterministic pseudo-random lines over a small vocabulary.
-fn text(lines: usize, seed: u64) -> Vec<String> {
-    let mut s = seed;
-    let mut next = move || {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        s
-    };
-    (0..lines)
-        .map(|_| {
-            let n = 3 + next() % 12;
-            (0..n).map(|_| format!("w{}", next() % 300)).collect::<Vec<_>>().join(if next() % 2 == 0 {
-                " "
-            } else {
-                ", "
-            })
-        })
-        .collect()
-}
-
 fn crash_repeatedly(extra: &[&str], rounds: usize, seed: u64, wipe_local_state: bool) {
     let dir = tempfile::tempdir().unwrap();
-    let mut lines = text(3000, seed);
+    let mut lines = common::text(3000, seed);
     let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
     load_lines(dir.path(), "words", 4, &refs).unwrap();
     let mut rng = seed;
@@ -44,7 +23,7 @@ fn crash_repeatedly(extra: &[&str], rounds: usize, seed: u64, wipe_local_state: 
     for round in 0..rounds {
         if round == rounds / 2 {
             // More input arrives between crashes.
-            let more = text(500, seed + 1);
+            let more = common::text(500, seed + 1);
             let refs: Vec<&str> = more.iter().map(String::as_str).collect();
             load_lines(dir.path(), "words", 4, &refs).unwrap();
             lines.extend(more);
@@ -57,21 +36,8 @@ fn crash_repeatedly(extra: &[&str], rounds: usize, seed: u64, wipe_local_state: 
         let before = common::stream_size(dir.path(), "word-counts");
         let target = before + 1 + (rng >> 33) % 4000;
         let mut child = common::spawn(WORDCOUNT, "wordcount.properties", dir.path(), extra, true);
-        let deadline = Instant::now() + Duration::from_secs(120);
-        let finished = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                assert!(status.success(), "round {round}: wordcount failed");
-                break true;
-            }
-            if common::stream_size(dir.path(), "word-counts") >= target {
-                break false;
-            }
-            assert!(Instant::now() < deadline, "round {round}: no progress");
-            std::thread::sleep(Duration::from_millis(2));
-        };
-        if !finished {
-            child.kill().unwrap(); // SIGKILL
-            child.wait().unwrap();
+        let round = format!("round {round}");
+        if common::kill_once(&mut child, &round, || common::stream_size(dir.path(), "word-counts") >= target) {
             kills += 1;
         }
     }
@@ -116,7 +82,7 @@ fn counts_are_exact_after_many_kills_with_in_memory_stores() {
 #[test]
 fn sigterm_commits_and_exits_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    let lines = text(400, 7);
+    let lines = common::text(400, 7);
     let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
     load_lines(dir.path(), "words", 4, &refs).unwrap();
     let total: u64 = lines.iter().map(|l| words(l).count() as u64).sum();
@@ -146,7 +112,7 @@ unsafe extern "C" {
 #[test]
 fn until_end_finishes_with_more_containers_than_tasks() {
     let dir = tempfile::tempdir().unwrap();
-    let lines = text(200, 3);
+    let lines = common::text(200, 3);
     let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
     load_lines(dir.path(), "words", 4, &refs).unwrap();
     // 6 containers for 4 tasks: two have nothing to do and must not hold up the others.

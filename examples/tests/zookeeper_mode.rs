@@ -106,6 +106,18 @@ impl Cluster {
             .collect()
     }
 
+    /// Keeps adding input until `processor` processes some of it (it got
+    /// tasks in a new job model).
+    fn wait_for_tasks_on(&mut self, processor: &str) {
+        let before = self.audit().len();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !owners(&self.audit(), before).contains(processor) {
+            assert!(Instant::now() < deadline, "{processor} never got tasks\n{}", self.logs());
+            self.load(500);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// The tail of every processor's log, for failure messages.
     fn logs(&self) -> String {
         std::fs::read_dir(&self.dir)
@@ -218,13 +230,7 @@ fn processors_join_die_freeze_and_counts_stay_exact() {
 
     // A fourth joins: tasks rebalance to it.
     procs.insert("p4", c.processor("p4"));
-    let before = c.audit().len();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !owners(&c.audit(), before).contains("p4") {
-        assert!(Instant::now() < deadline, "p4 never got tasks\n{}", c.logs());
-        c.load(500);
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    c.wait_for_tasks_on("p4");
     c.load(20_000);
     c.wait_counted("after p4 joined", Duration::from_secs(60));
     // What `gregor job status` shows: the published model and who is live.
@@ -264,13 +270,7 @@ fn processors_join_die_freeze_and_counts_stay_exact() {
     assert!(newest > p1_version, "no new job model while p1 was frozen");
     signal(&procs["p1"], SIGCONT);
     // p1 comes back as a new member; more input, everything still exact.
-    let before = c.audit().len();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !owners(&c.audit(), before).contains("p1") {
-        assert!(Instant::now() < deadline, "p1 never rejoined\n{}", c.logs());
-        c.load(500);
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    c.wait_for_tasks_on("p1");
     c.load(20_000);
     c.wait_counted("after p1 rejoined", Duration::from_secs(60));
 

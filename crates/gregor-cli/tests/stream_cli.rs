@@ -1,40 +1,11 @@
 //! The `gregor stream` commands as a user runs them: real binary, real files.
 
 use std::io::Write;
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
-const GREGOR: &str = env!("CARGO_BIN_EXE_gregor");
+mod common;
 
-fn gregor(dir: &Path, args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(GREGOR)
-        .args(args)
-        .env("GREGOR_DATA_DIR", dir)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    child.wait_with_output().unwrap()
-}
-
-fn ok(dir: &Path, args: &[&str], stdin: &str) -> String {
-    let out = gregor(dir, args, stdin);
-    assert!(out.status.success(), "gregor {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// Runs a command that must fail; returns its single stderr line.
-fn fails(dir: &Path, args: &[&str]) -> String {
-    let out = gregor(dir, args, "");
-    assert!(!out.status.success(), "gregor {args:?} should fail");
-    let err = String::from_utf8(out.stderr).unwrap();
-    assert_eq!(err.lines().count(), 1, "one line on stderr, got {err:?}");
-    assert!(out.stdout.is_empty());
-    err
-}
+use common::{GREGOR, fails, gregor, ok};
 
 #[test]
 fn produce_and_consume_round_trip_with_keys_and_partitions() {

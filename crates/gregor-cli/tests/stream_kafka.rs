@@ -3,36 +3,18 @@
 //! embedded log.
 
 use gregor_examples::kafka_broker::KafkaBroker;
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 
-const GREGOR: &str = env!("CARGO_BIN_EXE_gregor");
+mod common;
 
-fn gregor(broker: &KafkaBroker, args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(GREGOR)
-        .args(["--system", "kafka", "--bootstrap-servers", &broker.bootstrap()])
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    child.wait_with_output().unwrap()
-}
+use common::{GREGOR, Target};
 
 fn ok(broker: &KafkaBroker, args: &[&str], stdin: &str) -> String {
-    let out = gregor(broker, args, stdin);
-    assert!(out.status.success(), "gregor {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
+    common::ok(Target::Kafka(&broker.bootstrap()), args, stdin)
 }
 
 fn fails(broker: &KafkaBroker, args: &[&str]) -> String {
-    let out = gregor(broker, args, "");
-    assert!(!out.status.success(), "gregor {args:?} should fail");
-    let err = String::from_utf8(out.stderr).unwrap();
-    assert_eq!(err.lines().count(), 1, "one line: {err}");
-    err
+    common::fails(Target::Kafka(&broker.bootstrap()), args)
 }
 
 #[test]

@@ -38,3 +38,44 @@ pub fn stream_size(dir: &Path, stream: &str) -> u64 {
     let Ok(s) = log.stream(stream) else { return 0 };
     (0..s.partition_count()).map(|p| s.partition(p).and_then(|p| p.next_offset()).unwrap_or(0)).sum()
 }
+
+/// Deterministic pseudo-random lines over a small vocabulary.
+pub fn text(lines: usize, seed: u64) -> Vec<String> {
+    let mut s = seed;
+    let mut next = move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        s
+    };
+    (0..lines)
+        .map(|_| {
+            let n = 3 + next() % 12;
+            (0..n).map(|_| format!("w{}", next() % 300)).collect::<Vec<_>>().join(if next() % 2 == 0 {
+                " "
+            } else {
+                ", "
+            })
+        })
+        .collect()
+}
+
+/// Lets `child` run until `progressed()` (then kills it with SIGKILL and
+/// returns `true`) or until it exits by itself, which must be a success
+/// (returns `false`). Fails the test after two minutes without either.
+pub fn kill_once(child: &mut Child, what: &str, mut progressed: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "{what}: the job failed");
+            return false;
+        }
+        if progressed() {
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+            return true;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}: no progress");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
