@@ -139,8 +139,17 @@ impl SystemAdmin for KafkaAdmin {
             }
             return Ok(());
         }
-        let compact: &[(&str, &str)] = &[("cleanup.policy", "compact")];
-        match self.create_topic(topic, partitions, if kind == StreamKind::Regular { &[] } else { compact }) {
+        // A changelog keeps every record younger than the lag: a restore to
+        // a checkpoint needs the values at the checkpoint, which compaction
+        // would otherwise drop in favour of writes made after it by a
+        // container that then crashed (Samza sets the same, 4 hours).
+        let lag = self.settings.changelog_compaction_lag_ms.to_string();
+        let configs: &[(&str, &str)] = match kind {
+            StreamKind::Regular => &[],
+            StreamKind::Compacted => &[("cleanup.policy", "compact")],
+            StreamKind::Changelog => &[("cleanup.policy", "compact"), ("min.compaction.lag.ms", &lag)],
+        };
+        match self.create_topic(topic, partitions, configs) {
             Ok(()) => {}
             Err(CreateError::Exists) => {} // created meanwhile by another container
             Err(CreateError::Failed(e)) => return Err(e),

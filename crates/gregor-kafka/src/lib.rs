@@ -52,6 +52,8 @@ pub struct KafkaSettings {
     pub replication: i32,
     /// Where to start when there is no usable checkpoint: oldest or upcoming.
     pub start_oldest: bool,
+    /// `min.compaction.lag.ms` of changelog topics gregor creates.
+    pub changelog_compaction_lag_ms: u64,
 }
 
 impl KafkaSettings {
@@ -69,6 +71,8 @@ impl KafkaSettings {
         let replication: i32 =
             config.get_parsed(&format!("systems.{name}.replication.factor"), "a positive count")?.unwrap_or(1);
         let start_oldest = config.get(&format!("systems.{name}.samza.offset.default")) != Some("upcoming");
+        let lag_key = format!("systems.{name}.changelog.min.compaction.lag.ms");
+        let changelog_compaction_lag_ms = config.get_parsed(&lag_key, "milliseconds")?.unwrap_or(4 * 3600 * 1000);
         Ok(KafkaSettings {
             name: name.to_owned(),
             bootstrap,
@@ -76,6 +80,7 @@ impl KafkaSettings {
             producer: collect("producer"),
             replication,
             start_oldest,
+            changelog_compaction_lag_ms,
         })
     }
 

@@ -187,6 +187,12 @@ pub const KEYS: &[Key] = &[
         "`kafka` systems: passed to librdkafka's producer unchanged (overriding gregor's defaults); never logged.",
     ),
     key(
+        "systems.*.changelog.min.compaction.lag.ms",
+        Kind::Positive,
+        "14400000",
+        "`kafka` systems: `min.compaction.lag.ms` of the changelog topics gregor creates (4 hours, as Samza): a restore after a crash is exact when it starts within this time.",
+    ),
+    key(
         "systems.*.replication.factor",
         Kind::Positive,
         "1",
