@@ -3,9 +3,10 @@
 //! implements.
 //!
 //! # Contract
-//! - A system is created once per container by its [`SystemFactory`] from the
-//!   job config; its consumer and producer are used from the container's one
-//!   thread only, so they need no internal locking.
+//! - A system's [`SystemFactory`] is created once per process from the job
+//!   config and shared by the process's containers; each container asks it
+//!   for its own consumer and producer, used from the container's one thread
+//!   only, so they need no internal locking.
 //! - [`SystemConsumer::register`] is called once per partition before
 //!   [`SystemConsumer::start`]; `poll` is called only after `start`.
 //! - Offsets are 64-bit and only grow within a partition; "next offset" means
@@ -226,6 +227,13 @@ pub trait SystemConsumer {
     /// The offset the consumer will deliver next for `ssp` (one past what it
     /// delivered; past any gap left by compaction). `None` if not registered.
     fn position(&self, ssp: &SystemStreamPartition) -> Option<u64>;
+    /// Where `ssp` ends, if its system knows that it will receive nothing
+    /// more (an ended stream of the in-memory system): once the container
+    /// has processed up to this offset, the input has ended. `None` (the
+    /// default) means the stream may always grow.
+    fn end_of_stream(&self, _ssp: &SystemStreamPartition) -> Option<u64> {
+        None
+    }
     /// Stops reading and releases resources.
     fn stop(&mut self) {}
 }

@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use gregor_api::Config;
 use gregor_runtime::inspect::{list_stores, read_store, rebuild_store};
-use gregor_runtime::{JobConfig, SystemKinds, Systems};
+use gregor_runtime::{JobConfig, Systems};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -53,8 +53,8 @@ pub fn load(args: &JobArgs) -> Result<(JobConfig, Systems)> {
     config.apply_overrides(args.overrides.iter().map(String::as_str))?;
     let own: Vec<String> = gregor_runtime::schema::unknown_keys(&config).into_iter().map(str::to_owned).collect();
     let own: Vec<&str> = own.iter().map(String::as_str).collect();
-    let job = JobConfig::new(config.clone(), &own)?;
-    let systems = Systems::new(&job, &SystemKinds::default())?;
+    let job = gregor::systems::job_config(config.clone(), &own)?;
+    let systems = Systems::new(&job, &gregor::systems::builtin_kinds())?;
     Ok((job, systems))
 }
 

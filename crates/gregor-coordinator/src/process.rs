@@ -1,7 +1,6 @@
 //! The supervisor of container processes.
 
-use gregor_runtime::JobModel;
-use std::collections::VecDeque;
+use gregor_runtime::{JobModel, RestartDecision, RestartPolicy, Restarts};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};
@@ -43,8 +42,16 @@ pub enum SupervisorError {
     )]
     UncleanStop(String),
     /// A file could not be written.
-    #[error("{0}")]
-    Io(String),
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// How the supervisor runs containers.
@@ -56,10 +63,8 @@ pub struct SupervisorOptions {
     pub args: Vec<String>,
     /// Where the job model file and barrier directory go.
     pub work_dir: PathBuf,
-    /// Failures of one container tolerated within `retry_window`.
-    pub retry_count: usize,
-    /// The window failures are counted in.
-    pub retry_window: Duration,
+    /// Failures of one container tolerated, and the window they are counted in.
+    pub restart: RestartPolicy,
     /// The job runs with `--until-end` (containers are expected to exit 0).
     pub until_end: bool,
     /// CPU and memory limits per container (cgroups), if any.
@@ -74,7 +79,7 @@ struct Slot {
     id: String,
     child: Option<Child>,
     placement: Option<crate::cgroups::Placement>,
-    failures: VecDeque<Instant>,
+    restarts: Restarts,
     restart_at: Option<Instant>,
     done: bool,
 }
@@ -148,13 +153,11 @@ fn terminate(slots: &mut [Slot]) -> Result<(), SupervisorError> {
 /// Writes the model where the containers (and the next coordinator) read it:
 /// to a temporary file renamed into place.
 fn write_model(model: &JobModel, work_dir: &Path) -> Result<PathBuf, SupervisorError> {
-    let io = |what: &str, p: &Path, e: std::io::Error| SupervisorError::Io(format!("{what} {}: {e}", p.display()));
+    let io = |what, path: &Path, source| SupervisorError::Io { what, path: path.to_owned(), source };
     std::fs::create_dir_all(work_dir).map_err(|e| io("creating", work_dir, e))?;
     let path = work_dir.join("job-model.json");
     let tmp = work_dir.join("job-model.json.tmp");
-    let text =
-        serde_json::to_vec_pretty(model).map_err(|e| SupervisorError::Io(format!("encoding the job model: {e}")))?;
-    std::fs::write(&tmp, text).map_err(|e| io("writing", &tmp, e))?;
+    std::fs::write(&tmp, model.to_json()).map_err(|e| io("writing", &tmp, e))?;
     std::fs::rename(&tmp, &path).map_err(|e| io("renaming", &tmp, e))?;
     Ok(path)
 }
@@ -179,7 +182,7 @@ pub fn supervise(model: &JobModel, opts: &SupervisorOptions, shutdown: Arc<Atomi
             id: c.id.clone(),
             child: None,
             placement: None,
-            failures: VecDeque::new(),
+            restarts: Restarts::new(opts.restart),
             restart_at: Some(Instant::now()),
             done: false,
         })
@@ -259,19 +262,17 @@ fn watch(
                     }
                 }
             };
-            s.failures.push_back(now);
-            while s.failures.front().is_some_and(|t| now.duration_since(*t) > opts.retry_window) {
-                s.failures.pop_front();
-            }
-            if s.failures.len() > opts.retry_count {
-                return Err(SupervisorError::TooManyFailures {
-                    container: s.id.clone(),
-                    failures: s.failures.len(),
-                    window_ms: opts.retry_window.as_millis() as u64,
-                    last: exited,
-                });
-            }
-            let backoff = Duration::from_millis(100 << s.failures.len().min(7)).min(Duration::from_secs(10));
+            let backoff = match s.restarts.on_failure(now) {
+                RestartDecision::RestartAfter(wait) => wait,
+                RestartDecision::GiveUp { failures } => {
+                    return Err(SupervisorError::TooManyFailures {
+                        container: s.id.clone(),
+                        failures,
+                        window_ms: opts.restart.window.as_millis() as u64,
+                        last: exited,
+                    });
+                }
+            };
             tracing::warn!(container = %s.id, status = %exited, restart_in_ms = backoff.as_millis() as u64, "container stopped; restarting it");
             s.restart_at = Some(now + backoff);
         }

@@ -1,10 +1,11 @@
 //! Reads assigned partitions: explicit assignment at the checkpointed
 //! offsets, batched polls, pause/resume for back-pressure.
 //!
-//! Never skips a message silently: a checkpointed offset that retention
-//! deleted restarts from `samza.offset.default` with a warning naming the
-//! partition and both offsets; broker outages are waited out (librdkafka
-//! reconnects with backoff) with a warning.
+//! Starts where it is told: the container chooses the start offset
+//! (`gregor_runtime::offsets`, the same rule for every system, including the
+//! fall-back to `samza.offset.default` for a checkpoint Kafka no longer
+//! holds). Broker outages are waited out (librdkafka reconnects with
+//! backoff) with a warning.
 
 use crate::{KafkaAdmin, KafkaSettings, Reports};
 use bytes::Bytes;
@@ -79,25 +80,12 @@ impl SystemConsumer for KafkaConsumer {
     fn start(&mut self) -> Result<(), SystemError> {
         let mut tpl = TopicPartitionList::new();
         for (ssp, start) in std::mem::take(&mut self.registered) {
-            let range = self.admin.offsets(&ssp)?;
-            let default = if self.settings.start_oldest { range.oldest } else { range.next };
+            // The container decided the offset (gregor_runtime::offsets);
+            // `Oldest`/`Upcoming` come from tools reading a stream.
             let from = match start {
-                StartOffset::At(o) if o >= range.oldest && o <= range.next => o,
-                StartOffset::At(o) => {
-                    tracing::warn!(
-                        partition = %ssp,
-                        checkpointed = o,
-                        oldest = range.oldest,
-                        next = range.next,
-                        starting_at = default,
-                        "checkpointed offset {o} of {ssp} is no longer in Kafka (retained: {}..{}); starting at {default} (samza.offset.default)",
-                        range.oldest,
-                        range.next
-                    );
-                    default
-                }
-                StartOffset::Oldest => range.oldest,
-                StartOffset::Upcoming => range.next,
+                StartOffset::At(o) => o,
+                StartOffset::Oldest => self.admin.offsets(&ssp)?.oldest,
+                StartOffset::Upcoming => self.admin.offsets(&ssp)?.next,
             };
             tpl.add_partition_offset(&ssp.stream.stream, ssp.partition as i32, Offset::Offset(from as i64))
                 .map_err(|e| self.settings.error(&format!("assigning {ssp}"), e))?;

@@ -69,7 +69,7 @@ impl<E: Engine> CachedStore<E> {
     }
 
     fn err(&self, e: KvError) -> StoreError {
-        StoreError::Engine { store: self.name.clone(), message: e.0 }
+        StoreError::Engine { store: self.name.clone(), message: e.to_string() }
     }
 
     fn check_failed(&self) -> Result<(), StoreError> {
@@ -103,7 +103,7 @@ impl<E: Engine> CachedStore<E> {
         let result = self.engine.write_batch(&batch);
         drop(batch);
         if let Err(e) = result {
-            self.failed = Some(e.0.clone());
+            self.failed = Some(e.to_string());
             return Err(self.err(e));
         }
         for &i in &self.dirty {
@@ -158,7 +158,7 @@ impl<E: Engine> CachedStore<E> {
         self.check_failed()?;
         if self.capacity == 0 {
             if let Err(e) = self.engine.write_batch(&[(key, value)]) {
-                self.failed = Some(e.0.clone());
+                self.failed = Some(e.to_string());
                 return Err(self.err(e));
             }
             return Ok(());

@@ -3,10 +3,45 @@
 use bytes::Bytes;
 use std::ops::Bound;
 
-/// An engine or layer failure.
+/// An engine or layer failure, typed by what the caller can do about it.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct KvError(pub String);
+#[non_exhaustive]
+pub enum KvError {
+    /// The engine's files are damaged or missing: the store cannot be used
+    /// as it is, and must be rebuilt (from its changelog, if it has one).
+    #[error("{location}: damaged or missing files: {message}")]
+    Corrupt {
+        /// The engine's directory.
+        location: String,
+        /// The engine's own description.
+        message: String,
+    },
+    /// An option the engine does not accept.
+    #[error("{0}")]
+    InvalidOption(String),
+    /// The changelog refused a change (the store's write did not happen
+    /// durably; the container must not commit).
+    #[error("changelog: {0}")]
+    Changelog(String),
+    /// Anything else (I/O, a lock held, resources), described.
+    #[error("{location}: {operation}: {message}")]
+    Engine {
+        /// The engine's directory, or `memory`.
+        location: String,
+        /// What was being done.
+        operation: String,
+        /// The engine's own description.
+        message: String,
+    },
+}
+
+impl KvError {
+    /// Whether the store's files are damaged or missing (rebuilding helps;
+    /// retrying does not).
+    pub fn is_corrupt(&self) -> bool {
+        matches!(self, KvError::Corrupt { .. })
+    }
+}
 
 /// Changes applied together: `(key, Some(value))` puts, `(key, None)` deletes.
 pub type WriteBatch<'a> = [(&'a [u8], Option<&'a [u8]>)];
@@ -35,7 +70,11 @@ pub trait Engine {
     /// # Errors
     /// Engines without local state (memory) cannot.
     fn snapshot(&mut self, dir: &std::path::Path) -> Result<(), KvError> {
-        Err(KvError(format!("this engine keeps no local files to snapshot into {}", dir.display())))
+        Err(KvError::Engine {
+            location: "memory".into(),
+            operation: format!("snapshot into {}", dir.display()),
+            message: "this engine keeps no local files".into(),
+        })
     }
 }
 

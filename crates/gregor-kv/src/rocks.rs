@@ -9,7 +9,8 @@
 use crate::engine::{Engine, KvError, WriteBatch};
 use bytes::Bytes;
 use rocksdb::{
-    BlockBasedOptions, Cache, DB, DBCompactionStyle, DBCompressionType, Direction, IteratorMode, Options, WriteOptions,
+    BlockBasedOptions, Cache, DB, DBCompactionStyle, DBCompressionType, Direction, ErrorKind, IteratorMode, Options,
+    WriteOptions,
 };
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
@@ -99,11 +100,12 @@ impl RocksDbEngine {
         opts.set_write_buffer_size(o.write_buffer_bytes);
         opts.set_max_write_buffer_number(o.write_buffers);
         opts.set_compression_type(
-            compression(&o.compression).ok_or_else(|| KvError(format!("unknown compression '{}'", o.compression)))?,
+            compression(&o.compression)
+                .ok_or_else(|| KvError::InvalidOption(format!("unknown compression '{}'", o.compression)))?,
         );
         opts.set_compaction_style(
             compaction_style(&o.compaction_style)
-                .ok_or_else(|| KvError(format!("unknown compaction style '{}'", o.compaction_style)))?,
+                .ok_or_else(|| KvError::InvalidOption(format!("unknown compaction style '{}'", o.compaction_style)))?,
         );
         opts.set_max_open_files(o.max_open_files);
         // Bloom filters: most reads of a counting job are for keys that are
@@ -114,26 +116,42 @@ impl RocksDbEngine {
         table.set_block_size(o.block_size);
         table.set_bloom_filter(10.0, false);
         let cache = Cache::new_lru_cache(o.block_cache_bytes)
-            .map_err(|e| KvError(format!("creating a block cache of {} bytes: {e}", o.block_cache_bytes)))?;
+            .map_err(|e| classify(path, &format!("creating a block cache of {} bytes", o.block_cache_bytes), e))?;
         table.set_block_cache(&cache);
         opts.set_block_based_table_factory(&table);
         let db = match o.ttl {
             Some(ttl) => DB::open_with_ttl(&opts, path, ttl),
             None => DB::open(&opts, path),
         }
-        .map_err(|e| KvError(format!("cannot open RocksDB in {}: {e}", path.display())))?;
+        .map_err(|e| classify(path, "open", e))?;
         let mut write = WriteOptions::default();
         write.disable_wal(!o.wal);
         Ok(RocksDbEngine { db, path: path.to_owned(), write, written: 0 })
     }
 
     fn err(&self, what: &str, e: rocksdb::Error) -> KvError {
-        KvError(format!("RocksDB in {}: {what}: {e}", self.path.display()))
+        classify(&self.path, what, e)
     }
 
     /// Approximate bytes on disk (SST files).
     pub fn size_bytes(&self) -> u64 {
         self.db.property_int_value("rocksdb.total-sst-files-size").ok().flatten().unwrap_or(0)
+    }
+}
+
+/// Types a RocksDB error. RocksDB reports damage as `Corruption`, and files
+/// that its metadata names but that are gone as an I/O error with the
+/// "path not found" subcode (ENOENT); both mean the directory cannot be
+/// used as it is. RocksDB gives no other form of these than its status text,
+/// so this one place reads it.
+fn classify(path: &Path, operation: &str, e: rocksdb::Error) -> KvError {
+    let location = format!("RocksDB in {}", path.display());
+    let message = e.to_string();
+    let missing = matches!(e.kind(), ErrorKind::IOError) && message.contains("No such file or directory");
+    if matches!(e.kind(), ErrorKind::Corruption) || missing {
+        KvError::Corrupt { location, message: format!("{operation}: {message}") }
+    } else {
+        KvError::Engine { location, operation: operation.to_owned(), message }
     }
 }
 

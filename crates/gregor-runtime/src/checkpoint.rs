@@ -5,6 +5,13 @@
 //! A checkpoint is written only after the outputs and changelog writes it
 //! covers were flushed, so restoring from it never misses data; reading one
 //! that does not parse is an error, never silently ignored.
+//!
+//! Format (version 1):
+//! `{"format_version": 1, "inputs": {"<system>.<stream>[<p>]": <next offset>, ...},
+//!   "stores": {"<store>": {"changelog": "<system>.<stream>[<p>]", "offset": <n>}, ...}}`.
+//! Checkpoints written before the version field existed have the same
+//! layout without it and are read as version 1; a newer version is refused
+//! with an error naming it (fixtures in `tests/fixtures/checkpoints`).
 
 use crate::error::RuntimeError;
 use crate::systems::Systems;
@@ -33,6 +40,52 @@ pub struct Checkpoint {
     pub stores: BTreeMap<String, StoreCheckpoint>,
 }
 
+/// The checkpoint format this gregor writes.
+pub const CHECKPOINT_FORMAT: u32 = 1;
+
+#[derive(Serialize)]
+struct Versioned<'a> {
+    format_version: u32,
+    #[serde(flatten)]
+    checkpoint: &'a Checkpoint,
+}
+
+#[derive(Deserialize)]
+struct Read {
+    #[serde(default = "legacy_version")]
+    format_version: u32,
+    #[serde(flatten)]
+    checkpoint: Checkpoint,
+}
+
+fn legacy_version() -> u32 {
+    1
+}
+
+/// The bytes of a checkpoint message.
+///
+/// # Errors
+/// Never for checkpoints the runtime builds; typed for safety.
+pub fn encode_checkpoint(checkpoint: &Checkpoint) -> Result<Vec<u8>, RuntimeError> {
+    serde_json::to_vec(&Versioned { format_version: CHECKPOINT_FORMAT, checkpoint })
+        .map_err(|source| RuntimeError::Encode { what: "a checkpoint", source })
+}
+
+/// Reads a checkpoint message.
+///
+/// # Errors
+/// Malformed JSON, or a format version this gregor does not read.
+pub fn decode_checkpoint(bytes: &[u8]) -> Result<Checkpoint, String> {
+    let read: Read = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    if read.format_version != CHECKPOINT_FORMAT {
+        return Err(format!(
+            "checkpoint format version {} is not supported by this gregor (it reads version {CHECKPOINT_FORMAT}); was it written by a newer gregor?",
+            read.format_version
+        ));
+    }
+    Ok(read.checkpoint)
+}
+
 /// The checkpoint stream's only partition.
 pub fn checkpoint_partition(stream: &SystemStream) -> SystemStreamPartition {
     stream.partition(0)
@@ -53,11 +106,11 @@ pub fn read_checkpoints(systems: &Systems, stream: &SystemStream) -> Result<Hash
     let mut out = HashMap::new();
     for (task, (offset, value)) in latest {
         let Some(value) = value else { continue };
-        let checkpoint: Checkpoint = serde_json::from_slice(&value).map_err(|e| RuntimeError::Checkpoint {
+        let checkpoint = decode_checkpoint(&value).map_err(|reason| RuntimeError::Checkpoint {
             task: task.clone(),
             stream: stream.to_string(),
             offset,
-            reason: e.to_string(),
+            reason,
         })?;
         out.insert(task, checkpoint);
     }

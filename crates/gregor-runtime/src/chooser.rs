@@ -3,8 +3,8 @@
 //!
 //! Bootstrap inputs are drained (up to their end as of start-up) before
 //! anything else is chosen; otherwise higher-priority inputs come first,
-//! and inputs of equal priority take turns one message at a time, so a busy
-//! partition never starves a quiet one.
+//! and inputs of equal priority take turns of up to 32 messages each (short
+//! runs keep caches warm), so a busy partition never starves a quiet one.
 
 use gregor_api::RawMessage;
 use std::collections::VecDeque;
@@ -56,6 +56,11 @@ impl Chooser {
 
     pub fn is_empty(&self) -> bool {
         self.buffered == 0
+    }
+
+    /// Messages buffered over all inputs.
+    pub fn buffered(&self) -> usize {
+        self.buffered
     }
 
     /// Bootstrap inputs not yet caught up (only these are chosen meanwhile).

@@ -2,39 +2,49 @@
 //!
 //! Building a container reads the tasks' checkpoints, restores their stores,
 //! calls their `init`, and registers every input partition with its system's
-//! consumer at the checkpointed offset (or the configured default). The loop
-//! itself is in `run_loop`.
+//! consumer where [`start_offset`](crate::offsets::start_offset) says. The
+//! loop itself is in `run_loop`, the commit in `commit`.
 //!
 //! # Contract
 //! - Everything here runs on the container's thread; tasks, stores,
 //!   consumers and producers are never touched concurrently.
 //! - Nothing is committed past a message whose processing failed.
 
+use crate::barrier::EndBarrier;
 use crate::checkpoint::{Checkpoint, checkpoint_partition, read_checkpoints};
 use crate::chooser::Chooser;
+use crate::clock::{Clock, SystemClock};
+use crate::commit::CommitPoint;
 use crate::error::{RuntimeError, call_task, panic_message};
-use crate::job_config::{JobConfig, OffsetDefault};
+use crate::job_config::JobConfig;
 use crate::model::ContainerModel;
+use crate::offsets::{StartReason, start_offset};
 use crate::producers::{Producers, Router, SharedProducers};
 use crate::reporter::Reporter;
 use crate::stores::{TaskStore, open_store};
 use crate::systems::Systems;
+use bytes::Bytes;
 use gregor_api::system::{StreamKind, SystemConsumer, SystemError};
 use gregor_api::task::{RawStoreHandle, StoreProvider};
 use gregor_api::{
-    Counter, MessageCollector, MetricsRegistry, Serde, Serdes, StartOffset, StoreError, StreamTask,
-    SystemStreamPartition, TaskContext, TaskCoordinator,
+    Counter, MessageCollector, MetricsRegistry, RawStore, Serde, Serdes, StartOffset, StoreError, StreamTask,
+    SystemStream, SystemStreamPartition, TaskContext, TaskCoordinator,
 };
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::ops::Bound;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// Called at each [`CommitPoint`] of a commit with the container's id;
+/// returning `true` crashes the container there (tests only).
+pub type CommitHook = Arc<dyn Fn(&str, CommitPoint) -> bool + Send + Sync>;
 
 /// How a container runs.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct ContainerOptions {
     /// Stop once every input reached its newest offset as of start-up
     /// (after a final commit). Intermediate inputs are read further: see
@@ -53,63 +63,24 @@ pub struct ContainerOptions {
     /// often and fails with [`RuntimeError::PartitionCountChanged`] when one
     /// changed (the `local` and `process` modes compute the job model once;
     /// in `zookeeper` mode the leader watches counts instead).
-    pub partition_check: Option<std::time::Duration>,
+    pub partition_check: Option<Duration>,
+    /// Processing time (commits, windows, reports, send timestamps);
+    /// `None` is the system clock.
+    pub clock: Option<Arc<dyn Clock>>,
+    /// Crash injection at points of a commit (tests).
+    pub commit_hook: Option<CommitHook>,
 }
 
-/// How containers agree that intermediate streams are complete under
-/// `until_end`: each container arrives once its other inputs have ended and
-/// everything it sent is flushed; when all have arrived, no more
-/// intermediate data can come from them, and each intermediate input ends at
-/// its newest offset as of that moment.
-///
-/// Containers of one process share an in-memory barrier; containers in
-/// separate processes (the `process` mode) share a directory in which each
-/// arrival is a file named after the container (so a restarted container
-/// arriving again changes nothing).
-#[derive(Debug)]
-pub struct EndBarrier {
-    kind: BarrierKind,
-}
-
-#[derive(Debug)]
-enum BarrierKind {
-    Memory { expected: usize, arrived: std::sync::atomic::AtomicUsize },
-    Files { dir: std::path::PathBuf, ids: Vec<String>, me: String },
-}
-
-impl EndBarrier {
-    /// A barrier for `containers` containers of this process.
-    pub fn new(containers: usize) -> Self {
-        EndBarrier {
-            kind: BarrierKind::Memory { expected: containers, arrived: std::sync::atomic::AtomicUsize::new(0) },
-        }
-    }
-
-    /// Container `me`'s view of a barrier shared through `dir` by the
-    /// containers `ids` (each its own process).
-    pub fn in_directory(dir: &std::path::Path, ids: Vec<String>, me: &str) -> Self {
-        EndBarrier { kind: BarrierKind::Files { dir: dir.to_owned(), ids, me: me.to_owned() } }
-    }
-
-    pub(crate) fn arrive(&self) -> Result<(), RuntimeError> {
-        match &self.kind {
-            BarrierKind::Memory { arrived, .. } => {
-                arrived.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                Ok(())
-            }
-            BarrierKind::Files { dir, me, .. } => {
-                std::fs::create_dir_all(dir).and_then(|_| std::fs::write(dir.join(me), b"")).map_err(|e| {
-                    RuntimeError::Other(format!("cannot record arrival at the end barrier in {}: {e}", dir.display()))
-                })
-            }
-        }
-    }
-
-    pub(crate) fn complete(&self) -> bool {
-        match &self.kind {
-            BarrierKind::Memory { expected, arrived } => arrived.load(std::sync::atomic::Ordering::SeqCst) >= *expected,
-            BarrierKind::Files { dir, ids, .. } => ids.iter().all(|id| dir.join(id).exists()),
-        }
+impl std::fmt::Debug for ContainerOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContainerOptions")
+            .field("until_end", &self.until_end)
+            .field("model_version", &self.model_version)
+            .field("lease", &self.lease.is_some())
+            .field("partition_check", &self.partition_check)
+            .field("clock", &self.clock)
+            .field("commit_hook", &self.commit_hook.is_some())
+            .finish_non_exhaustive()
     }
 }
 
@@ -126,7 +97,7 @@ pub(crate) struct Input<T: StreamTask> {
     /// Where a bootstrap input is caught up.
     pub bootstrap_end: Option<u64>,
     pub ended: bool,
-    /// An intermediate input under `until_end`: its end is set at the barrier.
+    /// Also written by the job (`samza.intermediate`).
     pub intermediate: bool,
     pub processed: Counter,
 }
@@ -164,6 +135,8 @@ pub struct Container<T: StreamTask> {
     pub(crate) shutdown: Arc<AtomicBool>,
     pub(crate) stop_requested: bool,
     pub(crate) commit_requested: bool,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) commit_hook: Option<CommitHook>,
     pub(crate) next_commit: Instant,
     pub(crate) next_window: Option<Instant>,
     pub(crate) checkpoint_ssp: SystemStreamPartition,
@@ -173,8 +146,8 @@ pub struct Container<T: StreamTask> {
     pub(crate) end_barrier: Option<(Arc<EndBarrier>, bool)>,
     pub(crate) lease: Option<Arc<crate::Lease>>,
     /// Partition counts of the inputs at start, and when to look again.
-    pub(crate) partition_counts: Vec<(gregor_api::SystemStream, u32)>,
-    pub(crate) partition_check: Option<(std::time::Duration, Instant)>,
+    pub(crate) partition_counts: Vec<(SystemStream, u32)>,
+    pub(crate) partition_check: Option<(Duration, Instant)>,
 }
 
 struct Stores<'a>(&'a [TaskStore]);
@@ -212,7 +185,8 @@ impl<T: StreamTask> Container<T> {
         shutdown: Arc<AtomicBool>,
         options: ContainerOptions,
     ) -> Result<Container<T>, RuntimeError> {
-        let producers: SharedProducers = Rc::new(RefCell::new(Producers::new(&job, &systems)?));
+        let clock = options.clock.clone().unwrap_or_else(|| Arc::new(SystemClock));
+        let producers: SharedProducers = Rc::new(RefCell::new(Producers::new(&job, &systems, clock.wall_ms())?));
         let checkpoints = read_checkpoints(&systems, &job.checkpoint_stream)?;
         for spec in &job.stores {
             if let Some(cl) = &spec.changelog {
@@ -267,17 +241,14 @@ impl<T: StreamTask> Container<T> {
             let group = format!("task.{}", tm.name);
             let mut task_inputs = Vec::new();
             for ssp in &tm.inputs {
-                let spec = job
-                    .inputs
-                    .iter()
-                    .find(|i| i.stream == ssp.stream)
-                    .ok_or_else(|| RuntimeError::Other(format!("{ssp} is not an input of the job")))?;
-                let serde_err = |which: &str, e: gregor_api::SerdeError| {
-                    RuntimeError::Other(format!(
-                        "input {}: {which} serde: {e} (set streams.{}.samza.{which}.serde)",
-                        ssp.stream, ssp.stream.stream
-                    ))
-                };
+                let spec =
+                    job.inputs.iter().find(|i| i.stream == ssp.stream).ok_or_else(|| RuntimeError::NotFound {
+                        kind: "input",
+                        name: ssp.to_string(),
+                        hint: " (the job model names an input the config does not; a stale model?)".into(),
+                    })?;
+                let serde_err =
+                    |which, source| RuntimeError::InputSerde { stream: ssp.stream.to_string(), which, source };
                 let key_serde = serdes.resolve::<T::Key>(&spec.key_serde).map_err(|e| serde_err("key", e))?;
                 let msg_serde = serdes.resolve::<T::Message>(&spec.msg_serde).map_err(|e| serde_err("msg", e))?;
                 let consumer = match consumer_of.get(&*ssp.stream.system) {
@@ -289,38 +260,31 @@ impl<T: StreamTask> Container<T> {
                     }
                 };
                 let offsets = systems.offsets(ssp)?;
-                let default = match spec.offset_default {
-                    OffsetDefault::Oldest => (StartOffset::Oldest, offsets.oldest),
-                    // The end as read now: what arrives later is processed.
-                    OffsetDefault::Upcoming => (StartOffset::At(offsets.next), offsets.next),
-                };
-                let checkpointed = checkpoint.and_then(|c| c.inputs.get(ssp)).copied().filter(|_| !spec.reset_offset);
-                let (start, next_offset) = match checkpointed {
-                    Some(o) if o >= offsets.oldest && o <= offsets.next => (StartOffset::At(o), o),
-                    Some(o) if o < offsets.oldest => {
-                        tracing::warn!(%ssp, checkpointed = o, oldest = offsets.oldest, "messages after the checkpoint were deleted by retention; starting at the oldest offset");
-                        (StartOffset::Oldest, offsets.oldest)
-                    }
-                    Some(o) => {
-                        tracing::warn!(%ssp, checkpointed = o, next = offsets.next, "the checkpoint is ahead of the stream (was it recreated?); starting at its end");
-                        (StartOffset::At(offsets.next), offsets.next)
-                    }
-                    None => default,
-                };
-                consumers[consumer].register(ssp, start)?;
-                let intermediate = options.until_end && spec.intermediate;
-                let bounded = (options.until_end && !intermediate) || spec.bounded;
+                let checkpointed = checkpoint.and_then(|c| c.inputs.get(ssp)).copied();
+                let start = start_offset(checkpointed, offsets, spec.offset_default, spec.reset_offset);
+                match start.reason {
+                    StartReason::CheckpointAheadOfEnd { checkpointed } => tracing::warn!(
+                        %ssp, checkpointed, next = offsets.next, starting_at = start.offset,
+                        "the checkpoint is past the end of the partition (was the stream recreated?); starting at samza.offset.default"
+                    ),
+                    StartReason::CheckpointBelowOldest { checkpointed } => tracing::warn!(
+                        %ssp, checkpointed, oldest = offsets.oldest, starting_at = start.offset,
+                        "messages after the checkpoint were deleted by retention; starting at samza.offset.default"
+                    ),
+                    _ => {}
+                }
+                consumers[consumer].register(ssp, StartOffset::At(start.offset))?;
                 inputs.push(Input {
                     ssp: ssp.clone(),
                     task: t,
                     consumer,
                     key_serde,
                     msg_serde,
-                    next_offset,
-                    end: bounded.then_some(offsets.next),
+                    next_offset: start.offset,
+                    end: spec.bounded.then_some(offsets.next),
                     bootstrap_end: spec.bootstrap.then_some(offsets.next),
                     ended: false,
-                    intermediate,
+                    intermediate: spec.intermediate,
                     processed: metrics.counter(&format!("input.{ssp}"), "messages-processed"),
                 });
                 task_inputs.push(inputs.len() - 1);
@@ -347,7 +311,7 @@ impl<T: StreamTask> Container<T> {
             .map(|i| job.inputs.iter().find(|s| s.stream == i.ssp.stream).map_or(0, |s| s.priority))
             .collect();
         let bootstrap: Vec<bool> = inputs.iter().map(|i| i.bootstrap_end.is_some()).collect();
-        let now = Instant::now();
+        let now = clock.now();
         let reporters = job.reporters.iter().map(|r| Reporter::new(r.clone(), now)).collect();
         let mut partition_counts = Vec::new();
         if options.partition_check.is_some() {
@@ -357,7 +321,7 @@ impl<T: StreamTask> Container<T> {
                 partition_counts.push((s, n));
             }
         }
-        Ok(Container {
+        let mut container = Container {
             input_index: inputs.iter().enumerate().map(|(i, inp)| (inp.ssp.clone(), i)).collect(),
             chooser: Chooser::new(&priorities, &bootstrap),
             router: Router::new(task_count),
@@ -377,13 +341,86 @@ impl<T: StreamTask> Container<T> {
             shutdown,
             stop_requested: false,
             commit_requested: false,
-            end_barrier: options
-                .until_end
-                .then(|| (options.end_barrier.clone().unwrap_or_else(|| Arc::new(EndBarrier::new(1))), false)),
+            clock,
+            commit_hook: options.commit_hook,
+            end_barrier: None,
             lease: options.lease,
             partition_counts,
             partition_check: options.partition_check.map(|every| (every, now + every)),
-        })
+        };
+        if options.until_end {
+            let barrier = options.end_barrier.unwrap_or_else(|| Arc::new(EndBarrier::new(vec![model.id.clone()])));
+            container.end_at_newest(barrier)?;
+        }
+        Ok(container)
+    }
+
+    /// From now on, stops once every input reached its newest offset as of
+    /// this call (intermediate inputs: as of the moment every container
+    /// arrived at `barrier`), as `until_end` does from the start.
+    ///
+    /// # Errors
+    /// If the offsets cannot be read.
+    pub fn end_at_newest(&mut self, barrier: Arc<EndBarrier>) -> Result<(), RuntimeError> {
+        for input in &mut self.inputs {
+            if !input.intermediate && input.end.is_none() {
+                input.end = Some(self.systems.offsets(&input.ssp)?.next);
+            }
+        }
+        self.end_barrier = Some((barrier, false));
+        Ok(())
+    }
+
+    /// The container's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The names of the container's tasks.
+    pub fn task_names(&self) -> impl Iterator<Item = &str> {
+        self.tasks.iter().map(|t| t.name.as_str())
+    }
+
+    /// The current contents of `store` of task `task` (including writes not
+    /// yet committed), as key and value bytes in key order. Reading flushes
+    /// the store's cache into its engine, as a task's own range read does.
+    ///
+    /// # Errors
+    /// An unknown task or store, or the store's failure.
+    pub fn store_entries(&self, task: &str, store: &str) -> Result<Vec<(Bytes, Bytes)>, RuntimeError> {
+        let t = self.tasks.iter().find(|t| t.name == task).ok_or_else(|| RuntimeError::NotFound {
+            kind: "task",
+            name: task.to_owned(),
+            hint: format!(" in container {}", self.id),
+        })?;
+        let s = t.stores.iter().find(|s| s.spec.name == store).ok_or_else(|| RuntimeError::NotFound {
+            kind: "store",
+            name: store.to_owned(),
+            hint: String::new(),
+        })?;
+        let mut out = Vec::new();
+        s.store.borrow_mut().scan(Bound::Unbounded, None, usize::MAX, &mut out)?;
+        Ok(out)
+    }
+
+    /// Commits at the end of the next step, whatever the time.
+    pub fn request_commit(&mut self) {
+        self.commit_requested = true;
+    }
+
+    /// Messages processed so far by this container.
+    pub fn processed(&self) -> u64 {
+        self.tasks.iter().map(|t| t.processed.get()).sum()
+    }
+
+    /// Checks the commit hook at `point`.
+    pub(crate) fn commit_point(&self, point: CommitPoint) -> Result<(), RuntimeError> {
+        match &self.commit_hook {
+            Some(hook) if hook(&self.id, point) => {
+                Err(RuntimeError::InjectedCrash { container: self.id.clone(), point })
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The container's metrics.

@@ -27,7 +27,7 @@ pub fn coordinator_model_path(job: &JobConfig) -> std::path::PathBuf {
 pub fn last_job_model(job: &JobConfig) -> Option<JobModel> {
     let path = coordinator_model_path(job);
     let bytes = std::fs::read(&path).ok()?;
-    match serde_json::from_slice(&bytes) {
+    match JobModel::from_json(&bytes) {
         Ok(m) => Some(m),
         Err(e) => {
             tracing::warn!(path = %path.display(), "ignoring an unreadable job model (tasks may move): {e}");
@@ -79,13 +79,19 @@ fn dir_size(path: &std::path::Path) -> u64 {
 fn spec<'a>(job: &'a JobConfig, store: &str) -> Result<&'a StoreSpec, RuntimeError> {
     job.stores.iter().find(|s| s.name == store).ok_or_else(|| {
         let known: Vec<&str> = job.stores.iter().map(|s| s.name.as_str()).collect();
-        RuntimeError::Other(format!("the job has no store '{store}' (its stores: {})", known.join(", ")))
+        RuntimeError::NotFound {
+            kind: "store",
+            name: store.to_owned(),
+            hint: format!(" (its stores: {})", known.join(", ")),
+        }
     })
 }
 
 fn task<'a>(model: &'a JobModel, name: &str) -> Result<&'a TaskModel, RuntimeError> {
-    model.containers.iter().flat_map(|c| &c.tasks).find(|t| t.name == name).ok_or_else(|| {
-        RuntimeError::Other(format!("the job has no task '{name}' (tasks are named like 'Partition 0')"))
+    model.containers.iter().flat_map(|c| &c.tasks).find(|t| t.name == name).ok_or_else(|| RuntimeError::NotFound {
+        kind: "task",
+        name: name.to_owned(),
+        hint: " (tasks are named like 'Partition 0')".into(),
     })
 }
 
@@ -136,7 +142,9 @@ pub fn read_store(
     let model = current_job_model(job, systems)?;
     let t = task(&model, task_name)?;
     let changelog = spec.changelog.as_ref().ok_or_else(|| {
-        RuntimeError::Other(format!("store '{store}' has no changelog; its state lives only in its local files"))
+        RuntimeError::NotApplicable(format!(
+            "store '{store}' has no changelog; its state lives only in its local files"
+        ))
     })?;
     let ssp = changelog.partition(t.changelog_partition);
     let offsets = systems.offsets(&ssp)?;
@@ -147,7 +155,12 @@ pub fn read_store(
     let mut engine: Box<dyn Engine> = Box::new(MemoryEngine::new());
     crate::stores::replay(spec, t, &ssp, plan, &mut engine, systems)?;
     let mut out = Vec::new();
-    engine.scan(Bound::Unbounded, None, usize::MAX, &mut out).map_err(|e| RuntimeError::Other(e.to_string()))?;
+    engine.scan(Bound::Unbounded, None, usize::MAX, &mut out).map_err(|source| RuntimeError::StoreEngine {
+        store: store.to_owned(),
+        task: task_name.to_owned(),
+        operation: "read",
+        source,
+    })?;
     Ok(out)
 }
 
@@ -157,7 +170,7 @@ pub fn read_store(
 pub fn rebuild_store(job: &JobConfig, systems: &Systems, store: &str, task_name: &str) -> Result<u64, RuntimeError> {
     let spec = spec(job, store)?;
     let StoreEngine::RocksDb(opts) = &spec.engine else {
-        return Err(RuntimeError::Other(format!(
+        return Err(RuntimeError::NotApplicable(format!(
             "store '{store}' is in memory: it is rebuilt from its changelog at every start"
         )));
     };
@@ -166,7 +179,7 @@ pub fn rebuild_store(job: &JobConfig, systems: &Systems, store: &str, task_name:
     let changelog = spec
         .changelog
         .as_ref()
-        .ok_or_else(|| RuntimeError::Other(format!("store '{store}' has no changelog to rebuild from")))?;
+        .ok_or_else(|| RuntimeError::NotApplicable(format!("store '{store}' has no changelog to rebuild from")))?;
     let ssp = changelog.partition(t.changelog_partition);
     let local = LocalState::open(&job.state_dir, &job_dir(job), store, task_name)?;
     let offsets = systems.offsets(&ssp)?;
@@ -176,11 +189,16 @@ pub fn rebuild_store(job: &JobConfig, systems: &Systems, store: &str, task_name:
     let plan = plan_restore(checkpointed, &[], offsets.oldest, offsets.next);
     local.retain(None)?;
     let current = local.reset_current(None)?;
-    let mut engine: Box<dyn Engine> =
-        Box::new(RocksDbEngine::open(&current, opts).map_err(|e| RuntimeError::Other(e.to_string()))?);
+    let engine_err = |operation, source| RuntimeError::StoreEngine {
+        store: store.to_owned(),
+        task: task_name.to_owned(),
+        operation,
+        source,
+    };
+    let mut engine: Box<dyn Engine> = Box::new(RocksDbEngine::open(&current, opts).map_err(|e| engine_err("open", e))?);
     let (records, _) = crate::stores::replay(spec, t, &ssp, plan, &mut engine, systems)?;
     if checkpointed.is_some() {
-        local.snapshot(plan.target, |dir| engine.snapshot(dir).map_err(|e| RuntimeError::Other(e.to_string())))?;
+        local.snapshot(plan.target, |dir| engine.snapshot(dir).map_err(|e| engine_err("snapshot", e)))?;
     }
     Ok(records)
 }

@@ -222,13 +222,9 @@ impl JobConfig {
                 .get_parsed::<u64>("task.window.ms", "a positive number of milliseconds")?
                 .map(Duration::from_millis),
             max_buffered: c.get_parsed("task.max.buffered.messages", "a positive integer")?.unwrap_or(10_000),
-            state_dir: match c.get("job.logged.store.base.dir") {
-                Some(dir) => std::path::PathBuf::from(dir),
-                None => c
-                    .get(&format!("systems.{default_system}.path"))
-                    .map_or_else(gregor_log::system::default_data_dir, std::path::PathBuf::from)
-                    .join("__state"),
-            },
+            // The facade sets this key (from the embedded log's directory)
+            // when the user did not; the runtime knows no system.
+            state_dir: std::path::PathBuf::from(c.get("job.logged.store.base.dir").unwrap_or("gregor-state")),
             name,
             id,
             inputs,
@@ -289,6 +285,24 @@ impl JobConfig {
     /// else `systems.<system>.<suffix>`.
     pub fn stream_setting(&self, stream: &SystemStream, suffix: &str) -> Option<&str> {
         stream_setting(&self.raw, stream, suffix)
+    }
+
+    /// `streams.<id>.partitions` (or the system's default) of `stream`, if set.
+    ///
+    /// # Errors
+    /// A value that is not a positive number, naming the key.
+    pub fn stream_partitions(&self, stream: &SystemStream) -> Result<Option<u32>, ConfigError> {
+        match self.stream_setting(stream, "partitions") {
+            None => Ok(None),
+            Some(v) => match v.parse::<u32>() {
+                Ok(n) if n > 0 => Ok(Some(n)),
+                _ => Err(invalid(
+                    &format!("streams.{}.partitions", stream_id(&self.raw, stream)),
+                    v,
+                    "a positive number of partitions",
+                )),
+            },
+        }
     }
 
     /// The key and message serde names of any stream (inputs and outputs).

@@ -13,8 +13,11 @@
 #![deny(missing_docs)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+mod barrier;
 mod checkpoint;
 mod chooser;
+mod clock;
+pub mod commit;
 mod container;
 mod error;
 pub mod inspect;
@@ -22,18 +25,28 @@ pub mod job_config;
 mod lease;
 pub mod local_state;
 pub mod model;
+pub mod offsets;
 mod producers;
 mod reporter;
+pub mod restart;
 mod run_loop;
 pub mod schema;
 mod stores;
 mod systems;
 
-pub use checkpoint::{Checkpoint, StoreCheckpoint, read_checkpoints};
-pub use container::{Container, ContainerOptions, EndBarrier};
+pub use barrier::EndBarrier;
+pub use checkpoint::{
+    CHECKPOINT_FORMAT, Checkpoint, StoreCheckpoint, decode_checkpoint, encode_checkpoint, read_checkpoints,
+};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use commit::CommitPoint;
+pub use container::{CommitHook, Container, ContainerOptions};
 pub use error::RuntimeError;
 pub use job_config::JobConfig;
 pub use lease::Lease;
-pub use model::{ContainerModel, JobModel, TaskModel, assign, assign_to, job_model, job_model_after, job_model_for};
-pub use run_loop::RunSummary;
+pub use model::{
+    ContainerModel, JOB_MODEL_FORMAT, JobModel, TaskModel, assign, assign_to, job_model, job_model_after, job_model_for,
+};
+pub use restart::{RestartDecision, RestartPolicy, Restarts};
+pub use run_loop::{RunSummary, StepOutcome, TURN};
 pub use systems::{SystemConstructor, SystemKinds, Systems};

@@ -44,8 +44,8 @@ pub fn plan_restore(checkpointed: Option<u64>, snapshots: &[u64], oldest: u64, n
 /// could then miss a deletion. An older one means a full replay instead.
 pub const MAX_SNAPSHOT_AGE: std::time::Duration = std::time::Duration::from_secs(12 * 3600);
 
-fn io(what: &str, path: &Path, e: std::io::Error) -> RuntimeError {
-    RuntimeError::Other(format!("{what} {}: {e}", path.display()))
+fn io(what: &'static str, path: &Path, source: std::io::Error) -> RuntimeError {
+    RuntimeError::Io { what, path: path.to_owned(), source }
 }
 
 /// The local directory of one store of one task, locked while open.
@@ -70,10 +70,11 @@ impl LocalState {
         match lock.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(RuntimeError::Other(format!(
-                    "store '{store}' of task '{task}' is already open by another container or process (lock held on {})",
-                    lock_path.display()
-                )));
+                return Err(RuntimeError::StoreLocked {
+                    store: store.to_owned(),
+                    task: task.to_owned(),
+                    lock: lock_path,
+                });
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(io("locking", &lock_path, e)),
         }
@@ -262,7 +263,7 @@ mod tests {
         let err = LocalState::open(base.path(), "j-1", "s", "Partition 0").err().unwrap().to_string();
         assert!(err.contains("already open by another container"), "{err}");
         // An interrupted snapshot is not listed; complete ones are.
-        a.snapshot(7, |d| std::fs::create_dir(d).map_err(|e| RuntimeError::Other(e.to_string()))).unwrap();
+        a.snapshot(7, |d| std::fs::create_dir(d).map_err(|e| io("creating", d, e))).unwrap();
         std::fs::create_dir_all(base.path().join("j-1/s/Partition 0/snapshots/.taking-9")).unwrap();
         assert_eq!(a.snapshots().unwrap(), vec![7]);
         drop(a);

@@ -1,6 +1,12 @@
 //! The job model: which container runs which tasks, and which input
 //! partitions each task consumes. Computing it is a pure function of the
 //! config and the partition counts (so it is unit-tested without I/O).
+//!
+//! Stored as JSON (the `process` coordinator's model file, the `zookeeper`
+//! mode's model node) with a format version: `{"format_version": 1,
+//! "version": <model version>, "task_count": n, "containers": [...]}`.
+//! Models written before the field existed are read as format 1; a newer
+//! format is refused with an error naming it.
 
 use crate::job_config::{Grouper, JobConfig};
 use gregor_api::{SystemStream, SystemStreamPartition};
@@ -36,6 +42,51 @@ pub struct JobModel {
     pub task_count: u32,
     /// Containers.
     pub containers: Vec<ContainerModel>,
+}
+
+/// The job model format this gregor writes.
+pub const JOB_MODEL_FORMAT: u32 = 1;
+
+#[derive(Serialize)]
+struct Versioned<'a> {
+    format_version: u32,
+    #[serde(flatten)]
+    model: &'a JobModel,
+}
+
+#[derive(Deserialize)]
+struct Read {
+    #[serde(default = "legacy_format")]
+    format_version: u32,
+    #[serde(flatten)]
+    model: JobModel,
+}
+
+fn legacy_format() -> u32 {
+    1
+}
+
+impl JobModel {
+    /// The model as stored (pretty JSON with its format version).
+    pub fn to_json(&self) -> Vec<u8> {
+        // A model is plain data (strings, numbers): encoding cannot fail.
+        serde_json::to_vec_pretty(&Versioned { format_version: JOB_MODEL_FORMAT, model: self }).unwrap_or_default()
+    }
+
+    /// Reads a stored model.
+    ///
+    /// # Errors
+    /// Malformed JSON, or a format version this gregor does not read.
+    pub fn from_json(bytes: &[u8]) -> Result<JobModel, String> {
+        let read: Read = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        if read.format_version != JOB_MODEL_FORMAT {
+            return Err(format!(
+                "job model format version {} is not supported by this gregor (it reads version {JOB_MODEL_FORMAT}); was it written by a newer gregor?",
+                read.format_version
+            ));
+        }
+        Ok(read.model)
+    }
 }
 
 /// Groups input partitions into tasks (sorted by name, changelog partitions assigned).

@@ -28,17 +28,13 @@ pub(crate) struct Producers {
 
 pub(crate) type SharedProducers = Rc<RefCell<Producers>>;
 
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
 impl Producers {
-    pub fn new(job: &JobConfig, systems: &Systems) -> Result<Producers, SystemError> {
+    pub fn new(job: &JobConfig, systems: &Systems, now_ms: i64) -> Result<Producers, SystemError> {
         let mut by_system = BTreeMap::new();
         for name in job.systems.keys() {
             by_system.insert(name.clone(), systems.factory(name)?.producer()?);
         }
-        Ok(Producers { by_system, sent: false, now_ms: now_ms() })
+        Ok(Producers { by_system, sent: false, now_ms })
     }
 
     pub fn send(
@@ -91,7 +87,7 @@ impl ChangelogSink for ChangelogWriter {
     fn send(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), KvError> {
         let mut p = self.producers.borrow_mut();
         let now = p.now_ms;
-        p.send(&self.ssp, Some(key), value, now).map_err(|e| KvError(e.to_string()))
+        p.send(&self.ssp, Some(key), value, now).map_err(|e| KvError::Changelog(e.to_string()))
     }
 }
 
@@ -125,10 +121,8 @@ impl Router {
         let n = match admin.partition_count(stream) {
             Ok(n) => n,
             Err(SystemError::StreamNotFound { .. }) => {
-                let n = match job.stream_setting(stream, "partitions") {
-                    Some(v) => v
-                        .parse()
-                        .map_err(|_| RuntimeError::Other(format!("partitions of {stream}: '{v}' is not a number")))?,
+                let n = match job.stream_partitions(stream)? {
+                    Some(n) => n,
                     None => self.default_partitions,
                 };
                 admin.ensure_stream(stream, n, StreamKind::Regular)?;
@@ -155,10 +149,7 @@ impl Router {
         let count = self.partition_count(job, systems, &send.stream)?;
         let partition = match (send.partition, key) {
             (Some(p), _) if p >= count => {
-                return Err(RuntimeError::Other(format!(
-                    "a task sent to partition {p} of {}, which has {count} partitions",
-                    send.stream
-                )));
+                return Err(RuntimeError::NoSuchPartition { stream: send.stream.to_string(), partition: p, count });
             }
             (Some(p), _) => p,
             (None, Some(k)) => gregor_api::partition_for_key(k, count),

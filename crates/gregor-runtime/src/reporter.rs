@@ -47,7 +47,7 @@ impl Reporter {
                 let mut buf = container.as_bytes().to_vec();
                 let key_end = buf.len();
                 serde_json::to_writer(&mut buf, &snapshot)
-                    .map_err(|e| RuntimeError::Other(format!("encoding metrics: {e}")))?;
+                    .map_err(|source| RuntimeError::Encode { what: "a metrics snapshot", source })?;
                 let send = PendingSend {
                     stream: stream.clone(),
                     partition: None,

@@ -1,20 +1,19 @@
 //! The event loop: poll -> choose -> process -> route sends, and on time
 //! `window`, commit and metrics reports. One call to [`Container::step`] is
-//! one turn, so tests can drive a container deterministically.
+//! one turn, so tests can drive a container deterministically (with a
+//! manual clock, see [`ContainerOptions::clock`](crate::ContainerOptions)).
 
-use crate::checkpoint::{Checkpoint, StoreCheckpoint};
 use crate::container::Container;
 use crate::error::{RuntimeError, call_task, panic_message};
 use crate::job_config::DeserializationPolicy;
-use crate::producers::now_ms;
-use gregor_api::{IncomingEnvelope, RawMessage, RawStore, SerdeError, ShutdownScope, StreamTask};
+use gregor_api::{IncomingEnvelope, RawMessage, SerdeError, ShutdownScope, StreamTask};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// Messages processed per turn before timers are checked and output is
 /// written (so output appears within one turn, not only at commit).
-const BATCH: usize = 10_000;
+pub const TURN: usize = 10_000;
 /// Longest a turn waits for input.
 const MAX_WAIT: Duration = Duration::from_millis(100);
 /// One message in this many has its `process` call timed (a clock read per
@@ -34,6 +33,18 @@ pub struct RunSummary {
     pub processed: u64,
 }
 
+/// What one turn of the loop did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StepOutcome {
+    /// Messages processed (including ones set aside by the deserialization policy).
+    pub processed: usize,
+    /// Messages still buffered, polled but not processed yet.
+    pub buffered: usize,
+    /// The container should stop (its inputs ended, its tasks asked to, or
+    /// the shutdown flag is set): call [`Container::finish`].
+    pub done: bool,
+}
+
 impl<T: StreamTask> Container<T> {
     /// Runs until the inputs end (bounded or `until_end`), a task asks for
     /// shutdown, or the shutdown flag is set; then commits and closes tasks.
@@ -42,24 +53,35 @@ impl<T: StreamTask> Container<T> {
     /// The first failure; nothing after the last successful commit is
     /// committed then.
     pub fn run(mut self) -> Result<RunSummary, RuntimeError> {
-        while !self.step()? {}
+        while !self.step()?.done {}
         self.finish()
     }
 
-    /// One turn of the loop. Returns `true` once the container should stop.
+    /// One turn of the loop (up to [`TURN`] messages).
     ///
     /// # Errors
     /// As [`Self::run`].
-    pub fn step(&mut self) -> Result<bool, RuntimeError> {
+    pub fn step(&mut self) -> Result<StepOutcome, RuntimeError> {
+        self.step_at_most(TURN)
+    }
+
+    /// One turn of the loop processing at most `limit` messages (a test can
+    /// stop a container after exactly N messages).
+    ///
+    /// # Errors
+    /// As [`Self::run`].
+    pub fn step_at_most(&mut self, limit: usize) -> Result<StepOutcome, RuntimeError> {
         if self.shutdown.load(Ordering::Relaxed) || self.stop_requested {
-            return Ok(true);
+            return Ok(StepOutcome { done: true, ..StepOutcome::default() });
         }
-        self.producers.borrow_mut().now_ms = now_ms();
+        self.producers.borrow_mut().now_ms = self.clock.wall_ms();
         self.poll()?;
         self.check_lease()?;
-        for _ in 0..BATCH {
+        let mut processed = 0;
+        while processed < limit {
             let Some((input, message)) = self.chooser.next() else { break };
             self.process(input, message)?;
+            processed += 1;
             if self.commit_requested || self.stop_requested || self.shutdown.load(Ordering::Relaxed) {
                 break;
             }
@@ -67,7 +89,7 @@ impl<T: StreamTask> Container<T> {
         self.check_ends()?;
         self.check_lease()?;
         self.producers.borrow_mut().flush_sent()?;
-        let now = Instant::now();
+        let now = self.clock.now();
         if let Some(at) = self.next_window
             && now >= at
         {
@@ -79,13 +101,19 @@ impl<T: StreamTask> Container<T> {
         }
         self.report(now)?;
         self.check_partitions(now)?;
-        Ok(self.stop_requested || self.tasks.iter().all(|t| t.stopped || t.end_of_stream_called))
+        let done = self.stop_requested || self.tasks.iter().all(|t| t.stopped || t.end_of_stream_called);
+        Ok(StepOutcome { processed, buffered: self.chooser.buffered(), done })
     }
 
-    /// Final commit, then `close` on every task and the consumers and producers stopped.
-    fn finish(mut self) -> Result<RunSummary, RuntimeError> {
+    /// Final commit, then `close` on every task and the consumers and
+    /// producers stopped. A container dropped without this commits nothing
+    /// more (as after a crash).
+    ///
+    /// # Errors
+    /// As [`Self::run`].
+    pub fn finish(mut self) -> Result<RunSummary, RuntimeError> {
         // A last metrics snapshot, so short runs report too.
-        let now = Instant::now();
+        let now = self.clock.now();
         for r in &mut self.reporters {
             r.next = now;
         }
@@ -95,7 +123,7 @@ impl<T: StreamTask> Container<T> {
         // tasks, asked to stop) still arrives, so the others are not left
         // waiting; a failed one does not (it may be restarted and send more).
         if let Some((barrier, false)) = &self.end_barrier {
-            barrier.arrive()?;
+            barrier.arrive(&self.id)?;
         }
         for t in &mut self.tasks {
             call_task(&t.name, "close", || t.task.close())?;
@@ -104,12 +132,12 @@ impl<T: StreamTask> Container<T> {
             c.stop();
         }
         self.producers.borrow_mut().stop()?;
-        Ok(RunSummary { processed: self.tasks.iter().map(|t| t.processed.get()).sum() })
+        Ok(RunSummary { processed: self.processed() })
     }
 
     /// Fails when an input's partition count is not what the job model was
     /// computed from (its new partitions would go unprocessed).
-    pub(crate) fn check_partitions(&mut self, now: Instant) -> Result<(), RuntimeError> {
+    fn check_partitions(&mut self, now: Instant) -> Result<(), RuntimeError> {
         let Some((every, next)) = self.partition_check else { return Ok(()) };
         if now < next {
             return Ok(());
@@ -125,7 +153,7 @@ impl<T: StreamTask> Container<T> {
     }
 
     /// Fails (so nothing more is sent or committed) once the lease is gone.
-    fn check_lease(&self) -> Result<(), RuntimeError> {
+    pub(crate) fn check_lease(&self) -> Result<(), RuntimeError> {
         match &self.lease {
             Some(lease) if !lease.is_valid() => Err(RuntimeError::LeaseExpired { container: self.id.clone() }),
             _ => Ok(()),
@@ -141,7 +169,7 @@ impl<T: StreamTask> Container<T> {
     /// when there is nothing to process.
     fn poll(&mut self) -> Result<(), RuntimeError> {
         let wants: Vec<bool> = (0..self.inputs.len()).map(|i| self.wants(i)).collect();
-        let now = Instant::now();
+        let now = self.clock.now();
         let idle = self.chooser.is_empty()
             || !self.chooser.bootstrapping().iter().any(|&i| self.chooser.len(i) > 0)
                 && !self.chooser.bootstrapping().is_empty();
@@ -152,7 +180,8 @@ impl<T: StreamTask> Container<T> {
         for r in &self.reporters {
             deadline = deadline.min(r.next);
         }
-        let timeout = if idle { deadline.saturating_duration_since(now) } else { Duration::ZERO };
+        let timeout =
+            if idle && self.clock.may_wait() { deadline.saturating_duration_since(now) } else { Duration::ZERO };
         let per_consumer = timeout / self.consumers.len().max(1) as u32;
         let Container { consumers, inputs, input_index, chooser, .. } = self;
         for (c, consumer) in consumers.iter_mut().enumerate() {
@@ -289,7 +318,8 @@ impl<T: StreamTask> Container<T> {
             let position = self.consumers[input.consumer].position(&input.ssp).unwrap_or(0);
             let buffered = self.chooser.len(i);
             let caught_up = |end: u64| input.next_offset >= end || (position >= end && buffered == 0);
-            let ended = !input.ended && input.end.is_some_and(caught_up);
+            let end = input.end.or_else(|| self.consumers[input.consumer].end_of_stream(&input.ssp));
+            let ended = !input.ended && end.is_some_and(caught_up);
             let bootstrapped = input.bootstrap_end.is_some_and(caught_up) && self.chooser.bootstrapping().contains(&i);
             if ended {
                 self.inputs[i].ended = true;
@@ -325,7 +355,7 @@ impl<T: StreamTask> Container<T> {
             // or without tasks), once its other inputs are done.
             if self.inputs.iter().all(|i| i.intermediate || i.ended || self.tasks[i.task].stopped) {
                 self.commit()?;
-                barrier.arrive()?;
+                barrier.arrive(&self.id)?;
                 self.end_barrier = Some((barrier, true));
             }
             return Ok(());
@@ -348,89 +378,6 @@ impl<T: StreamTask> Container<T> {
             self.route(t)?;
             self.coordinate(t);
         }
-        Ok(())
-    }
-
-    /// Flush stores (their changelog writes), flush all producers, then write
-    /// and flush checkpoints, then let changelog compaction catch up to them.
-    pub(crate) fn commit(&mut self) -> Result<(), RuntimeError> {
-        let started = Instant::now();
-        self.check_lease()?;
-        for task in &self.tasks {
-            for store in &task.stores {
-                store.store.borrow_mut().flush().map_err(RuntimeError::Store)?;
-            }
-        }
-        self.check_lease()?;
-        let mut producers = self.producers.borrow_mut();
-        producers.flush()?;
-        let now = producers.now_ms;
-        let mut wrote = false;
-        for task in &mut self.tasks {
-            let mut cp = Checkpoint::default();
-            for &i in &task.inputs {
-                cp.inputs.insert(self.inputs[i].ssp.clone(), self.inputs[i].next_offset);
-            }
-            for store in &mut task.stores {
-                if let Some((ssp, end)) = &mut store.changelog {
-                    if let Some(n) = producers.next_offset(ssp) {
-                        *end = n;
-                    }
-                    cp.stores.insert(store.spec.name.clone(), StoreCheckpoint { changelog: ssp.clone(), offset: *end });
-                    // A local snapshot matching this checkpoint, taken before
-                    // the checkpoint is written: a restart on this machine
-                    // starts from it instead of replaying the changelog.
-                    if let Some(local) = &store.local
-                        && store.snapshot_at != Some(*end)
-                    {
-                        let name = &store.spec.name;
-                        let taken = local.snapshot(*end, |dir| {
-                            let mut s = store.store.borrow_mut();
-                            s.engine_mut()
-                                .snapshot(dir)
-                                .map_err(|e| RuntimeError::Other(format!("store '{name}': {e}")))
-                        });
-                        // The changelog is the source of truth: a failed
-                        // snapshot only makes the next restart slower.
-                        match taken {
-                            Ok(()) => store.snapshot_at = Some(*end),
-                            Err(e) => {
-                                tracing::warn!(store = %name, task = %task.name, "skipping this commit's local snapshot: {e}")
-                            }
-                        }
-                    }
-                }
-            }
-            if task.last_checkpoint.as_ref() == Some(&cp) {
-                continue;
-            }
-            let json =
-                serde_json::to_vec(&cp).map_err(|e| RuntimeError::Other(format!("encoding a checkpoint: {e}")))?;
-            producers.send(&self.checkpoint_ssp, Some(task.name.as_bytes()), Some(&json), now)?;
-            task.last_checkpoint = Some(cp);
-            wrote = true;
-        }
-        if wrote {
-            drop(producers);
-            self.check_lease()?;
-            producers = self.producers.borrow_mut();
-            producers.flush()?;
-            for task in &self.tasks {
-                for store in &task.stores {
-                    if let Some((ssp, end)) = &store.changelog {
-                        self.systems.admin(&ssp.stream.system)?.set_compaction_limit(ssp, *end)?;
-                    }
-                    if let Some(local) = &store.local {
-                        local.retain(store.snapshot_at)?; // the checkpoint now matches the newest snapshot
-                    }
-                }
-            }
-        }
-        drop(producers);
-        self.commit_requested = false;
-        self.next_commit = Instant::now() + self.job.commit_interval;
-        self.metrics.counter("container", "commits").inc();
-        self.metrics.timer("container", "commit").record(started.elapsed());
         Ok(())
     }
 

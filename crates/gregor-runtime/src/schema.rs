@@ -165,9 +165,15 @@ pub const KEYS: &[Key] = &[
         "systems.*.factory",
         Kind::Text,
         "(required per system)",
-        "Implementation of the system: `log` is the embedded log, `kafka` Apache Kafka (docs/kafka.md); a job can add kinds (`App::system_kind`). An unknown kind is an error listing the known ones.",
+        "Implementation of the system: `log` is the embedded log, `kafka` Apache Kafka (docs/kafka.md), `memory` streams in this process's memory (docs/testing.md); a job can add kinds (`App::system_kind`). An unknown kind is an error listing the known ones.",
     ),
     key("systems.*.path", Kind::Text, "$GREGOR_DATA_DIR or ./gregor-data", "Data directory of a `log` system."),
+    key(
+        "systems.*.memory.namespace",
+        Kind::Text,
+        "default",
+        "`memory` systems: the set of in-memory streams this system shares with every other `memory` system of the process that names the same namespace.",
+    ),
     key(
         "systems.*.bootstrap.servers",
         Kind::Text,

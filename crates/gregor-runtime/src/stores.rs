@@ -20,7 +20,7 @@ use crate::systems::Systems;
 use bytes::Bytes;
 use gregor_api::MetricsRegistry;
 use gregor_api::{StartOffset, SystemStreamPartition};
-use gregor_kv::{CachedStore, Engine, LoggedEngine, MemoryEngine, RocksDbEngine};
+use gregor_kv::{CachedStore, Engine, KvError, LoggedEngine, MemoryEngine, RocksDbEngine};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::cell::RefCell;
 use std::collections::HashSet;
@@ -44,7 +44,7 @@ pub(crate) struct TaskStore {
 const RESTORE_BATCH: usize = 10_000;
 const STALL: Duration = Duration::from_secs(120);
 
-fn open_engine(spec: &StoreSpec, local: Option<&LocalState>, tasks: usize) -> Result<Box<dyn Engine>, RuntimeError> {
+fn open_engine(spec: &StoreSpec, local: Option<&LocalState>, tasks: usize) -> Result<Box<dyn Engine>, KvError> {
     match (&spec.engine, local) {
         (StoreEngine::RocksDb(opts), Some(l)) => {
             // `container.*` sizes are per container, shared by its tasks (as in Samza).
@@ -54,9 +54,7 @@ fn open_engine(spec: &StoreSpec, local: Option<&LocalState>, tasks: usize) -> Re
                 write_buffer_bytes: share(opts.write_buffer_bytes),
                 ..opts.clone()
             };
-            let engine = RocksDbEngine::open(&l.current(), &opts)
-                .map_err(|e| RuntimeError::Other(format!("store '{}': {e}", spec.name)))?;
-            Ok(Box::new(engine))
+            Ok(Box::new(RocksDbEngine::open(&l.current(), &opts)?))
         }
         _ => Ok(Box::new(MemoryEngine::new())),
     }
@@ -73,6 +71,12 @@ pub(crate) fn open_store(
     metrics: &MetricsRegistry,
     tasks: usize,
 ) -> Result<TaskStore, RuntimeError> {
+    let engine_err = |operation, source| RuntimeError::StoreEngine {
+        store: spec.name.clone(),
+        task: task.name.clone(),
+        operation,
+        source,
+    };
     let local = match spec.engine {
         StoreEngine::RocksDb(_) => {
             Some(LocalState::open(&job.state_dir, &format!("{}-{}", job.name, job.id), &spec.name, &task.name)?)
@@ -81,7 +85,7 @@ pub(crate) fn open_store(
     };
     let Some(changelog) = &spec.changelog else {
         // No changelog: the engine's own files are the whole state.
-        let engine = open_engine(spec, local.as_ref(), tasks)?;
+        let engine = open_engine(spec, local.as_ref(), tasks).map_err(|e| engine_err("open", e))?;
         let store = CachedStore::new(&spec.name, engine, spec.cache_size, spec.write_batch_size);
         return Ok(TaskStore {
             spec: spec.clone(),
@@ -113,16 +117,16 @@ pub(crate) fn open_store(
                 // Damaged files: rebuild from the changelog. Anything else (a
                 // full disk, permissions, file limits) is reported as it is,
                 // and the snapshots are kept for the next try.
-                Err(e) if e.to_string().contains("Corruption") || e.to_string().contains("No such file") => {
+                Err(e) if e.is_corrupt() => {
                     tracing::warn!(store = %spec.name, task = %task.name, "{e}; discarding local state and rebuilding from the changelog");
                     l.reset_current(None)?;
                     plan = RestorePlan { snapshot: None, replay_from: offsets.oldest, target: plan.target };
-                    open_engine(spec, Some(l), tasks)?
+                    open_engine(spec, Some(l), tasks).map_err(|e| engine_err("open", e))?
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err(engine_err("open", e)),
             }
         }
-        None => open_engine(spec, None, tasks)?,
+        None => open_engine(spec, None, tasks).map_err(|e| engine_err("open", e))?,
     };
 
     let started = Instant::now();
@@ -134,14 +138,14 @@ pub(crate) fn open_store(
         && checkpointed.is_some()
         && plan.snapshot != Some(plan.target)
     {
-        match l.snapshot(plan.target, |dir| engine.snapshot(dir).map_err(|e| RuntimeError::Other(e.to_string()))) {
+        match l.snapshot(plan.target, |dir| engine.snapshot(dir).map_err(|e| engine_err("snapshot", e))) {
             Ok(()) => snapshot_at = Some(plan.target),
             Err(e) => tracing::warn!(store = %spec.name, task = %task.name, "no snapshot after the restore: {e}"),
         }
     }
     let mut end = plan.target;
     if offsets.next > plan.target {
-        end = trim(spec, &ssp, plan.target, offsets.next, &mut engine, systems, producers)?;
+        end = trim(spec, task, &ssp, plan.target, offsets.next, &mut engine, systems, producers)?;
     }
     let elapsed = started.elapsed();
     let group = format!("store.{}.{}", task.name, spec.name);
@@ -162,7 +166,8 @@ pub(crate) fn open_store(
         store: Rc::new(RefCell::new(store)),
         changelog: Some((ssp, end)),
         local,
-        snapshot_at: plan.snapshot,
+        // The snapshot kept above: `plan.snapshot` may be one `retain` just deleted.
+        snapshot_at,
     })
 }
 
@@ -189,21 +194,27 @@ pub(crate) fn replay(
     let mut batch: Vec<(bytes::Bytes, Option<bytes::Bytes>)> = Vec::with_capacity(RESTORE_BATCH);
     let (mut records, mut bytes) = (0u64, 0u64);
     let mut last_log = Instant::now();
-    let name = spec.name.clone();
     let apply = |engine: &mut Box<dyn Engine>, batch: &mut Vec<(bytes::Bytes, Option<bytes::Bytes>)>| {
         let slices: Vec<(&[u8], Option<&[u8]>)> = batch.iter().map(|(k, v)| (&k[..], v.as_deref())).collect();
         let result = engine.write_batch(&slices);
         drop(slices);
         batch.clear();
-        result.map_err(|e| RuntimeError::Other(format!("restoring store '{name}': {e}")))
+        result.map_err(|source| RuntimeError::StoreEngine {
+            store: spec.name.clone(),
+            task: task.name.clone(),
+            operation: "restore",
+            source,
+        })
     };
     let start = if plan.replay_from > 0 { StartOffset::At(plan.replay_from) } else { StartOffset::Oldest };
     systems.read_until(ssp, start, plan.target, STALL, |m| {
         let Some(key) = m.key else {
-            return Err(RuntimeError::Other(format!(
-                "changelog {ssp} of store '{}' has a message without a key at offset {}",
-                spec.name, m.offset
-            )));
+            return Err(RuntimeError::BadChangelog {
+                store: spec.name.clone(),
+                changelog: ssp.to_string(),
+                offset: m.offset,
+                problem: "a record without a key",
+            });
         };
         bytes += (key.len() + m.value.as_ref().map_or(0, |v| v.len())) as u64;
         batch.push((key, m.value));
@@ -226,8 +237,10 @@ pub(crate) fn replay(
 
 /// Rewrites, after `next`, the restored value of every key written to the
 /// changelog in `[target, next)`; returns the changelog's new end.
+#[allow(clippy::too_many_arguments)]
 fn trim(
     spec: &StoreSpec,
+    task: &TaskModel,
     ssp: &SystemStreamPartition,
     target: u64,
     next: u64,
@@ -246,8 +259,12 @@ fn trim(
     let now = p.now_ms;
     let mut value = Vec::new();
     for key in &keys {
-        let found =
-            engine.get(key, &mut value).map_err(|e| RuntimeError::Other(format!("store '{}': {e}", spec.name)))?;
+        let found = engine.get(key, &mut value).map_err(|source| RuntimeError::StoreEngine {
+            store: spec.name.clone(),
+            task: task.name.clone(),
+            operation: "trimming uncommitted changelog writes",
+            source,
+        })?;
         p.send(ssp, Some(key), found.then_some(&value[..]), now)?;
     }
     p.flush()?;

@@ -1,8 +1,11 @@
 //! The systems a job uses, created from `systems.<name>.factory`.
 //!
-//! System kinds are plug-ins: each kind name (`log`; `kafka` later) maps to a
-//! constructor taking the config and the system's name. One factory per
-//! system is shared by every container of the process.
+//! System kinds are plug-ins: each kind name (`log`, `kafka`, `memory`)
+//! maps to a constructor taking the config and the system's name; the
+//! runtime knows none of them (the `gregor` facade registers the built-in
+//! kinds). [`Systems::new`] creates every configured system's factory and
+//! admin once per process (or per tool invocation); each container then asks
+//! the factories for its own consumers and producers.
 
 use crate::error::RuntimeError;
 use crate::job_config::JobConfig;
@@ -17,25 +20,17 @@ use std::time::{Duration, Instant};
 pub type SystemConstructor = fn(&Config, &str) -> Result<Arc<dyn SystemFactory>, ConfigError>;
 
 /// The system kinds a job can use, by `systems.<name>.factory` value.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct SystemKinds {
     kinds: BTreeMap<String, SystemConstructor>,
 }
 
-impl Default for SystemKinds {
-    fn default() -> Self {
-        let mut kinds: BTreeMap<String, SystemConstructor> = BTreeMap::new();
-        kinds.insert("log".into(), |config, name| {
-            Ok(Arc::new(gregor_log::system::LogSystemFactory::from_config(config, name)?))
-        });
-        kinds.insert("kafka".into(), |config, name| {
-            Ok(Arc::new(gregor_kafka::KafkaSystemFactory::from_config(config, name)?))
-        });
-        SystemKinds { kinds }
-    }
-}
-
 impl SystemKinds {
+    /// No kinds yet.
+    pub fn new() -> Self {
+        SystemKinds { kinds: BTreeMap::new() }
+    }
+
     /// Adds (or replaces) a kind.
     pub fn register(&mut self, kind: &str, constructor: SystemConstructor) {
         self.kinds.insert(kind.to_owned(), constructor);
@@ -126,9 +121,7 @@ impl Systems {
                 last_progress = Instant::now();
             } else if last_progress.elapsed() > stall {
                 consumer.stop();
-                return Err(RuntimeError::Other(format!(
-                    "reading {ssp} stalled at offset {position} (expected to reach {end})"
-                )));
+                return Err(RuntimeError::Stalled { ssp: ssp.to_string(), position, end, stall_secs: stall.as_secs() });
             }
         }
         consumer.stop();

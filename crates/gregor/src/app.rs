@@ -2,27 +2,42 @@
 
 use crate::args::{JobArgs, usage};
 use gregor_api::{Serde, Serdes, StreamTask};
-use gregor_runtime::{ContainerOptions, EndBarrier, JobConfig, JobModel, RunSummary, RuntimeError, SystemKinds};
+use gregor_runtime::{
+    ContainerOptions, EndBarrier, JobConfig, JobModel, RestartPolicy, RunSummary, RuntimeError, SystemKinds, Systems,
+};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 /// Why a job did not run to completion.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum JobError {
-    /// Bad command line or config file.
+    /// Bad command line or config file, or a misuse of a test harness.
     #[error("{0}")]
     Usage(String),
     /// The job failed.
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+    /// The `process` mode's supervisor gave up.
+    #[error(transparent)]
+    Supervisor(#[from] gregor_coordinator::SupervisorError),
+    /// The `zookeeper` mode's processor failed.
+    #[error(transparent)]
+    ZooKeeper(#[from] gregor_coordinator::zookeeper::ZkError),
+}
+
+impl From<gregor_api::ConfigError> for JobError {
+    fn from(e: gregor_api::ConfigError) -> Self {
+        JobError::Runtime(e.into())
+    }
 }
 
 /// A job: a task factory plus the serdes and config keys it adds.
 pub struct App<T: StreamTask> {
     name: String,
-    factory: Arc<dyn Fn() -> T + Send + Sync>,
-    serdes: Serdes,
+    pub(crate) factory: Arc<dyn Fn() -> T + Send + Sync>,
+    pub(crate) serdes: Serdes,
     config_keys: Vec<&'static str>,
     kinds: SystemKinds,
 }
@@ -35,7 +50,7 @@ impl<T: StreamTask> App<T> {
             factory: Arc::new(factory),
             serdes: Serdes::new(),
             config_keys: Vec::new(),
-            kinds: SystemKinds::default(),
+            kinds: crate::systems::builtin_kinds(),
         }
     }
 
@@ -62,7 +77,7 @@ impl<T: StreamTask> App<T> {
     /// # Errors
     /// The first problem, naming the key.
     pub fn job_config(&self, config: gregor_api::Config) -> Result<JobConfig, JobError> {
-        JobConfig::new(config, &self.config_keys).map_err(|e| JobError::Runtime(e.into()))
+        Ok(crate::systems::job_config(config, &self.config_keys)?)
     }
 
     /// Runs with parsed arguments; SIGINT/SIGTERM stop it gracefully.
@@ -93,7 +108,7 @@ impl<T: StreamTask> App<T> {
         }
         let options =
             ContainerOptions { until_end, partition_check: Some(partition_check(&job)?), ..Default::default() };
-        let restart = crate::local::RestartPolicy { count: retry_count(&job)?, window: retry_window(&job)? };
+        let restart = RestartPolicy { count: retry_count(&job)?, window: retry_window(&job)? };
         Ok(crate::local::run(job, &self.kinds, serdes, self.factory.clone(), options, restart, shutdown)?)
     }
 
@@ -112,9 +127,11 @@ impl<T: StreamTask> App<T> {
             ));
         }
         let options = gregor_coordinator::zookeeper::ZkOptions::from_job(&job)?;
-        let processor = crate::zk::ZkJob { job, kinds: self.kinds.clone(), serdes, factory: self.factory.clone() };
-        gregor_coordinator::zookeeper::run_processor(&options, &processor, shutdown)
-            .map_err(|e| JobError::Runtime(RuntimeError::Other(e.to_string())))?;
+        let systems = Arc::new(Systems::new(&job, &self.kinds)?);
+        // Once, here: the leader's model computations only query the systems.
+        crate::local::create_intermediate_streams(&job, &systems)?;
+        let processor = crate::zk::ZkJob { job, systems, serdes, factory: self.factory.clone() };
+        gregor_coordinator::zookeeper::run_processor(&options, &processor, shutdown)?;
         Ok(RunSummary::default())
     }
 
@@ -124,7 +141,8 @@ impl<T: StreamTask> App<T> {
         let work_dir = job.state_dir.join(format!("{}-{}", job.name, job.id)).join("coordinator");
         // The last model of this job keeps tasks (and their local state) where they were.
         let previous = gregor_runtime::inspect::last_job_model(job);
-        let (_, model) = crate::local::prepare(job, &self.kinds, previous.as_ref())?;
+        let systems = Systems::new(job, &self.kinds)?;
+        let (_, model) = crate::local::prepare(job, &systems, previous.as_ref())?;
         let program = std::env::current_exe()
             .map_err(|e| JobError::Usage(format!("cannot find this program to start containers: {e}")))?;
         let c = &job.raw;
@@ -132,8 +150,7 @@ impl<T: StreamTask> App<T> {
             program,
             args: std::env::args().skip(1).collect(),
             work_dir,
-            retry_count: retry_count(job)? as usize,
-            retry_window: retry_window(job)?,
+            restart: RestartPolicy { count: retry_count(job)?, window: retry_window(job)? },
             until_end,
             limits: gregor_coordinator::cgroups::Limits {
                 cpu_cores: match c.get("cluster-manager.container.cpu.cores") {
@@ -156,8 +173,7 @@ impl<T: StreamTask> App<T> {
             cgroup_prefix: format!("{}-{}", job.name, job.id),
             cgroup_root: std::path::PathBuf::from("/sys/fs/cgroup"),
         };
-        gregor_coordinator::supervise(&model, &opts, shutdown)
-            .map_err(|e| JobError::Runtime(RuntimeError::Other(e.to_string())))?;
+        gregor_coordinator::supervise(&model, &opts, shutdown)?;
         Ok(RunSummary::default())
     }
 
@@ -217,11 +233,11 @@ impl<T: StreamTask> App<T> {
             model_path.ok_or_else(|| not_child(format!("{} is not set", gregor_coordinator::JOB_MODEL_ENV)))?;
         let text = std::fs::read(&model_path)
             .map_err(|e| not_child(format!("cannot read the job model {}: {e}", model_path.display())))?;
-        let model: JobModel =
-            serde_json::from_slice(&text).map_err(|e| not_child(format!("job model {}: {e}", model_path.display())))?;
+        let model =
+            JobModel::from_json(&text).map_err(|e| not_child(format!("job model {}: {e}", model_path.display())))?;
         let job = Arc::new(self.job_config(args.load_config().map_err(JobError::Usage)?)?);
         let ids = model.containers.iter().map(|c| c.id.clone()).collect();
-        let barrier = barrier.map(|dir| Arc::new(EndBarrier::in_directory(std::path::Path::new(&dir), ids, id)));
+        let barrier = barrier.map(|dir| Arc::new(EndBarrier::in_directory(std::path::Path::new(&dir), ids)));
         let options = ContainerOptions {
             until_end: args.until_end,
             end_barrier: barrier,
@@ -232,9 +248,10 @@ impl<T: StreamTask> App<T> {
         // The coordinator stops containers with one SIGTERM; a second signal
         // must not cut the final commit short.
         let shutdown = crate::local::shutdown_flag(false);
+        let systems = Arc::new(Systems::new(&job, &self.kinds)?);
         let summary = crate::local::run_one(
             job,
-            &self.kinds,
+            systems,
             Arc::new(self.serdes.clone()),
             self.factory.clone(),
             &model,
@@ -273,7 +290,7 @@ fn retry_window(job: &JobConfig) -> Result<std::time::Duration, JobError> {
 }
 
 /// How often `local` and `process` containers re-read partition counts.
-fn partition_check(job: &JobConfig) -> Result<std::time::Duration, JobError> {
+pub(crate) fn partition_check(job: &JobConfig) -> Result<std::time::Duration, JobError> {
     let key = "job.coordinator.monitor-partition-change.frequency.ms";
     job.raw.get_millis(key, std::time::Duration::from_secs(60)).map_err(|e| JobError::Runtime(e.into()))
 }

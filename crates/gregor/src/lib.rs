@@ -42,6 +42,9 @@
 mod app;
 mod args;
 mod local;
+pub mod memory;
+pub mod systems;
+pub mod testing;
 mod zk;
 
 pub use app::{App, JobError, init_logging};

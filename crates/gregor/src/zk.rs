@@ -4,21 +4,22 @@
 
 use gregor_api::{Serdes, StreamTask};
 use gregor_coordinator::zookeeper::ProcessorJob;
-use gregor_runtime::{ContainerOptions, JobConfig, JobModel, Lease, RuntimeError, SystemKinds, job_model_for};
+use gregor_runtime::{ContainerOptions, JobConfig, JobModel, Lease, RuntimeError, Systems, job_model_for};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::thread::JoinHandle;
 
 pub(crate) struct ZkJob<T: StreamTask> {
     pub(crate) job: Arc<JobConfig>,
-    pub(crate) kinds: SystemKinds,
+    /// Created once per processor: computing a model only queries them.
+    pub(crate) systems: Arc<Systems>,
     pub(crate) serdes: Arc<Serdes>,
     pub(crate) factory: Arc<dyn Fn() -> T + Send + Sync>,
 }
 
 impl<T: StreamTask> ProcessorJob for ZkJob<T> {
     fn job_model(&self, ids: &[String], previous: Option<&JobModel>) -> Result<JobModel, RuntimeError> {
-        let (_, partitions) = crate::local::partition_counts(&self.job, &self.kinds)?;
+        let partitions = crate::local::partition_counts(&self.job, &self.systems)?;
         Ok(job_model_for(&self.job, &partitions, ids, previous))
     }
 
@@ -29,15 +30,15 @@ impl<T: StreamTask> ProcessorJob for ZkJob<T> {
         lease: Arc<Lease>,
         stop: Arc<AtomicBool>,
     ) -> std::io::Result<JoinHandle<Result<(), RuntimeError>>> {
-        let (job, kinds, serdes, factory) =
-            (self.job.clone(), self.kinds.clone(), self.serdes.clone(), self.factory.clone());
+        let (job, systems, serdes, factory) =
+            (self.job.clone(), self.systems.clone(), self.serdes.clone(), self.factory.clone());
         let (model, id) = (model.clone(), id.to_owned());
         std::thread::Builder::new().name(format!("gregor-container-{id}")).spawn(move || {
             let options = ContainerOptions { model_version: model.version, lease: Some(lease), ..Default::default() };
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                crate::local::run_one(job, &kinds, serdes, factory, &model, &id, options, stop).map(|_| ())
+                crate::local::run_one(job, systems, serdes, factory, &model, &id, options, stop).map(|_| ())
             }))
-            .unwrap_or_else(|_| Err(RuntimeError::Other(format!("container {id} panicked"))))
+            .unwrap_or_else(|p| Err(RuntimeError::Panicked { container: id, message: crate::local::panic_text(&*p) }))
         })
     }
 }

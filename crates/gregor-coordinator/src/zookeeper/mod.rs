@@ -160,9 +160,21 @@ pub enum ZkError {
     /// The container or the model computation failed.
     #[error(transparent)]
     Job(#[from] RuntimeError),
-    /// A local resource (thread, runtime) could not be had.
-    #[error("{0}")]
-    Local(String),
+    /// A local resource (a thread, the client's runtime) could not be had.
+    #[error("{what}: {source}")]
+    Local {
+        /// What was being done.
+        what: &'static str,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The container's thread panicked (its panic was reported on stderr).
+    #[error("the container thread of processor '{processor}' panicked")]
+    ContainerPanicked {
+        /// This processor's id.
+        processor: String,
+    },
 }
 
 fn op<'p>(op: &'static str, path: &'p str) -> impl FnOnce(ZkErr) -> ZkError + 'p {
@@ -191,7 +203,7 @@ pub fn run_processor(opts: &ZkOptions, job: &dyn ProcessorJob, shutdown: Arc<Ato
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| ZkError::Local(format!("cannot start the ZooKeeper client: {e}")))?;
+        .map_err(|source| ZkError::Local { what: "cannot start the ZooKeeper client", source })?;
     runtime.block_on(async {
         loop {
             let mut session = session::Session::join(opts, job).await?;
@@ -225,7 +237,7 @@ pub fn group_state(opts: &ZkOptions) -> Result<GroupState, ZkError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| ZkError::Local(format!("cannot start the ZooKeeper client: {e}")))?;
+        .map_err(|source| ZkError::Local { what: "cannot start the ZooKeeper client", source })?;
     runtime.block_on(async {
         let client = connect(opts).await?;
         let dir = format!("{}/processors", opts.job_path);
@@ -243,9 +255,7 @@ pub fn group_state(opts: &ZkOptions) -> Result<GroupState, ZkError> {
         }
         let path = format!("{}/model", opts.job_path);
         let model = match client.get_data(&path).await {
-            Ok((data, _)) => {
-                Some(serde_json::from_slice(&data).map_err(|e| ZkError::BadModel { path, message: e.to_string() })?)
-            }
+            Ok((data, _)) => Some(JobModel::from_json(&data).map_err(|message| ZkError::BadModel { path, message })?),
             Err(ZkErr::NoNode) => None,
             Err(e) => return Err(op("read", &path)(e)),
         };

@@ -153,7 +153,7 @@ impl<'a> Session<'a> {
             Err(ZkErr::NoNode) => return Ok((None, watch)),
             Err(e) => return Err(op("read", &path)(e)),
         };
-        let model = serde_json::from_slice(&data).map_err(|e| ZkError::BadModel { path, message: e.to_string() })?;
+        let model = JobModel::from_json(&data).map_err(|message| ZkError::BadModel { path, message })?;
         Ok((Some((model, stat)), watch))
     }
 
@@ -282,7 +282,7 @@ impl<'a> Session<'a> {
             }
             new.version = p.version + 1;
         }
-        let json = serde_json::to_vec(&new).map_err(|e| ZkError::Local(format!("encoding the job model: {e}")))?;
+        let json = new.to_json();
         let path = self.path("model");
         let written = match model {
             None => self
@@ -352,7 +352,7 @@ impl<'a> Session<'a> {
             let handle = self
                 .job
                 .start_container(&model, &self.opts.processor_id, self.lease.clone(), stop.clone())
-                .map_err(|e| ZkError::Local(format!("cannot start a container thread: {e}")))?;
+                .map_err(|source| ZkError::Local { what: "cannot start a container thread", source })?;
             tracing::info!(version = model.version, tasks = mine.len(), "barrier complete; container started");
             self.running = Some(Running { tasks: mine, version: model.version, stop, handle });
         }
@@ -377,7 +377,7 @@ impl<'a> Session<'a> {
                 Ok(true)
             }
             Ok(Err(e)) => Err(e.into()),
-            Err(_) => Err(ZkError::Local("the container thread panicked".into())),
+            Err(_) => Err(ZkError::ContainerPanicked { processor: self.opts.processor_id.clone() }),
         }
     }
 

@@ -1,0 +1,294 @@
+//! The commit: what it writes (a pure plan) and the order it writes it in.
+//!
+//! Order, so that restoring from any checkpoint never misses data:
+//! 1. stores flushed (cache -> engine -> changelog sends);
+//! 2. producers flushed: outputs and changelog writes acknowledged;
+//! 3. local snapshots taken of every store whose changelog moved (a restart
+//!    on this machine starts from one instead of replaying the changelog);
+//! 4. checkpoints sent and flushed (one per task whose position changed);
+//! 5. changelog compaction allowed up to the new checkpoints, and local
+//!    snapshots other than the checkpoint's deleted.
+//!
+//! A crash between any two steps leaves the previous checkpoint in force,
+//! and everything after it is replayed or trimmed on restart.
+//!
+//! The plan ([`plan_commit`]) is a pure function of what the container
+//! knows; [`CommitPoint`]s name the places between steps, where tests can
+//! inject a crash.
+
+use crate::checkpoint::{Checkpoint, StoreCheckpoint, encode_checkpoint};
+use crate::container::Container;
+use crate::error::RuntimeError;
+use gregor_api::{RawStore, StreamTask, SystemStreamPartition};
+
+/// A place inside a commit, between two of its steps (for injected crashes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CommitPoint {
+    /// Before anything is written.
+    Start,
+    /// Stores flushed into the producers; nothing acknowledged yet.
+    StoresFlushed,
+    /// Outputs and changelog writes acknowledged; no checkpoint sent.
+    OutputsFlushed,
+    /// Checkpoints sent but not yet acknowledged.
+    CheckpointsSent,
+    /// Checkpoints acknowledged; compaction limits not yet moved.
+    CheckpointsFlushed,
+}
+
+/// What the container knows about one store at commit time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreFacts {
+    /// Store name.
+    pub name: String,
+    /// Its changelog partition and the offset the store matched at the last
+    /// commit (`None`: no changelog).
+    pub changelog: Option<(SystemStreamPartition, u64)>,
+    /// The changelog's next offset after everything this container's
+    /// producer wrote to it was acknowledged (`None`: nothing written).
+    pub acked_end: Option<u64>,
+    /// Whether the store keeps local files that can be snapshotted.
+    pub local: bool,
+    /// Changelog offset of its newest local snapshot.
+    pub snapshot_at: Option<u64>,
+}
+
+/// What the container knows about one task at commit time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskFacts {
+    /// Next offset to process, per input partition.
+    pub inputs: Vec<(SystemStreamPartition, u64)>,
+    /// Its stores.
+    pub stores: Vec<StoreFacts>,
+    /// The checkpoint last written (or read at start).
+    pub last: Option<Checkpoint>,
+}
+
+/// What one task's commit writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskPlan {
+    /// The task's new checkpoint.
+    pub checkpoint: Checkpoint,
+    /// Whether it differs from the last one (else it is not written again).
+    pub write: bool,
+    /// Local snapshots to take before the checkpoint: (store index, changelog offset).
+    pub snapshots: Vec<(usize, u64)>,
+}
+
+/// The plan of a commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitPlan {
+    /// Per task, in the order given.
+    pub tasks: Vec<TaskPlan>,
+    /// Changelog partitions whose compaction may move up to the offset their
+    /// new checkpoint records, once the checkpoints are acknowledged.
+    pub compaction_limits: Vec<(SystemStreamPartition, u64)>,
+}
+
+impl CommitPlan {
+    /// Whether any checkpoint is written.
+    pub fn writes_checkpoints(&self) -> bool {
+        self.tasks.iter().any(|t| t.write)
+    }
+}
+
+/// Plans a commit: each task's checkpoint records its inputs' next offsets
+/// and, per store with a changelog, the changelog's acknowledged end (or
+/// its previous offset when nothing was written); a snapshot is planned for
+/// every local store whose recorded offset has no snapshot yet; compaction
+/// limits move only when some checkpoint is written.
+pub fn plan_commit(tasks: &[TaskFacts]) -> CommitPlan {
+    let mut plans = Vec::with_capacity(tasks.len());
+    let mut compaction_limits = Vec::new();
+    for task in tasks {
+        let mut checkpoint = Checkpoint::default();
+        checkpoint.inputs.extend(task.inputs.iter().cloned());
+        let mut snapshots = Vec::new();
+        for (i, store) in task.stores.iter().enumerate() {
+            let Some((changelog, previous)) = &store.changelog else { continue };
+            let offset = store.acked_end.unwrap_or(*previous);
+            checkpoint.stores.insert(store.name.clone(), StoreCheckpoint { changelog: changelog.clone(), offset });
+            if store.local && store.snapshot_at != Some(offset) {
+                snapshots.push((i, offset));
+            }
+            compaction_limits.push((changelog.clone(), offset));
+        }
+        let write = task.last.as_ref() != Some(&checkpoint);
+        plans.push(TaskPlan { checkpoint, write, snapshots });
+    }
+    let plan = CommitPlan { tasks: plans, compaction_limits };
+    if plan.writes_checkpoints() { plan } else { CommitPlan { compaction_limits: Vec::new(), ..plan } }
+}
+
+impl<T: StreamTask> Container<T> {
+    /// Commits: see the module documentation for the order of the steps.
+    pub(crate) fn commit(&mut self) -> Result<(), RuntimeError> {
+        let started = std::time::Instant::now();
+        self.commit_point(CommitPoint::Start)?;
+        self.check_lease()?;
+        for task in &self.tasks {
+            for store in &task.stores {
+                store.store.borrow_mut().flush()?;
+            }
+        }
+        self.commit_point(CommitPoint::StoresFlushed)?;
+        self.check_lease()?;
+        self.producers.borrow_mut().flush()?;
+        self.commit_point(CommitPoint::OutputsFlushed)?;
+        let plan = {
+            let producers = self.producers.borrow();
+            let facts: Vec<TaskFacts> = self
+                .tasks
+                .iter()
+                .map(|task| TaskFacts {
+                    inputs: task
+                        .inputs
+                        .iter()
+                        .map(|&i| (self.inputs[i].ssp.clone(), self.inputs[i].next_offset))
+                        .collect(),
+                    stores: task
+                        .stores
+                        .iter()
+                        .map(|s| StoreFacts {
+                            name: s.spec.name.clone(),
+                            changelog: s.changelog.clone(),
+                            acked_end: s.changelog.as_ref().and_then(|(ssp, _)| producers.next_offset(ssp)),
+                            local: s.local.is_some(),
+                            snapshot_at: s.snapshot_at,
+                        })
+                        .collect(),
+                    last: task.last_checkpoint.clone(),
+                })
+                .collect();
+            plan_commit(&facts)
+        };
+        let now = self.producers.borrow().now_ms;
+        let writes = plan.writes_checkpoints();
+        for (task, tp) in self.tasks.iter_mut().zip(plan.tasks) {
+            for store in &mut task.stores {
+                if let (Some((_, end)), Some(cp)) = (&mut store.changelog, tp.checkpoint.stores.get(&store.spec.name)) {
+                    *end = cp.offset;
+                }
+            }
+            for &(i, offset) in &tp.snapshots {
+                let store = &mut task.stores[i];
+                let Some(local) = &store.local else { continue };
+                let (name, task_name) = (&store.spec.name, &task.name);
+                let taken = local.snapshot(offset, |dir| {
+                    store.store.borrow_mut().engine_mut().snapshot(dir).map_err(|source| RuntimeError::StoreEngine {
+                        store: name.clone(),
+                        task: task_name.clone(),
+                        operation: "snapshot",
+                        source,
+                    })
+                });
+                // The changelog is the source of truth: a failed snapshot
+                // only makes the next restart slower.
+                match taken {
+                    Ok(()) => store.snapshot_at = Some(offset),
+                    Err(e) => {
+                        tracing::warn!(store = %name, task = %task_name, "skipping this commit's local snapshot: {e}")
+                    }
+                }
+            }
+            if tp.write {
+                let json = encode_checkpoint(&tp.checkpoint)?;
+                self.producers.borrow_mut().send(&self.checkpoint_ssp, Some(task.name.as_bytes()), Some(&json), now)?;
+                task.last_checkpoint = Some(tp.checkpoint);
+            }
+        }
+        if writes {
+            self.commit_point(CommitPoint::CheckpointsSent)?;
+            self.check_lease()?;
+            self.producers.borrow_mut().flush()?;
+            self.commit_point(CommitPoint::CheckpointsFlushed)?;
+            for (ssp, offset) in &plan.compaction_limits {
+                self.systems.admin(&ssp.stream.system)?.set_compaction_limit(ssp, *offset)?;
+            }
+            for store in self.tasks.iter().flat_map(|t| &t.stores) {
+                if let Some(local) = &store.local {
+                    local.retain(store.snapshot_at)?; // the checkpoint now matches the newest snapshot
+                }
+            }
+        }
+        self.commit_requested = false;
+        self.next_commit = self.clock.now() + self.job.commit_interval;
+        self.metrics.counter("container", "commits").inc();
+        self.metrics.timer("container", "commit").record(started.elapsed());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gregor_api::SystemStream;
+
+    fn ssp(s: &str, p: u32) -> SystemStreamPartition {
+        SystemStream::new("log", s).partition(p)
+    }
+
+    fn store(acked: Option<u64>, local: bool, snapshot_at: Option<u64>) -> StoreFacts {
+        StoreFacts { name: "counts".into(), changelog: Some((ssp("cl", 0), 40)), acked_end: acked, local, snapshot_at }
+    }
+
+    #[test]
+    fn a_checkpoint_records_inputs_and_the_acknowledged_changelog_end() {
+        let plan = plan_commit(&[TaskFacts {
+            inputs: vec![(ssp("in", 0), 17)],
+            stores: vec![store(Some(55), false, None)],
+            last: None,
+        }]);
+        let cp = &plan.tasks[0].checkpoint;
+        assert_eq!(cp.inputs[&ssp("in", 0)], 17);
+        assert_eq!(cp.stores["counts"], StoreCheckpoint { changelog: ssp("cl", 0), offset: 55 });
+        assert!(plan.tasks[0].write);
+        assert_eq!(plan.compaction_limits, vec![(ssp("cl", 0), 55)]);
+    }
+
+    #[test]
+    fn a_store_nothing_was_written_to_keeps_its_offset() {
+        let plan = plan_commit(&[TaskFacts { inputs: vec![], stores: vec![store(None, false, None)], last: None }]);
+        assert_eq!(plan.tasks[0].checkpoint.stores["counts"].offset, 40);
+    }
+
+    #[test]
+    fn an_unchanged_checkpoint_is_not_written_and_moves_no_limit() {
+        let facts =
+            TaskFacts { inputs: vec![(ssp("in", 0), 17)], stores: vec![store(None, true, Some(40))], last: None };
+        let first = plan_commit(std::slice::from_ref(&facts));
+        let again = plan_commit(&[TaskFacts { last: Some(first.tasks[0].checkpoint.clone()), ..facts }]);
+        assert!(!again.tasks[0].write && !again.writes_checkpoints());
+        assert!(again.compaction_limits.is_empty());
+        assert!(again.tasks[0].snapshots.is_empty(), "the snapshot at 40 matches");
+    }
+
+    #[test]
+    fn snapshots_are_planned_for_local_stores_whose_offset_has_none() {
+        let plan = plan_commit(&[TaskFacts {
+            inputs: vec![],
+            stores: vec![
+                store(Some(60), true, Some(40)),
+                StoreFacts { name: "mem".into(), ..store(Some(60), false, None) },
+                StoreFacts { name: "plain".into(), changelog: None, ..store(None, true, None) },
+            ],
+            last: None,
+        }]);
+        assert_eq!(plan.tasks[0].snapshots, vec![(0, 60)]);
+        assert!(!plan.tasks[0].checkpoint.stores.contains_key("plain"), "no changelog, no offset to record");
+    }
+
+    #[test]
+    fn one_changed_task_moves_the_limits_of_all() {
+        let unchanged =
+            TaskFacts { inputs: vec![(ssp("in", 0), 1)], stores: vec![store(None, false, None)], last: None };
+        let last = plan_commit(std::slice::from_ref(&unchanged)).tasks[0].checkpoint.clone();
+        let plan = plan_commit(&[
+            TaskFacts { last: Some(last), ..unchanged },
+            TaskFacts { inputs: vec![(ssp("in", 1), 9)], stores: vec![], last: None },
+        ]);
+        assert_eq!((plan.tasks[0].write, plan.tasks[1].write), (false, true));
+        assert_eq!(plan.compaction_limits, vec![(ssp("cl", 0), 40)]);
+    }
+}
