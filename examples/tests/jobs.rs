@@ -95,3 +95,36 @@ fn stream_table_join_enriches_every_view_with_the_bootstrapped_profile() {
     let later: Value = serde_json::from_str(&latest["u2"]).unwrap();
     assert_eq!((later["page"].as_str(), later["name"].as_str()), (Some("/later"), Some("Bo")));
 }
+
+/// A checkpoint that is past the end of its partition (the input was
+/// deleted and created again, shorter) falls back to the input's
+/// `samza.offset.default` (`oldest` here): the new data is processed, not
+/// skipped by starting at the end.
+#[test]
+fn a_recreated_input_is_processed_from_the_offset_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = || {
+        common::run_to_end(
+            env!("CARGO_BIN_EXE_key-counter"),
+            "key-counter.properties",
+            dir.path(),
+            &["job.coordinator=local", "task.commit.ms=100"],
+        )
+    };
+    let keys: Vec<(&str, String)> = (0..10).map(|i| (["a", "b", "c"][i % 3], format!("m{i}"))).collect();
+    produce_keyed(dir.path(), "events", 2, &keys);
+    run();
+    assert_eq!(common::stream_size(dir.path(), "key-counter-audit"), 10);
+    let log = gregor_log::Log::open(dir.path()).unwrap();
+    log.delete_stream("events").unwrap();
+    drop(log);
+    produce_keyed(dir.path(), "events", 2, &keys[..3]);
+    let out = run();
+    assert_eq!(
+        common::stream_size(dir.path(), "key-counter-audit"),
+        13,
+        "the 3 messages of the recreated input were processed"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("the checkpoint is past the end of the partition"), "a warning names it: {stderr}");
+}

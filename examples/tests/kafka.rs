@@ -273,28 +273,43 @@ fn stream_table_join_on_kafka_enriches_every_view_across_kill_9() {
 }
 
 #[test]
-fn a_checkpoint_past_the_retained_data_restarts_from_the_default_and_a_bad_changelog_is_refused() {
-    use gregor_api::SystemStream;
-    use gregor_api::system::{StartOffset, SystemFactory};
+fn a_checkpoint_past_the_end_restarts_from_the_default_and_a_bad_changelog_is_refused() {
     let broker = KafkaBroker::start();
     let kafka = system(&broker.bootstrap());
-    create(&kafka, "gone", 1).unwrap();
-    let records: Vec<(Option<&str>, &str)> = (0..10).map(|_| (None, "m")).collect();
-    produce(&kafka, "gone", &records).unwrap();
-    // A checkpoint at offset 1000 of a partition that holds 0..10 (the topic
-    // was recreated, or retention ran): start from samza.offset.default
-    // (oldest here) instead of failing or skipping.
-    let ssp = SystemStream::new("kafka", "gone").partition(0);
-    let mut consumer = kafka.consumer().unwrap();
-    consumer.register(&ssp, StartOffset::At(1000)).unwrap();
-    consumer.start().unwrap();
-    let mut offsets = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while offsets.len() < 10 {
-        assert!(Instant::now() < deadline, "got {offsets:?}");
-        consumer.poll(&|_| true, &mut |_, m| offsets.push(m.offset), Duration::from_millis(100)).unwrap();
+    // key-counter with its streams on Kafka (its system is named `log`).
+    let state = tempfile::tempdir().unwrap();
+    let run = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_key-counter"))
+            .args(["--config", concat!(env!("CARGO_MANIFEST_DIR"), "/config/key-counter.properties")])
+            .args(["--set", "job.coordinator=local", "--set", "systems.log.factory=kafka"])
+            .args(["--set", &format!("systems.log.bootstrap.servers={}", broker.bootstrap())])
+            .args(["--set", &format!("job.logged.store.base.dir={}", state.path().display())])
+            .args(["--set", "task.commit.ms=100", "--until-end"])
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "key-counter failed: {}", String::from_utf8_lossy(&out.stderr));
+        out
+    };
+    let audit = || read_all(&kafka, "key-counter-audit").unwrap().len();
+    create(&kafka, "events", 2).unwrap();
+    let keys: Vec<(Option<&str>, &str)> = (0..10).map(|i| (Some(["a", "b", "c"][i % 3]), "m")).collect();
+    produce(&kafka, "events", &keys).unwrap();
+    run();
+    assert_eq!(audit(), 10);
+    // Checkpoints past the end of the partitions, as after the topic was
+    // deleted and created again shorter (Tansu 0.6 loses the records of
+    // other topics when it deletes one, so the checkpoints are written here
+    // instead): the job starts at samza.offset.default (oldest) instead of
+    // at the end, which would skip the data.
+    for p in 0..2 {
+        let checkpoint = format!("{{\"format_version\":1,\"inputs\":{{\"log.events[{p}]\":1000}}}}");
+        produce(&kafka, "__gregor-checkpoints-key-counter-1", &[(Some(&format!("Partition {p}")), &checkpoint)]).unwrap();
     }
-    assert_eq!(offsets, (0..10).collect::<Vec<u64>>());
+    let out = run();
+    assert_eq!(audit(), 20, "the 10 messages were processed again from the oldest offset");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("the checkpoint is past the end of the partition"), "a warning names it: {stderr}");
 
     // A changelog topic with the wrong partition count fails the job clearly.
     let state = tempfile::tempdir().unwrap();

@@ -87,8 +87,6 @@ impl<T: StreamTask> Container<T> {
             }
         }
         self.check_ends()?;
-        self.check_lease()?;
-        self.producers.borrow_mut().flush_sent()?;
         let now = self.clock.now();
         if let Some(at) = self.next_window
             && now >= at
@@ -96,6 +94,9 @@ impl<T: StreamTask> Container<T> {
             self.window()?;
             self.next_window = self.job.window_interval.map(|w| now + w);
         }
+        self.check_lease()?;
+        // What this turn's messages and window produced becomes visible now.
+        self.producers.borrow_mut().flush_sent()?;
         if self.commit_requested || now >= self.next_commit {
             self.commit()?;
         }
