@@ -304,7 +304,8 @@ fn a_checkpoint_past_the_end_restarts_from_the_default_and_a_bad_changelog_is_re
     // at the end, which would skip the data.
     for p in 0..2 {
         let checkpoint = format!("{{\"format_version\":1,\"inputs\":{{\"log.events[{p}]\":1000}}}}");
-        produce(&kafka, "__gregor-checkpoints-key-counter-1", &[(Some(&format!("Partition {p}")), &checkpoint)]).unwrap();
+        produce(&kafka, "__gregor-checkpoints-key-counter-1", &[(Some(&format!("Partition {p}")), &checkpoint)])
+            .unwrap();
     }
     let out = run();
     assert_eq!(audit(), 20, "the 10 messages were processed again from the oldest offset");

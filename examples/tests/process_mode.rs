@@ -151,13 +151,17 @@ fn containers_get_cpu_and_memory_limits_where_cgroups_are_writable() {
     let text = common::text(50, 0x9e37_79b9_7f4a_7c15);
     let refs: Vec<&str> = text.iter().map(String::as_str).collect();
     load_lines(dir.path(), "words", 4, &refs).unwrap();
+    let total: u64 = text.iter().map(|l| words(l).count() as u64).sum();
     let extra = [
         "job.coordinator=process",
         "job.container.count=2",
         "cluster-manager.container.cpu.cores=0.5",
         "cluster-manager.container.memory.mb=512",
     ];
-    let mut coordinator = common::spawn(WORDCOUNT, "wordcount.properties", dir.path(), &extra, false);
+    let coordinator = common::job(WORDCOUNT, "wordcount.properties", dir.path(), &extra)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     let pid = coordinator.id();
     wait_until("two containers", Duration::from_secs(30), || children(pid).len() == 2);
     let kids = children(pid);
@@ -167,7 +171,8 @@ fn containers_get_cpu_and_memory_limits_where_cgroups_are_writable() {
     let writable = std::fs::create_dir_all(&probe).is_ok();
     let _ = std::fs::remove_dir(&probe);
     if writable {
-        for (i, kid) in kids.iter().enumerate() {
+        let mut placed = Vec::new();
+        for i in 0..2 {
             let (procs, quota) = if v2 {
                 let d = std::path::PathBuf::from(format!("/sys/fs/cgroup/gregor/wordcount-1-{i}"));
                 (d.join("cgroup.procs"), d.join("cpu.max"))
@@ -175,18 +180,35 @@ fn containers_get_cpu_and_memory_limits_where_cgroups_are_writable() {
                 let d = v1.join(format!("gregor-wordcount-1-{i}"));
                 (d.join("cgroup.procs"), d.join("cpu.cfs_quota_us"))
             };
-            wait_until("the container in its cgroup", Duration::from_secs(10), || {
-                std::fs::read_to_string(&procs)
-                    .is_ok_and(|p| p.lines().any(|l| l.trim() == kid.to_string()) || !kids.contains(kid))
+            wait_until("a container in each cgroup", Duration::from_secs(10), || {
+                let found = std::fs::read_to_string(&procs).ok().and_then(|p| {
+                    p.lines().filter_map(|l| l.trim().parse::<u32>().ok()).find(|pid| kids.contains(pid))
+                });
+                found.map(|pid| placed.push(pid)).is_some()
             });
             assert!(std::fs::read_to_string(&quota).unwrap().starts_with("50000"), "half a core");
         }
-    } else {
-        eprintln!("cgroups are not writable here: checking only that the job runs without limits");
+        placed.sort_unstable();
+        let mut expected = kids.clone();
+        expected.sort_unstable();
+        assert_eq!(placed, expected, "each container in its own cgroup");
     }
+    // With or without limits, the containers do the job.
+    wait_until("all words counted", Duration::from_secs(60), || {
+        common::stream_size(dir.path(), "word-counts") >= total
+    });
     kill(pid, 15);
-    assert!(coordinator.wait().unwrap().success());
-    if writable && !v2 {
-        assert!(!v1.join("gregor-wordcount-1-0").exists(), "cgroups are removed at the end");
+    let out = coordinator.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if writable {
+        if !v2 {
+            assert!(!v1.join("gregor-wordcount-1-0").exists(), "cgroups are removed at the end");
+        }
+    } else {
+        // Not writable (most CI machines): the coordinator says the limits
+        // are not applied, once, instead of failing or staying silent.
+        let warning = "containers run without CPU and memory limits";
+        assert_eq!(stderr.matches(warning).count(), 1, "one warning that the limits are not applied: {stderr}");
     }
 }

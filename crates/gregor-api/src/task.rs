@@ -72,11 +72,12 @@ pub struct IncomingEnvelope<'a, K, M> {
     pub message: Option<M>,
 }
 
-/// What a task asks of its container.
+/// What a task asks of its container, and the container's processing time.
 #[derive(Debug, Default)]
 pub struct TaskCoordinator {
     commit: bool,
     shutdown: Option<ShutdownScope>,
+    now_ms: i64,
 }
 
 /// Which tasks a shutdown request stops.
@@ -100,6 +101,19 @@ impl TaskCoordinator {
             (Some(ShutdownScope::Container), _) => ShutdownScope::Container,
             _ => scope,
         });
+    }
+
+    /// Processing time, in milliseconds since the epoch, as the container's
+    /// clock read it at the start of this loop turn (a test's manual clock
+    /// under the test harness). Use it instead of the system clock, so a
+    /// task's timing is testable; event time is in the messages.
+    pub fn now_ms(&self) -> i64 {
+        self.now_ms
+    }
+
+    #[doc(hidden)]
+    pub fn set_now_ms(&mut self, now_ms: i64) {
+        self.now_ms = now_ms;
     }
 
     #[doc(hidden)]

@@ -222,3 +222,54 @@ impl Engine for RocksDbEngine {
         cp.create_checkpoint(dir).map_err(|e| self.err(&format!("snapshot into {}", dir.display()), e))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn small() -> RocksOptions {
+        RocksOptions { block_cache_bytes: 1 << 20, write_buffer_bytes: 1 << 20, ..RocksOptions::default() }
+    }
+
+    /// A database with a few keys flushed to an SST file (a snapshot flushes).
+    fn written(dir: &Path) {
+        let mut db = RocksDbEngine::open(dir, &small()).unwrap();
+        db.write_batch(&[(b"a", Some(b"1")), (b"b", Some(b"2"))]).unwrap();
+        db.snapshot(&dir.with_extension("snap")).unwrap();
+    }
+
+    #[test]
+    fn missing_or_damaged_files_are_typed_as_corrupt() {
+        let base = tempfile::tempdir().unwrap();
+        // An SST file the manifest names is gone.
+        let dir = base.path().join("missing");
+        written(&dir);
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "sst") {
+                std::fs::remove_file(p).unwrap();
+            }
+        }
+        let err = RocksDbEngine::open(&dir, &small()).err().unwrap();
+        assert!(err.is_corrupt(), "{err}");
+        // CURRENT names a manifest that is not there.
+        let dir = base.path().join("manifest");
+        written(&dir);
+        std::fs::write(dir.join("CURRENT"), "MANIFEST-999999\n").unwrap();
+        let err = RocksDbEngine::open(&dir, &small()).err().unwrap();
+        assert!(err.is_corrupt(), "{err}");
+    }
+
+    #[test]
+    fn other_failures_are_not_corruption() {
+        let base = tempfile::tempdir().unwrap();
+        let dir = base.path().join("db");
+        let _open = RocksDbEngine::open(&dir, &small()).unwrap();
+        // RocksDB's own lock is held by the open database.
+        let err = RocksDbEngine::open(&dir, &small()).err().unwrap();
+        assert!(!err.is_corrupt() && matches!(err, KvError::Engine { .. }), "{err}");
+        let err =
+            RocksDbEngine::open(&dir.join("x"), &RocksOptions { compression: "zip".into(), ..small() }).err().unwrap();
+        assert!(matches!(err, KvError::InvalidOption(_)), "{err}");
+    }
+}

@@ -180,7 +180,7 @@ impl<T: StreamTask> Container<T> {
                         store: name.clone(),
                         task: task_name.clone(),
                         operation: "snapshot",
-                        source,
+                        source: Box::new(source),
                     })
                 });
                 // The changelog is the source of truth: a failed snapshot

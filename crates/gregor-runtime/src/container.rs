@@ -403,6 +403,14 @@ impl<T: StreamTask> Container<T> {
         Ok(out)
     }
 
+    /// The changelog offset of the local snapshot a store of a task counts
+    /// on (the one its next restart on this machine would start from).
+    #[doc(hidden)]
+    pub fn local_snapshot(&self, task: &str, store: &str) -> Option<u64> {
+        let t = self.tasks.iter().find(|t| t.name == task)?;
+        t.stores.iter().find(|s| s.spec.name == store)?.snapshot_at
+    }
+
     /// Commits at the end of the next step, whatever the time.
     pub fn request_commit(&mut self) {
         self.commit_requested = true;

@@ -76,7 +76,7 @@ pub enum RuntimeError {
         operation: &'static str,
         /// The engine's error.
         #[source]
-        source: gregor_kv::KvError,
+        source: Box<gregor_kv::KvError>,
     },
     /// A store's local directory is in use by another container or process.
     #[error("store '{store}' of task '{task}' is already open by another container or process (lock held on {})", lock.display())]

@@ -159,7 +159,7 @@ pub fn read_store(
         store: store.to_owned(),
         task: task_name.to_owned(),
         operation: "read",
-        source,
+        source: Box::new(source),
     })?;
     Ok(out)
 }
@@ -193,7 +193,7 @@ pub fn rebuild_store(job: &JobConfig, systems: &Systems, store: &str, task_name:
         store: store.to_owned(),
         task: task_name.to_owned(),
         operation,
-        source,
+        source: Box::new(source),
     };
     let mut engine: Box<dyn Engine> = Box::new(RocksDbEngine::open(&current, opts).map_err(|e| engine_err("open", e))?);
     let (records, _) = crate::stores::replay(spec, t, &ssp, plan, &mut engine, systems)?;

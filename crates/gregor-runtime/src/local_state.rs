@@ -257,6 +257,21 @@ mod tests {
     }
 
     #[test]
+    fn a_directory_marked_by_the_fixture_marker_keeps_its_state() {
+        // The MARKER format of version 1, as checked in: a directory that
+        // has it is this store's, and its data is kept.
+        let marker = include_str!("../tests/fixtures/store-marker-v1");
+        let base = tempfile::tempdir().unwrap();
+        let dir = base.path().join("wordcount-1/counts/Partition 0");
+        std::fs::create_dir_all(dir.join("current")).unwrap();
+        std::fs::write(dir.join("current/000007.sst"), b"data").unwrap();
+        std::fs::write(dir.join("MARKER"), marker).unwrap();
+        let s = LocalState::open(base.path(), "wordcount-1", "counts", "Partition 0").unwrap();
+        assert!(s.current().join("000007.sst").exists(), "state under a matching marker is kept");
+        assert_eq!(std::fs::read_to_string(dir.join("MARKER")).unwrap(), marker, "the marker is left as it was");
+    }
+
+    #[test]
     fn directories_are_locked_marked_and_cleaned() {
         let base = tempfile::tempdir().unwrap();
         let a = LocalState::open(base.path(), "j-1", "s", "Partition 0").unwrap();

@@ -74,7 +74,11 @@ impl<T: StreamTask> Container<T> {
         if self.shutdown.load(Ordering::Relaxed) || self.stop_requested {
             return Ok(StepOutcome { done: true, ..StepOutcome::default() });
         }
-        self.producers.borrow_mut().now_ms = self.clock.wall_ms();
+        let now_ms = self.clock.wall_ms();
+        self.producers.borrow_mut().now_ms = now_ms;
+        for t in &mut self.tasks {
+            t.coordinator.set_now_ms(now_ms);
+        }
         self.poll()?;
         self.check_lease()?;
         let mut processed = 0;

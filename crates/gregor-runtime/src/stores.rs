@@ -75,7 +75,7 @@ pub(crate) fn open_store(
         store: spec.name.clone(),
         task: task.name.clone(),
         operation,
-        source,
+        source: Box::new(source),
     };
     let local = match spec.engine {
         StoreEngine::RocksDb(_) => {
@@ -203,7 +203,7 @@ pub(crate) fn replay(
             store: spec.name.clone(),
             task: task.name.clone(),
             operation: "restore",
-            source,
+            source: Box::new(source),
         })
     };
     let start = if plan.replay_from > 0 { StartOffset::At(plan.replay_from) } else { StartOffset::Oldest };
@@ -263,7 +263,7 @@ fn trim(
             store: spec.name.clone(),
             task: task.name.clone(),
             operation: "trimming uncommitted changelog writes",
-            source,
+            source: Box::new(source),
         })?;
         p.send(ssp, Some(key), found.then_some(&value[..]), now)?;
     }

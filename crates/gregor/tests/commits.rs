@@ -239,3 +239,49 @@ fn commits_happen_when_the_manual_clock_says() {
     let metrics = job.metrics("0").unwrap();
     assert!(matches!(metrics["container"]["commits"], gregor::testing::MetricValue::Counter(n) if n >= 2));
 }
+
+#[test]
+fn a_restored_store_counts_on_a_snapshot_that_exists() {
+    let mut job = job("rocksdb", "");
+    feed(&job, 0, 50);
+    job.run().unwrap();
+    job.commit().unwrap();
+    job.crash("0").unwrap();
+    // Restored from scratch (no local state): the restore snapshots the
+    // checkpointed state and counts on that snapshot, not on none.
+    let state = std::path::PathBuf::from(&job.job_config().state_dir);
+    std::fs::remove_dir_all(state.join("count-1/counts/Partition 0")).unwrap();
+    job.restart("0").unwrap();
+    let at = job.local_snapshot("Partition 0", "counts");
+    let snapshots = state.join("count-1/counts/Partition 0/snapshots");
+    let on_disk: Vec<u64> = std::fs::read_dir(&snapshots)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap().parse().unwrap())
+        .collect();
+    assert!(at.is_some(), "the restore took a snapshot");
+    assert_eq!(on_disk, vec![at.unwrap()], "the one snapshot kept is the one the store counts on");
+}
+
+#[test]
+fn a_damaged_local_snapshot_is_rebuilt_from_the_changelog() {
+    let mut job = job("rocksdb", "");
+    let truth = feed(&job, 0, 80);
+    job.run().unwrap();
+    job.commit().unwrap();
+    job.crash("0").unwrap();
+    let state = std::path::PathBuf::from(&job.job_config().state_dir);
+    let snapshots = state.join("count-1/counts/Partition 0/snapshots");
+    let mut damaged = 0;
+    for snapshot in std::fs::read_dir(&snapshots).unwrap() {
+        for file in std::fs::read_dir(snapshot.unwrap().path()).unwrap() {
+            let p = file.unwrap().path();
+            if p.extension().is_some_and(|x| x == "sst") {
+                std::fs::remove_file(p).unwrap();
+                damaged += 1;
+            }
+        }
+    }
+    assert!(damaged > 0, "the snapshot had table files to lose");
+    job.restart("0").unwrap();
+    assert_eq!(stores(&job), truth, "rebuilt from the changelog, exactly");
+}

@@ -33,7 +33,12 @@ impl StreamTask for Record {
     }
 
     fn window(&mut self, c: &mut MessageCollector, _: &mut TaskCoordinator) -> Result<(), TaskError> {
-        c.send(OutgoingEnvelope::to_partition(&SystemStream::new("log", "windows"), 0, None::<String>, "window".to_owned()))?;
+        c.send(OutgoingEnvelope::to_partition(
+            &SystemStream::new("log", "windows"),
+            0,
+            None::<String>,
+            "window".to_owned(),
+        ))?;
         Ok(())
     }
 }
@@ -67,7 +72,9 @@ fn send(job: &TestJob<Record>, stream: &str, values: &[&str]) {
 
 #[test]
 fn a_checkpoint_past_the_end_of_a_recreated_stream_falls_back_to_the_offset_default() {
-    for (default, expected) in [("oldest", vec!["in:0:new-a", "in:1:new-b", "in:2:new-c"]), ("upcoming", vec!["in:2:new-c"])] {
+    for (default, expected) in
+        [("oldest", vec!["in:0:new-a", "in:1:new-b", "in:2:new-c"]), ("upcoming", vec!["in:2:new-c"])]
+    {
         let mut job = job("log.in", &format!("streams.in.samza.offset.default={default}\n"));
         job.create_stream("in", 1).unwrap();
         job.run().unwrap(); // started (an `upcoming` input starts at the end: 0)

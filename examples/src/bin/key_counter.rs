@@ -73,6 +73,44 @@ impl StreamTask for KeyCounter {
     }
 }
 
+fn app() -> App<KeyCounter> {
+    App::new("key-counter", KeyCounter::default).config_key("key-counter.output").config_key("key-counter.audit")
+}
+
 fn main() -> ExitCode {
-    App::new("key-counter", KeyCounter::default).config_key("key-counter.output").config_key("key-counter.audit").main()
+    app().main()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gregor::Config;
+    use gregor::testing::TestJob;
+
+    #[test]
+    fn counts_per_key_and_audits_who_processed_what() {
+        let mut config =
+            Config::from_properties(include_str!("../../config/key-counter.properties"), "config").unwrap();
+        config.set("job.container.count", "2");
+        let mut job = TestJob::new(app(), config).unwrap();
+        job.create_stream("events", 4).unwrap();
+        let events = job.input::<String, String>("events").unwrap();
+        for i in 0..30 {
+            events.send_keyed(format!("k{}", i % 5), format!("e{i}")).unwrap();
+        }
+        job.run_to_end().unwrap();
+        let counts = job.output::<String, String>("key-counts").unwrap().latest_by_key();
+        assert_eq!(counts.len(), 5);
+        assert!(counts.values().all(|n| n == "6"), "{counts:?}");
+        let audit = job.output::<String, String>("key-counter-audit").unwrap().values();
+        assert_eq!(audit.len(), 30, "one audit record per message");
+        let model = job.model().unwrap();
+        for record in &audit {
+            let f: Vec<&str> = record.split(' ').collect();
+            let (partition, container, version) = (f[0], f[2], f[3]);
+            let task = format!("Partition {partition}");
+            let owner = model.containers.iter().find(|c| c.tasks.iter().any(|t| t.name == task)).unwrap();
+            assert_eq!((container, version), (owner.id.as_str(), model.version.to_string().as_str()), "{record}");
+        }
+    }
 }

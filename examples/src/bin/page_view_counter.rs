@@ -20,12 +20,12 @@ struct PageViewCounter {
 }
 
 impl PageViewCounter {
-    /// Sends one report per user seen in this window, then empties the window.
-    fn report(&mut self, collector: &mut MessageCollector) -> Result<(), TaskError> {
+    /// Sends one report per user seen in this window (ending at processing
+    /// time `now`), then empties the window.
+    fn report(&mut self, collector: &mut MessageCollector, now: i64) -> Result<(), TaskError> {
         let (Some(output), Some(views)) = (&self.output, &self.views) else {
             return Err(TaskError::msg("not initialised"));
         };
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64;
         let mut users = Vec::new();
         for entry in views.all()? {
             let (user, n) = entry?;
@@ -71,15 +71,97 @@ impl StreamTask for PageViewCounter {
         Ok(())
     }
 
-    fn window(&mut self, collector: &mut MessageCollector, _: &mut TaskCoordinator) -> Result<(), TaskError> {
-        self.report(collector)
+    fn window(&mut self, collector: &mut MessageCollector, c: &mut TaskCoordinator) -> Result<(), TaskError> {
+        self.report(collector, c.now_ms())
     }
 
-    fn end_of_stream(&mut self, collector: &mut MessageCollector, _: &mut TaskCoordinator) -> Result<(), TaskError> {
-        self.report(collector)
+    fn end_of_stream(&mut self, collector: &mut MessageCollector, c: &mut TaskCoordinator) -> Result<(), TaskError> {
+        self.report(collector, c.now_ms())
     }
 }
 
+fn app() -> App<PageViewCounter> {
+    App::new("page-view-counter", PageViewCounter::default).config_key("page-view-counter.output")
+}
+
 fn main() -> ExitCode {
-    App::new("page-view-counter", PageViewCounter::default).config_key("page-view-counter.output").main()
+    app().main()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gregor::Config;
+    use gregor::testing::{Clock, TestJob};
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    fn job() -> TestJob<PageViewCounter> {
+        let config =
+            Config::from_properties(include_str!("../../config/page-view-counter.properties"), "config").unwrap();
+        let job = TestJob::new(app(), config).unwrap();
+        job.create_stream("page-views", 2).unwrap();
+        job.create_stream("page-view-counts", 2).unwrap();
+        job
+    }
+
+    fn view(job: &TestJob<PageViewCounter>, user: &str, page: &str) {
+        let views = job.input::<String, Value>("page-views").unwrap();
+        views.send_keyed(user.to_owned(), json!({ "user": user, "page": page })).unwrap();
+    }
+
+    /// (user, views, window_end) of every report.
+    fn reports(job: &TestJob<PageViewCounter>) -> Vec<(String, i64, i64)> {
+        let out = job.output::<String, Value>("page-view-counts").unwrap();
+        let mut r: Vec<(String, i64, i64)> = out
+            .values()
+            .iter()
+            .map(|v| {
+                (
+                    v["user"].as_str().unwrap().to_owned(),
+                    v["views"].as_i64().unwrap(),
+                    v["window_end"].as_i64().unwrap(),
+                )
+            })
+            .collect();
+        r.sort();
+        r
+    }
+
+    #[test]
+    fn each_window_reports_the_views_it_saw_per_user() {
+        let mut job = job();
+        let start = job.clock().wall_ms();
+        for (user, page) in [("alice", "/a"), ("bob", "/b"), ("alice", "/c")] {
+            view(&job, user, page);
+        }
+        job.run().unwrap();
+        assert!(reports(&job).is_empty(), "nothing before the window ends");
+        job.advance_time(Duration::from_secs(10));
+        job.run().unwrap();
+        let first_end = start + 10_000;
+        assert_eq!(reports(&job), vec![("alice".into(), 2, first_end), ("bob".into(), 1, first_end)]);
+        // The next window starts empty; the last, partial one is reported at the end.
+        view(&job, "bob", "/d");
+        job.advance_time(Duration::from_secs(3));
+        job.run_to_end().unwrap();
+        assert_eq!(reports(&job).last(), Some(&("bob".to_owned(), 1, first_end + 3_000)));
+        assert_eq!(reports(&job).len(), 3);
+    }
+
+    #[test]
+    fn a_crash_keeps_the_committed_counts_of_the_current_window() {
+        let mut job = job();
+        for i in 0..20 {
+            view(&job, ["alice", "bob", "carol"][i % 3], "/p");
+        }
+        job.run().unwrap();
+        job.advance_time(Duration::from_secs(1)); // task.commit.ms
+        job.run().unwrap();
+        job.crash("0").unwrap();
+        job.restart("0").unwrap();
+        job.run_to_end().unwrap();
+        let totals: BTreeMap<String, i64> = reports(&job).into_iter().map(|(u, n, _)| (u, n)).collect();
+        assert_eq!(totals, BTreeMap::from([("alice".into(), 7), ("bob".into(), 7), ("carol".into(), 6)]));
+    }
 }

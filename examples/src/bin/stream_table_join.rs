@@ -74,9 +74,71 @@ impl StreamTask for Join {
     }
 }
 
-fn main() -> ExitCode {
+fn app() -> App<Join> {
     App::new("stream-table-join", Join::default)
         .config_key("stream-table-join.profiles")
         .config_key("stream-table-join.output")
-        .main()
+}
+
+fn main() -> ExitCode {
+    app().main()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gregor::Config;
+    use gregor::testing::TestJob;
+
+    fn job() -> TestJob<Join> {
+        let config =
+            Config::from_properties(include_str!("../../config/stream-table-join.properties"), "config").unwrap();
+        let job = TestJob::new(app(), config).unwrap();
+        job.create_stream("user-profiles", 2).unwrap();
+        job.create_stream("page-views", 2).unwrap();
+        job
+    }
+
+    fn enriched(job: &TestJob<Join>) -> Vec<(String, Value)> {
+        let mut out: Vec<(String, Value)> = job
+            .output::<String, Value>("enriched-page-views")
+            .unwrap()
+            .key_values()
+            .into_iter()
+            .map(|(k, v)| (k, v.unwrap_or(Value::Null)))
+            .collect();
+        out.sort_by_key(|(k, v)| (k.clone(), v.to_string()));
+        out
+    }
+
+    #[test]
+    fn profiles_are_loaded_before_any_view_and_follow_changes() {
+        let mut job = job();
+        let profiles = job.input::<String, Value>("user-profiles").unwrap();
+        let views = job.input::<String, Value>("page-views").unwrap();
+        // Views written before the profiles still find them: the profiles
+        // stream is bootstrapped first.
+        views.send_keyed("alice".into(), json!({"page": "/a"})).unwrap();
+        views.send_keyed("bob".into(), json!({"page": "/b"})).unwrap();
+        profiles.send_keyed("alice".into(), json!({"name": "Alice", "country": "NZ"})).unwrap();
+        profiles.send_keyed("bob".into(), json!({"name": "Bob", "country": "FR"})).unwrap();
+        job.run().unwrap();
+        assert_eq!(
+            enriched(&job),
+            vec![
+                ("alice".into(), json!({"user": "alice", "page": "/a", "country": "NZ", "name": "Alice"})),
+                ("bob".into(), json!({"user": "bob", "page": "/b", "country": "FR", "name": "Bob"})),
+            ]
+        );
+        // A tombstone removes bob's profile; later views find none.
+        let p = gregor::partition_for_key(b"bob", 2);
+        profiles.send_message(p, Some("bob".into()), None, None).unwrap();
+        job.run().unwrap();
+        views.send_keyed("bob".into(), json!({"page": "/c"})).unwrap();
+        job.run_to_end().unwrap();
+        assert_eq!(
+            enriched(&job).last(),
+            Some(&("bob".into(), json!({"user": "bob", "page": "/c", "country": null, "name": null})))
+        );
+    }
 }

@@ -140,3 +140,77 @@ fn quickstart() -> Result<(), Box<dyn std::error::Error>> {
     println!("see the output with: gregor --data-dir {} stream consume word-counts --until-end", dir.display());
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gregor::testing::{CommitPoint, TestJob};
+    use gregor_examples::word_counts;
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    fn job() -> TestJob<WordCount> {
+        let config = Config::from_properties(include_str!("../../config/wordcount.properties"), "config").unwrap();
+        let job = TestJob::new(app(), config).unwrap();
+        job.create_stream("words", 4).unwrap();
+        job
+    }
+
+    fn load(job: &TestJob<WordCount>, lines: &[String]) {
+        let input = job.input::<String, String>("words").unwrap();
+        for (i, line) in lines.iter().enumerate() {
+            input.send_value(i as u32 % 4, line.clone()).unwrap();
+        }
+    }
+
+    fn counts(job: &TestJob<WordCount>) -> BTreeMap<String, String> {
+        let out = job.output::<String, i64>("word-counts").unwrap();
+        out.latest_by_key().into_iter().map(|(w, n)| (w, n.to_string())).collect()
+    }
+
+    fn lines(n: usize, seed: usize) -> Vec<String> {
+        (0..n)
+            .map(|i| format!("The {} fox, the {} dog; and THE end", ["quick", "lazy", "red"][(i + seed) % 3], i % 7))
+            .collect()
+    }
+
+    #[test]
+    fn counts_every_word_exactly() {
+        let mut job = job();
+        let text = lines(40, 0);
+        load(&job, &text);
+        job.run_to_end().unwrap();
+        assert_eq!(counts(&job), word_counts(&text));
+        assert_eq!(counts(&job)["the"], "120");
+    }
+
+    #[test]
+    fn counts_stay_exact_when_containers_crash_mid_stream_and_mid_commit() {
+        let mut job = job();
+        let mut text = Vec::new();
+        for round in 0..6 {
+            let more = lines(25, round);
+            load(&job, &more);
+            text.extend(more);
+            // Stage 1 re-sends the words of lines processed since the last
+            // commit; the `positions` store drops the duplicates.
+            job.step(30 + round * 7).unwrap();
+            match round % 3 {
+                0 => job.crash("0").unwrap(),
+                1 => {
+                    job.crash_at_commit("0", CommitPoint::OutputsFlushed).unwrap();
+                    job.advance_time(Duration::from_secs(1));
+                    job.run().unwrap();
+                }
+                _ => {
+                    job.advance_time(Duration::from_secs(1));
+                    job.step(40).unwrap();
+                    job.crash("0").unwrap();
+                }
+            }
+            job.restart("0").unwrap();
+        }
+        job.run_to_end().unwrap();
+        assert_eq!(counts(&job), word_counts(&text));
+    }
+}

@@ -26,6 +26,7 @@
 //! model version is complete, or extend the lease on anything but an answer
 //! from ZooKeeper to this session.
 
+mod leader;
 mod session;
 
 use gregor_runtime::{JobConfig, JobModel, Lease, RuntimeError};

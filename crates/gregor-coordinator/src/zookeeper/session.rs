@@ -4,6 +4,7 @@
 //! Must never start a container before its version's barrier is complete,
 //! nor extend the lease on anything but an answer to this session.
 
+use super::leader::{LeaderAction, LeaderState, publish_decision};
 use super::{ProcessorJob, ZkError, ZkOptions, connect, op};
 use gregor_runtime::{JobModel, Lease, RuntimeError};
 use std::collections::HashMap;
@@ -26,6 +27,40 @@ struct Running {
     handle: JoinHandle<Result<(), RuntimeError>>,
 }
 
+/// Where the processor is with the job models it follows.
+enum Phase {
+    /// No container runs and no model is pending (before the first model,
+    /// or with no tasks in the current one).
+    Idle,
+    /// `model` is acknowledged; its container may start only once every
+    /// processor of it has acknowledged. `kept` is the container of an
+    /// earlier model whose tasks the new one leaves here: it goes on.
+    Waiting { model: JobModel, kept: Option<Running> },
+    /// The container of the current model runs.
+    Running(Running),
+}
+
+impl Phase {
+    fn running(&self) -> Option<&Running> {
+        match self {
+            Phase::Running(r) | Phase::Waiting { kept: Some(r), .. } => Some(r),
+            _ => None,
+        }
+    }
+
+    /// Takes the container out, leaving a pending model pending.
+    fn take_running(&mut self) -> Option<Running> {
+        match std::mem::replace(self, Phase::Idle) {
+            Phase::Running(r) => Some(r),
+            Phase::Waiting { model, kept } => {
+                *self = Phase::Waiting { model, kept: None };
+                kept
+            }
+            Phase::Idle => None,
+        }
+    }
+}
+
 pub(super) struct Session<'a> {
     opts: &'a ZkOptions,
     job: &'a dyn ProcessorJob,
@@ -36,12 +71,11 @@ pub(super) struct Session<'a> {
     heartbeat: tokio::task::JoinHandle<()>,
     /// processor ids by node name (node data never changes).
     ids: HashMap<String, String>,
+    /// The newest model version acknowledged.
     acted: u64,
-    running: Option<Running>,
-    awaiting: Option<JobModel>,
-    members_seen: Vec<String>,
-    debounce_until: Option<Instant>,
-    next_partition_check: Instant,
+    phase: Phase,
+    /// Used while this processor leads.
+    leader: LeaderState,
 }
 
 const LOCAL_POLL: Duration = Duration::from_millis(25);
@@ -88,11 +122,8 @@ impl<'a> Session<'a> {
             heartbeat,
             ids: HashMap::new(),
             acted: 0,
-            running: None,
-            awaiting: None,
-            members_seen: Vec::new(),
-            debounce_until: None,
-            next_partition_check: Instant::now() + opts.partition_check,
+            phase: Phase::Idle,
+            leader: LeaderState::new(Instant::now(), opts.partition_check),
         };
         if let Err(e) = session.wait_for_unique_id().await {
             session.leave().await;
@@ -190,7 +221,7 @@ impl<'a> Session<'a> {
             if self.lost.load(Ordering::Acquire) {
                 return Ok(End::Lost);
             }
-            if self.running.as_ref().is_some_and(|r| r.handle.is_finished()) {
+            if self.phase.running().is_some_and(|r| r.handle.is_finished()) {
                 return match self.stop_container().await {
                     // The tasks asked to stop, or their inputs ended.
                     Ok(false) => Ok(End::Done),
@@ -202,24 +233,19 @@ impl<'a> Session<'a> {
             }
             let (members, members_watch) = self.members().await?;
             let (model, model_watch) = self.read_model().await?;
-            if members.first().is_some_and(|(node, _)| *node == self.node)
-                && self.lead(&members, model.as_ref()).await?
-            {
-                continue; // read what was just published
+            let mut wake = None;
+            if self.is_leader(&members) {
+                match self.lead(&members, model.as_ref()).await? {
+                    None => continue, // read what was just published
+                    Some(at) => wake = Some(at),
+                }
             }
             if let Some((m, _)) = model
                 && m.version > self.acted
             {
                 self.adopt(m).await?;
             }
-            let barrier_watch = match self.awaiting.take() {
-                Some(m) => self.check_barrier(m).await?,
-                None => None,
-            };
-            let wake = [self.debounce_until, self.is_leader(&members).then_some(self.next_partition_check)]
-                .into_iter()
-                .flatten()
-                .min();
+            let barrier_watch = self.check_barrier().await?;
             tokio::select! {
                 _ = members_watch.changed() => {}
                 _ = model_watch.changed() => {}
@@ -239,7 +265,7 @@ impl<'a> Session<'a> {
         loop {
             if shutdown.load(Ordering::Relaxed)
                 || self.lost.load(Ordering::Acquire)
-                || self.running.as_ref().is_some_and(|r| r.handle.is_finished())
+                || self.phase.running().is_some_and(|r| r.handle.is_finished())
                 || wake.is_some_and(|w| Instant::now() >= w)
             {
                 return;
@@ -248,40 +274,28 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// The leader's part: publish a new model when membership has been
-    /// stable for the debounce time, or when partition counts changed.
-    /// Returns whether it published.
-    async fn lead(&mut self, members: &[(String, String)], model: Option<&(JobModel, Stat)>) -> Result<bool, ZkError> {
-        let ids: Vec<String> = members.iter().map(|(_, id)| id.clone()).collect();
-        let mut sorted_ids = ids.clone();
-        sorted_ids.sort();
-        let in_model = model.map(|(m, _)| {
-            let mut v: Vec<String> = m.containers.iter().map(|c| c.id.clone()).collect();
-            v.sort();
-            v
-        });
-        let differs = in_model.as_ref() != Some(&sorted_ids);
+    /// The leader's part: publishes a new model when membership has been
+    /// stable for the debounce time, or when partition counts changed (see
+    /// `leader`). Returns `None` once it published (or lost a race to
+    /// publish), else when to look again.
+    async fn lead(
+        &mut self,
+        members: &[(String, String)],
+        model: Option<&(JobModel, Stat)>,
+    ) -> Result<Option<Instant>, ZkError> {
+        let live: Vec<String> = members.iter().map(|(_, id)| id.clone()).collect();
+        let published: Option<Vec<String>> = model.map(|(m, _)| m.containers.iter().map(|c| c.id.clone()).collect());
         let now = Instant::now();
-        if sorted_ids != self.members_seen {
-            self.members_seen = sorted_ids;
-            self.debounce_until = differs.then_some(now + self.opts.debounce);
-        } else if differs && self.debounce_until.is_none() {
-            self.debounce_until = Some(now + self.opts.debounce);
-        }
-        let debounced = self.debounce_until.is_some_and(|d| now >= d);
-        if !debounced && now < self.next_partition_check {
-            return Ok(false);
-        }
-        self.debounce_until = None;
-        self.next_partition_check = now + self.opts.partition_check;
+        let membership_differs =
+            match self.leader.decide(&live, published.as_deref(), now, self.opts.debounce, self.opts.partition_check) {
+                LeaderAction::WaitUntil(at) => return Ok(Some(at)),
+                LeaderAction::Compute { membership_differs } => membership_differs,
+            };
         let previous = model.map(|(m, _)| m);
-        let mut new = self.job.job_model(&ids, previous)?;
-        if let Some(p) = previous {
-            if new.version == p.version && !differs {
-                return Ok(false); // partition counts unchanged
-            }
-            new.version = p.version + 1;
-        }
+        let computed = self.job.job_model(&live, previous)?;
+        let Some(new) = publish_decision(previous, computed, membership_differs) else {
+            return Ok(Some(now + self.opts.partition_check)); // partition counts unchanged
+        };
         let json = new.to_json();
         let path = self.path("model");
         let written = match model {
@@ -295,7 +309,7 @@ impl<'a> Session<'a> {
         match written {
             Ok(()) => {}
             // Someone else wrote it meanwhile: look again.
-            Err(ZkErr::NodeExists | ZkErr::BadVersion) => return Ok(true),
+            Err(ZkErr::NodeExists | ZkErr::BadVersion) => return Ok(None),
             Err(e) => return Err(op("write", &path)(e)),
         }
         let shares: Vec<String> = new.containers.iter().map(|c| format!("{}={}", c.id, c.tasks.len())).collect();
@@ -310,13 +324,13 @@ impl<'a> Session<'a> {
                 let _ = self.client.delete(&old, None).await;
             }
         }
-        Ok(true)
+        Ok(None)
     }
 
-    /// A new model: stop what moves away, then acknowledge.
+    /// A new model: stop what moves away, acknowledge, and wait for the others.
     async fn adopt(&mut self, model: JobModel) -> Result<(), ZkError> {
         let mine = tasks_of(&model, &self.opts.processor_id);
-        if self.running.as_ref().is_some_and(|r| r.tasks != mine) {
+        if self.phase.running().is_some_and(|r| r.tasks != mine) {
             self.stop_container().await?;
         }
         let dir = self.path(&format!("barriers/{}", model.version));
@@ -329,13 +343,15 @@ impl<'a> Session<'a> {
         }
         tracing::info!(version = model.version, tasks = mine.len(), "acknowledged job model; waiting for the others");
         self.acted = model.version;
-        self.awaiting = Some(model);
+        let kept = self.phase.take_running();
+        self.phase = Phase::Waiting { model, kept };
         Ok(())
     }
 
-    /// Starts the container once every processor of `model` acknowledged;
-    /// otherwise keeps waiting (returns a watch on the acknowledgements).
-    async fn check_barrier(&mut self, model: JobModel) -> Result<Option<OneshotWatcher>, ZkError> {
+    /// While waiting: starts the container once every processor of the
+    /// model acknowledged; otherwise returns a watch on the acknowledgements.
+    async fn check_barrier(&mut self) -> Result<Option<OneshotWatcher>, ZkError> {
+        let Phase::Waiting { model, .. } = &self.phase else { return Ok(None) };
         let dir = self.path(&format!("barriers/{}", model.version));
         let (acks, _, watch) = match self.client.get_and_watch_children(&dir).await {
             Ok(x) => x,
@@ -343,26 +359,33 @@ impl<'a> Session<'a> {
             Err(e) => return Err(op("list", &dir)(e)),
         };
         if !model.containers.iter().all(|c| acks.contains(&c.id)) {
-            self.awaiting = Some(model);
             return Ok(Some(watch));
         }
+        let Phase::Waiting { model, kept } = std::mem::replace(&mut self.phase, Phase::Idle) else {
+            return Ok(None);
+        };
         let mine = tasks_of(&model, &self.opts.processor_id);
-        if self.running.is_none() && !mine.is_empty() {
-            let stop = Arc::new(AtomicBool::new(false));
-            let handle = self
-                .job
-                .start_container(&model, &self.opts.processor_id, self.lease.clone(), stop.clone())
-                .map_err(|source| ZkError::Local { what: "cannot start a container thread", source })?;
-            tracing::info!(version = model.version, tasks = mine.len(), "barrier complete; container started");
-            self.running = Some(Running { tasks: mine, version: model.version, stop, handle });
-        }
+        self.phase = match kept {
+            // Its tasks did not change: it goes on under the new model.
+            Some(r) => Phase::Running(r),
+            None if mine.is_empty() => Phase::Idle,
+            None => {
+                let stop = Arc::new(AtomicBool::new(false));
+                let handle = self
+                    .job
+                    .start_container(&model, &self.opts.processor_id, self.lease.clone(), stop.clone())
+                    .map_err(|source| ZkError::Local { what: "cannot start a container thread", source })?;
+                tracing::info!(version = model.version, tasks = mine.len(), "barrier complete; container started");
+                Phase::Running(Running { tasks: mine, version: model.version, stop, handle })
+            }
+        };
         Ok(None)
     }
 
     /// Stops the container (it commits unless its lease is gone) and waits
     /// for it. Returns whether it stopped for want of a lease.
     async fn stop_container(&mut self) -> Result<bool, ZkError> {
-        let Some(r) = self.running.take() else { return Ok(false) };
+        let Some(r) = self.phase.take_running() else { return Ok(false) };
         r.stop.store(true, Ordering::SeqCst);
         while !r.handle.is_finished() {
             tokio::time::sleep(LOCAL_POLL).await;

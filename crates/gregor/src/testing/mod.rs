@@ -49,14 +49,14 @@
 mod streams;
 
 pub use gregor_api::metrics::MetricValue;
+pub use gregor_runtime::{Clock, CommitPoint, ManualClock};
 pub use streams::{Input, Output, Record};
 
 use crate::app::{App, JobError};
 use crate::memory::MemoryStreams;
 use gregor_api::{Config, Data, MetricsRegistry, Serdes, StreamTask, SystemStream};
 use gregor_runtime::{
-    CommitPoint, Container, ContainerOptions, EndBarrier, JobConfig, JobModel, ManualClock, RunSummary, RuntimeError,
-    StepOutcome, Systems,
+    Container, ContainerOptions, EndBarrier, JobConfig, JobModel, RunSummary, RuntimeError, StepOutcome, Systems,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -113,8 +113,8 @@ impl<T: StreamTask> TestJob<T> {
         let mut namespaces = BTreeMap::new();
         for system in systems {
             let ns = format!("gregor-test-{}-{run}-{system}", std::process::id());
-            config.set(&format!("systems.{system}.factory"), "memory");
-            config.set(&format!("systems.{system}.memory.namespace"), ns.clone());
+            config.set(format!("systems.{system}.factory"), "memory");
+            config.set(format!("systems.{system}.memory.namespace"), ns.clone());
             namespaces.insert(system, MemoryStreams::open(&ns));
         }
         let state_dir = tempfile::Builder::new()
@@ -488,6 +488,13 @@ impl<T: StreamTask> TestJob<T> {
             out.insert(key, v.decode(&value).map_err(|e| fit("msg", e))?);
         }
         Ok(out)
+    }
+
+    /// The changelog offset of the local snapshot that `store` of `task`
+    /// counts on, if its container runs and it has one (RocksDB stores).
+    #[doc(hidden)]
+    pub fn local_snapshot(&self, task: &str, store: &str) -> Option<u64> {
+        self.slots.iter().filter_map(|s| s.container.as_ref()).find_map(|c| c.local_snapshot(task, store))
     }
 
     /// A snapshot of container `id`'s metrics (of its last run, if it is
