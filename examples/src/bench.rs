@@ -16,10 +16,15 @@ pub const VALUE_LEN: usize = 100;
 /// `bench.mode=pass-through` copies every message to `bench.output` (default
 /// `log.bench-out`) in the same partition (bytes serde: nothing copied);
 /// `bench.mode=count` counts messages per key in the store `counts`.
+///
+/// With `bench.report.first=true` the first message processed prints
+/// `first-message-us=<microseconds since the epoch>` on stderr (for the
+/// start-up benchmark).
 #[derive(Default)]
 pub struct Bench {
     output: Option<SystemStream>,
     counts: Option<Store<Bytes, i64>>,
+    report_first: bool,
 }
 
 impl StreamTask for Bench {
@@ -27,6 +32,7 @@ impl StreamTask for Bench {
     type Message = Bytes;
 
     fn init(&mut self, ctx: &mut TaskContext<'_>) -> Result<(), TaskError> {
+        self.report_first = ctx.config().get_bool("bench.report.first", false)?;
         match ctx.config().get("bench.mode").unwrap_or("pass-through") {
             "count" => self.counts = Some(ctx.store("counts")?),
             _ => self.output = SystemStream::parse(ctx.config().get("bench.output").unwrap_or("log.bench-out")),
@@ -40,6 +46,10 @@ impl StreamTask for Bench {
         c: &mut MessageCollector,
         _: &mut TaskCoordinator,
     ) -> Result<(), TaskError> {
+        if std::mem::take(&mut self.report_first) {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+            eprintln!("first-message-us={}", now.as_micros());
+        }
         if let Some(counts) = &self.counts {
             let key = e.key.ok_or_else(|| TaskError::msg("a message without a key"))?;
             counts.put(&key, &(counts.get(&key)?.unwrap_or(0) + 1))?;
@@ -58,7 +68,7 @@ impl StreamTask for Bench {
 
 /// The benchmark job.
 pub fn app() -> App<Bench> {
-    App::new("bench-job", Bench::default).config_key("bench.mode").config_key("bench.output")
+    App::new("bench-job", Bench::default).config_key("bench.mode").config_key("bench.output").config_key("bench.report.first")
 }
 
 /// How input messages are keyed.
