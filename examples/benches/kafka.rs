@@ -44,7 +44,7 @@ fn main() {
     let mut producer = kafka.producer().expect("producer");
     let t = Instant::now();
     for i in 0..n {
-        producer.send(&stream.partition((i % PARTITIONS as u64) as u32), None, Some(&value), 0).expect("send");
+        producer.send_to(&stream.partition((i % PARTITIONS as u64) as u32), None, Some(&value), 0).expect("send");
     }
     producer.flush().expect("flush");
     report("gregor producer", n, t.elapsed().as_secs_f64());
@@ -102,7 +102,7 @@ fn main() {
     for i in 0..n {
         let key = format!("key-{:06}", i % 100_000);
         let p = gregor::partition_for_key(key.as_bytes(), PARTITIONS);
-        producer.send(&keyed.partition(p), Some(key.as_bytes()), Some(&value), 0).expect("send");
+        producer.send_to(&keyed.partition(p), Some(key.as_bytes()), Some(&value), 0).expect("send");
     }
     producer.flush().expect("flush");
     let jobs: [(&str, &str); 2] = [

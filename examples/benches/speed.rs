@@ -98,8 +98,13 @@ fn main() {
         println!("{name}: {JOB} --config {}/bench.properties --until-end {}", dir.display(), sets.join(" "));
         return;
     }
-    println!("gregor speed: {VALUE_LEN}-byte messages in {PARTITIONS} partitions, bench-job process timed start to exit, median of {runs}");
-    println!("{:<26} {:>10} {:>12} {:>9} {:>14} {:>9}", "job", "containers", "messages", "seconds", "messages/s", "MB/s");
+    println!(
+        "gregor speed: {VALUE_LEN}-byte messages in {PARTITIONS} partitions, bench-job process timed start to exit, median of {runs}"
+    );
+    println!(
+        "{:<26} {:>10} {:>12} {:>9} {:>14} {:>9}",
+        "job", "containers", "messages", "seconds", "messages/s", "MB/s"
+    );
     for (name, n, keys, extra) in &jobs(messages) {
         if !wanted(name) {
             continue;
@@ -126,7 +131,11 @@ fn main() {
                 let dir = tempfile::tempdir_in(&base).expect("dir");
                 load(dir.path(), 1, Keys::Uniform(1));
                 let spawned = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_micros() as f64;
-                let (_, stderr) = run(dir.path(), 1, &[&["bench.report.first=true"], COUNT, &["stores.counts.factory=rocksdb"]].concat());
+                let (_, stderr) = run(
+                    dir.path(),
+                    1,
+                    &[&["bench.report.first=true"], COUNT, &["stores.counts.factory=rocksdb"]].concat(),
+                );
                 let first: f64 = stderr
                     .lines()
                     .find_map(|l| l.split("first-message-us=").nth(1))
@@ -135,6 +144,9 @@ fn main() {
                 (first - spawned) / 1e3
             })
             .collect();
-        println!("startup: process start to first message processed (RocksDB store with a changelog, empty state): {:.1} ms (median)", median(ms));
+        println!(
+            "startup: process start to first message processed (RocksDB store with a changelog, empty state): {:.1} ms (median)",
+            median(ms)
+        );
     }
 }

@@ -68,7 +68,10 @@ impl StreamTask for Bench {
 
 /// The benchmark job.
 pub fn app() -> App<Bench> {
-    App::new("bench-job", Bench::default).config_key("bench.mode").config_key("bench.output").config_key("bench.report.first")
+    App::new("bench-job", Bench::default)
+        .config_key("bench.mode")
+        .config_key("bench.output")
+        .config_key("bench.report.first")
 }
 
 /// How input messages are keyed.

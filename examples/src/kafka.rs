@@ -37,7 +37,7 @@ pub fn produce(kafka: &KafkaSystemFactory, topic: &str, records: &[(Option<&str>
     let mut producer = kafka.producer()?;
     for (i, (key, value)) in records.iter().enumerate() {
         let p = key.map_or(i as u32 % n, |k| partition_for_key(k.as_bytes(), n));
-        producer.send(&stream.partition(p), key.map(str::as_bytes), Some(value.as_bytes()), 0)?;
+        producer.send_to(&stream.partition(p), key.map(str::as_bytes), Some(value.as_bytes()), 0)?;
     }
     producer.flush()
 }

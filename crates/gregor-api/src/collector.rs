@@ -70,21 +70,32 @@ pub type SerdeNamesFor = Box<dyn Fn(&SystemStream) -> Result<(String, String), S
 #[doc(hidden)]
 #[derive(Debug)]
 pub struct PendingSend {
-    pub stream: SystemStream,
+    /// Index of the stream in [`MessageCollector::streams`].
+    pub stream: u32,
     pub partition: Option<u32>,
     pub key: Option<Range<usize>>,
     pub value: Option<Range<usize>>,
     pub timestamp: Option<i64>,
 }
 
+/// A serde resolved for one output stream, type, and key or message.
+struct Resolved {
+    stream: u32,
+    type_id: TypeId,
+    is_key: bool,
+    /// An `Arc<dyn Serde<T>>` for that type.
+    serde: Box<dyn Any>,
+}
+
 /// Collects a task's output messages.
 pub struct MessageCollector {
     serdes: Arc<Serdes>,
     names: SerdeNamesFor,
-    /// Serdes resolved per (stream, type, key or message). Tasks send to few
-    /// streams, usually through the same `SystemStream` value, so a short list
-    /// compared by pointer first beats hashing the names on every send.
-    resolved: Vec<(SystemStream, TypeId, bool, Arc<dyn Any>)>,
+    /// The distinct streams sent to, in order of first use. Tasks send to
+    /// few streams, usually through the same `SystemStream` value, so a
+    /// short list compared by pointer beats hashing names on every send.
+    streams: Vec<SystemStream>,
+    resolved: Vec<Resolved>,
     buf: Vec<u8>,
     sends: Vec<PendingSend>,
 }
@@ -92,40 +103,72 @@ pub struct MessageCollector {
 impl MessageCollector {
     #[doc(hidden)]
     pub fn new(serdes: Arc<Serdes>, names: SerdeNamesFor) -> Self {
-        MessageCollector { serdes, names, resolved: Vec::new(), buf: Vec::with_capacity(1 << 16), sends: Vec::new() }
+        MessageCollector {
+            serdes,
+            names,
+            streams: Vec::new(),
+            resolved: Vec::new(),
+            buf: Vec::with_capacity(1 << 16),
+            sends: Vec::new(),
+        }
     }
 
-    fn serde_for<T: Data>(&mut self, stream: &SystemStream, is_key: bool) -> Result<Arc<dyn Serde<T>>, SendError> {
-        let same = |s: &SystemStream| {
-            (Arc::ptr_eq(&s.system, &stream.system) && Arc::ptr_eq(&s.stream, &stream.stream)) || s == stream
-        };
-        let found = self.resolved.iter().find(|(s, t, k, _)| *k == is_key && *t == TypeId::of::<T>() && same(s));
-        if let Some(serde) = found.and_then(|(_, _, _, a)| a.downcast_ref::<Arc<dyn Serde<T>>>()) {
-            return Ok(serde.clone());
+    /// The index of `stream` in `self.streams` (added on first use).
+    fn stream_index(&mut self, stream: &SystemStream) -> u32 {
+        let same_ptr =
+            |s: &SystemStream| Arc::ptr_eq(&s.system, &stream.system) && Arc::ptr_eq(&s.stream, &stream.stream);
+        if let Some(i) =
+            self.streams.iter().position(same_ptr).or_else(|| self.streams.iter().position(|s| s == stream))
+        {
+            return i as u32;
         }
-        let fail = |reason: String| SendError::Stream { stream: stream.clone(), reason };
+        self.streams.push(stream.clone());
+        (self.streams.len() - 1) as u32
+    }
+
+    /// Resolves (once) the serde of stream `index` for `T`.
+    // Internal results carry the (large) error boxed, so the hot path moves
+    // small values.
+    fn resolve<T: Data>(&mut self, index: u32, is_key: bool) -> Result<usize, Box<SendError>> {
+        let type_id = TypeId::of::<T>();
+        if let Some(i) =
+            self.resolved.iter().position(|r| r.stream == index && r.type_id == type_id && r.is_key == is_key)
+        {
+            return Ok(i);
+        }
+        let stream = &self.streams[index as usize];
+        let fail = |reason: String| Box::new(SendError::Stream { stream: stream.clone(), reason });
         let (key_name, msg_name) = (self.names)(stream).map_err(&fail)?;
         let name = if is_key { key_name } else { msg_name };
         let serde = self.serdes.resolve::<T>(&name).map_err(|e| fail(e.0))?;
-        self.resolved.push((stream.clone(), TypeId::of::<T>(), is_key, Arc::new(serde.clone())));
-        Ok(serde)
+        self.resolved.push(Resolved { stream: index, type_id, is_key, serde: Box::new(serde) });
+        Ok(self.resolved.len() - 1)
     }
 
     fn encode<T: Data>(
         &mut self,
-        stream: &SystemStream,
+        index: u32,
         value: Option<&T>,
         is_key: bool,
-    ) -> Result<Option<Range<usize>>, SendError> {
+    ) -> Result<Option<Range<usize>>, Box<SendError>> {
         let Some(value) = value else { return Ok(None) };
-        let serde = self.serde_for::<T>(stream, is_key)?;
-        let start = self.buf.len();
-        serde.encode(value, &mut self.buf).map_err(|e| SendError::Encode {
-            stream: stream.clone(),
-            what: if is_key { "key" } else { "message" },
-            reason: e.0,
+        let r = self.resolve::<T>(index, is_key)?;
+        let MessageCollector { resolved, buf, streams, .. } = self;
+        let serde = resolved[r].serde.downcast_ref::<Arc<dyn Serde<T>>>().ok_or_else(|| {
+            Box::new(SendError::Stream {
+                stream: streams[index as usize].clone(),
+                reason: "internal: serde of the wrong type".into(),
+            })
         })?;
-        Ok(Some(start..self.buf.len()))
+        let start = buf.len();
+        serde.encode(value, buf).map_err(|e| {
+            Box::new(SendError::Encode {
+                stream: streams[index as usize].clone(),
+                what: if is_key { "key" } else { "message" },
+                reason: e.0,
+            })
+        })?;
+        Ok(Some(start..buf.len()))
     }
 
     /// Sends a message (delivered in order per partition; durable at the next commit).
@@ -135,15 +178,16 @@ impl MessageCollector {
     /// these types, or encoding fails.
     pub fn send<K: Data, M: Data>(&mut self, envelope: OutgoingEnvelope<'_, K, M>) -> Result<(), SendError> {
         let mark = self.buf.len();
-        let result = (|| {
-            let key = self.encode(envelope.stream, envelope.key.as_ref(), true)?;
-            let value = self.encode(envelope.stream, envelope.message.as_ref(), false)?;
+        let index = self.stream_index(envelope.stream);
+        let result = (|| -> Result<_, Box<SendError>> {
+            let key = self.encode(index, envelope.key.as_ref(), true)?;
+            let value = self.encode(index, envelope.message.as_ref(), false)?;
             Ok((key, value))
         })();
         match result {
             Ok((key, value)) => {
                 self.sends.push(PendingSend {
-                    stream: envelope.stream.clone(),
+                    stream: index,
                     partition: envelope.partition,
                     key,
                     value,
@@ -153,9 +197,15 @@ impl MessageCollector {
             }
             Err(e) => {
                 self.buf.truncate(mark);
-                Err(e)
+                Err(*e)
             }
         }
+    }
+
+    /// The streams that [`PendingSend::stream`] indexes.
+    #[doc(hidden)]
+    pub fn streams(&self) -> &[SystemStream] {
+        &self.streams
     }
 
     /// Sends already-encoded bytes (the runtime uses this for dead letters).
@@ -174,7 +224,8 @@ impl MessageCollector {
         };
         let key = key.map(&mut range);
         let value = value.map(&mut range);
-        self.sends.push(PendingSend { stream: stream.clone(), partition, key, value, timestamp: None });
+        let stream = self.stream_index(stream);
+        self.sends.push(PendingSend { stream, partition, key, value, timestamp: None });
     }
 
     /// The recorded sends and the buffer their ranges point into.

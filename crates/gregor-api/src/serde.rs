@@ -47,6 +47,11 @@ pub trait Serde<T>: Send + Sync + 'static {
     fn decode_shared(&self, bytes: &Bytes) -> Result<T, SerdeError> {
         self.decode(bytes)
     }
+    /// Decodes a value from a buffer the caller gives up; a serde that can
+    /// keep the buffer itself (`bytes` for `Bytes`) overrides this.
+    fn decode_owned(&self, bytes: Bytes) -> Result<T, SerdeError> {
+        self.decode_shared(&bytes)
+    }
 }
 
 struct StringSerde;
@@ -71,6 +76,9 @@ impl Serde<Bytes> for BytesSerde {
     }
     fn decode_shared(&self, bytes: &Bytes) -> Result<Bytes, SerdeError> {
         Ok(bytes.clone())
+    }
+    fn decode_owned(&self, bytes: Bytes) -> Result<Bytes, SerdeError> {
+        Ok(bytes)
     }
 }
 impl Serde<Vec<u8>> for BytesSerde {

@@ -239,15 +239,30 @@ pub trait SystemConsumer {
 }
 
 /// Writes to streams of a system.
+///
+/// Partitions are addressed by *slots*: [`Self::slot`] gives a partition a
+/// number once, and [`Self::send`] takes that number, so a caller sending
+/// many messages to one partition never looks it up again.
 pub trait SystemProducer {
-    /// Queues a message for a partition (batched; durable after `flush`).
-    fn send(
+    /// The slot of `ssp` (the same number every time for the same partition).
+    ///
+    /// # Errors
+    /// If the partition cannot be written (a missing stream, say).
+    fn slot(&mut self, ssp: &SystemStreamPartition) -> Result<u32, SystemError>;
+    /// Queues a message for the partition of `slot` (batched; durable after
+    /// `flush`). `slot` must come from [`Self::slot`] of this producer.
+    fn send(&mut self, slot: u32, key: Option<&[u8]>, value: Option<&[u8]>, timestamp: i64) -> Result<(), SystemError>;
+    /// [`Self::slot`] then [`Self::send`], for occasional messages.
+    fn send_to(
         &mut self,
         ssp: &SystemStreamPartition,
         key: Option<&[u8]>,
         value: Option<&[u8]>,
         timestamp: i64,
-    ) -> Result<(), SystemError>;
+    ) -> Result<(), SystemError> {
+        let slot = self.slot(ssp)?;
+        self.send(slot, key, value, timestamp)
+    }
     /// Writes everything queued and waits until the system acknowledged it.
     fn flush(&mut self) -> Result<(), SystemError>;
 

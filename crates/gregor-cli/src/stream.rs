@@ -291,7 +291,7 @@ pub(crate) fn produce_lines(
                 next_round_robin
             }
         };
-        producer.send(&ssps[p as usize], key, Some(value), now_ms())?;
+        producer.send_to(&ssps[p as usize], key, Some(value), now_ms())?;
         // Nothing more buffered: the next read may wait for a person typing,
         // so make what we have visible now.
         if input.fill_buf().map(|b| b.is_empty()).unwrap_or(true) {

@@ -66,6 +66,9 @@ impl ProducerContext for Acks {
 pub(crate) struct KafkaProducer {
     settings: Arc<KafkaSettings>,
     producer: ThreadedProducer<Acks>,
+    /// The partitions of the slots.
+    slots: Vec<SystemStreamPartition>,
+    index: HashMap<SystemStreamPartition, u32>,
 }
 
 impl KafkaProducer {
@@ -74,7 +77,7 @@ impl KafkaProducer {
             .producer_config()
             .create_with_context(Acks(Mutex::new(Deliveries::default()), Reports::default()))
             .map_err(|e| settings.error("creating a producer", e))?;
-        Ok(KafkaProducer { settings, producer })
+        Ok(KafkaProducer { settings, producer, slots: Vec::new(), index: HashMap::new() })
     }
 
     fn deliveries(&self) -> std::sync::MutexGuard<'_, Deliveries> {
@@ -83,13 +86,18 @@ impl KafkaProducer {
 }
 
 impl SystemProducer for KafkaProducer {
-    fn send(
-        &mut self,
-        ssp: &SystemStreamPartition,
-        key: Option<&[u8]>,
-        value: Option<&[u8]>,
-        timestamp: i64,
-    ) -> Result<(), SystemError> {
+    fn slot(&mut self, ssp: &SystemStreamPartition) -> Result<u32, SystemError> {
+        if let Some(&slot) = self.index.get(ssp) {
+            return Ok(slot);
+        }
+        let slot = self.slots.len() as u32;
+        self.slots.push(ssp.clone());
+        self.index.insert(ssp.clone(), slot);
+        Ok(slot)
+    }
+
+    fn send(&mut self, slot: u32, key: Option<&[u8]>, value: Option<&[u8]>, timestamp: i64) -> Result<(), SystemError> {
+        let ssp = &self.slots[slot as usize];
         let mut record: BaseRecord<'_, [u8], [u8]> =
             BaseRecord::to(&ssp.stream.stream).partition(ssp.partition as i32).timestamp(timestamp);
         if let Some(k) = key {

@@ -174,6 +174,8 @@ pub fn seal(batch: &mut [u8], base_offset: u64) {
 pub struct BatchEncoder {
     buf: Vec<u8>,
     count: u32,
+    /// Records without a key (a compacted stream refuses them).
+    unkeyed: u32,
     first_timestamp: i64,
     max_timestamp: i64,
     last_offset_delta: u32,
@@ -192,6 +194,7 @@ impl BatchEncoder {
         self.buf.clear();
         self.buf.resize(HEADER_LEN, 0);
         self.count = 0;
+        self.unkeyed = 0;
         self.first_timestamp = 0;
         self.max_timestamp = i64::MIN;
         self.last_offset_delta = 0;
@@ -200,6 +203,16 @@ impl BatchEncoder {
     /// Records pushed since the last `clear`.
     pub fn count(&self) -> u32 {
         self.count
+    }
+
+    /// Records pushed without a key.
+    pub fn unkeyed(&self) -> u32 {
+        self.unkeyed
+    }
+
+    /// The newest timestamp pushed (`i64::MIN` when empty).
+    pub fn max_timestamp(&self) -> i64 {
+        self.max_timestamp
     }
 
     /// Bytes the batch occupies so far.
@@ -212,7 +225,8 @@ impl BatchEncoder {
         self.count == 0
     }
 
-    fn begin_record(&mut self, timestamp: i64, offset_delta: u32, body_len: usize) {
+    fn begin_record(&mut self, timestamp: i64, offset_delta: u32, body_len: usize, keyed: bool) {
+        self.unkeyed += u32::from(!keyed);
         if self.count == 0 {
             self.first_timestamp = timestamp;
         }
@@ -254,7 +268,7 @@ impl BatchEncoder {
         let body_len = self.body_prefix_len(timestamp, offset_delta, record.key, record.value)
             + varint::len_u64(record.headers.len() as u64)
             + headers_len;
-        self.begin_record(timestamp, offset_delta, body_len);
+        self.begin_record(timestamp, offset_delta, body_len, record.key.is_some());
         self.put_bytes(record.key);
         self.put_bytes(record.value);
         varint::put_u64(&mut self.buf, record.headers.len() as u64);
@@ -271,7 +285,7 @@ impl BatchEncoder {
         let body_len = self.body_prefix_len(record.timestamp, offset_delta, record.key, record.value)
             + varint::len_u64(u64::from(record.header_count))
             + record.raw_headers.len();
-        self.begin_record(record.timestamp, offset_delta, body_len);
+        self.begin_record(record.timestamp, offset_delta, body_len, record.key.is_some());
         self.put_bytes(record.key);
         self.put_bytes(record.value);
         varint::put_u64(&mut self.buf, u64::from(record.header_count));

@@ -228,28 +228,52 @@ impl Partition {
     /// `max_batch_bytes`, or an unkeyed record in a compacted stream;
     /// [`LogError::Io`] if the disk fails (nothing is published then).
     pub fn append(&self, records: &[Record<'_>]) -> Result<AppendInfo> {
-        let refuse = |reason: String| LogError::InvalidAppend { stream: self.stream.to_string(), reason };
-        if records.is_empty() {
-            return Err(refuse("a batch needs at least one message".into()));
-        }
-        if self.config.cleanup_policy == CleanupPolicy::Compact && records.iter().any(|r| r.key.is_none()) {
-            return Err(refuse("the stream is compacted, so every message needs a key".into()));
-        }
         let mut w = lock(&self.writer);
         let now = now_ms();
-        w.encoder.clear();
+        let Writer { encoder, active } = &mut *w;
+        encoder.clear();
         for (i, record) in records.iter().enumerate() {
-            w.encoder.push(i as u32, record.timestamp.unwrap_or(now), record);
+            encoder.push(i as u32, record.timestamp.unwrap_or(now), record);
         }
-        let batch_len = w.encoder.len() as u64;
+        self.write_encoded(encoder, active, now)
+    }
+
+    /// Appends a batch the caller encoded (records pushed with offset deltas
+    /// 0, 1, 2, ... and their timestamps), saving the copy [`Self::append`]
+    /// makes; the encoder is cleared for reuse, also on error.
+    ///
+    /// # Errors
+    /// As [`Self::append`].
+    pub fn append_encoded(&self, encoder: &mut BatchEncoder) -> Result<AppendInfo> {
+        let mut w = lock(&self.writer);
+        let result = self.write_encoded(encoder, &mut w.active, now_ms());
+        encoder.clear();
+        result
+    }
+
+    /// Checks and writes an encoded batch (the writer's lock held).
+    fn write_encoded(
+        &self,
+        encoder: &mut BatchEncoder,
+        active: &mut Option<ActiveFiles>,
+        now: i64,
+    ) -> Result<AppendInfo> {
+        let refuse = |reason: String| LogError::InvalidAppend { stream: self.stream.to_string(), reason };
+        if encoder.is_empty() {
+            return Err(refuse("a batch needs at least one message".into()));
+        }
+        if self.config.cleanup_policy == CleanupPolicy::Compact && encoder.unkeyed() > 0 {
+            return Err(refuse("the stream is compacted, so every message needs a key".into()));
+        }
+        let batch_len = encoder.len() as u64;
         if batch_len > u64::from(self.config.max_batch_bytes) {
             return Err(refuse(format!(
                 "a batch of {batch_len} bytes exceeds the stream's max_batch_bytes of {}",
                 self.config.max_batch_bytes
             )));
         }
-        w.encoder.finish();
-        let max_ts = records.iter().map(|r| r.timestamp.unwrap_or(now)).max().unwrap_or(now);
+        let count = u64::from(encoder.count());
+        let max_ts = encoder.max_timestamp();
 
         let _lock = self.write_lock()?;
         if self.head.seq_is_odd() || self.head.pending() {
@@ -258,7 +282,6 @@ impl Partition {
         }
         let mut f = self.head.writer_fields();
         self.head.set_pending();
-        let Writer { encoder, active } = &mut *w;
         self.ensure_active(active, &f)?;
         if f.active_len > 0
             && (f.active_len + batch_len > self.config.segment_bytes
@@ -286,7 +309,7 @@ impl Partition {
                 .context(|| format!("appending to the index of {}", active.log_path.display()))?;
             f.index_last_pos = f.active_len;
         }
-        let info = AppendInfo { base_offset: f.next_offset, last_offset: f.next_offset + records.len() as u64 - 1 };
+        let info = AppendInfo { base_offset: f.next_offset, last_offset: f.next_offset + count - 1 };
         f.next_offset = info.last_offset + 1;
         f.active_len += batch_len;
         f.active_max_ts = f.active_max_ts.max(max_ts);

@@ -1,8 +1,9 @@
 //! Reading a partition: a cursor that follows the log as it grows.
 //!
-//! A `PartitionReader` reads whole batches in large positioned reads, checks
-//! every batch's CRC, and hands them out as a [`Fetch`] whose messages are
-//! slices of one buffer (no allocation per message). It never takes a lock and
+//! A `PartitionReader` reads whole batches straight from the segment file's
+//! read-only mapping (no copy), checks every batch's CRC, and hands them out
+//! as a [`Fetch`] whose messages are slices of the mapping (no allocation per
+//! message). It never takes a lock and
 //! never sees bytes past the published end. Waiting for new data sleeps on the
 //! partition head's futex, so a tailing reader costs nothing while idle and
 //! wakes as soon as any process appends.
@@ -49,6 +50,12 @@ impl Fetch {
     /// The messages, in offset order. A message that does not decode (a bug,
     /// since its batch passed the CRC) is an error naming file and position.
     pub fn messages(&self) -> impl Iterator<Item = Result<Message>> + '_ {
+        self.records().map(|r| r.map(|r| self.to_message(&r)))
+    }
+
+    /// The records in place, in offset order (as [`Self::messages`], without
+    /// building a [`Message`]; take what is needed with [`Self::share`]).
+    pub fn records(&self) -> impl Iterator<Item = Result<batch::RecordRef<'_>>> + '_ {
         let mut at = 0usize;
         let mut current: Option<(usize, RecordIter<'_>)> = None;
         let mut failed = false;
@@ -65,7 +72,7 @@ impl Fetch {
                         Some(Ok(r)) if r.offset < floor => continue,
                         Some(Ok(r)) => {
                             floor = r.offset + 1;
-                            return Some(Ok(self.to_message(&r)));
+                            return Some(Ok(r));
                         }
                         Some(Err(e)) => {
                             failed = true;
@@ -89,6 +96,11 @@ impl Fetch {
                 }
             }
         })
+    }
+
+    /// A part of a record of this fetch (its key, say) as a shared buffer: no copy.
+    pub fn share(&self, part: &[u8]) -> Bytes {
+        self.data.slice_ref(part)
     }
 
     fn to_message(&self, r: &batch::RecordRef<'_>) -> Message {
@@ -179,7 +191,10 @@ impl PartitionReader {
                 self.cursor = self.next_segment(&cursor.segment, &snap)?;
                 continue;
             }
-            let (data, last_offset) = read_batches(&cursor.segment, cursor.pos, end, max_bytes)?;
+            // The active segment is mapped to its maximum size at once, so
+            // following its growth does not map it again.
+            let reserve = if cursor.segment.base == snap.active_base { self.partition.config.segment_bytes } else { 0 };
+            let (data, last_offset) = read_batches(&cursor.segment, cursor.pos, end, max_bytes, reserve)?;
             let fetch = Fetch {
                 skip_below: self.next_offset,
                 segment: Some(cursor.segment.clone()),
@@ -283,36 +298,31 @@ impl PartitionReader {
 
 /// Reads whole, CRC-checked batches from `pos`, about `max_bytes` of them.
 /// Returns the bytes and the last offset they contain.
-fn read_batches(seg: &Segment, pos: u64, end: u64, max_bytes: usize) -> Result<(Bytes, u64)> {
+fn read_batches(seg: &Segment, pos: u64, end: u64, max_bytes: usize, reserve: u64) -> Result<(Bytes, u64)> {
     let corrupt =
         |at: usize, reason: String| LogError::Corrupt { file: seg.path.clone(), position: pos + at as u64, reason };
-    let want = (end - pos).min(max_bytes.max(batch::HEADER_LEN) as u64) as usize;
-    let mut buf = vec![0u8; want];
-    crate::fsutil::read_exact_at(&seg.file, &mut buf, pos, &seg.path)?;
+    let map = seg.mapped(end, reserve)?;
+    let (start, stop) = (pos as usize, end as usize);
+    let avail = &map[start..stop];
+    let want = avail.len().min(max_bytes.max(batch::HEADER_LEN));
     let mut at = 0;
     let mut last_offset = None;
-    while buf.len() - at >= batch::PREFIX_LEN {
-        let total = BatchHeader::total_len_from_prefix(&buf[at..]).map_err(|e| corrupt(at, e.to_string()))?;
-        if at + total > buf.len() {
-            if at > 0 {
-                break;
-            }
-            if pos + total as u64 > end {
-                return Err(corrupt(0, format!("batch of {total} bytes runs past the end of the data")));
-            }
-            let have = buf.len();
-            buf.resize(total, 0);
-            crate::fsutil::read_exact_at(&seg.file, &mut buf[have..], pos + have as u64, &seg.path)?;
+    while at < want && avail.len() - at >= batch::PREFIX_LEN {
+        let total = BatchHeader::total_len_from_prefix(&avail[at..]).map_err(|e| corrupt(at, e.to_string()))?;
+        if at + total > want && at > 0 {
+            break; // the next fetch starts with it
         }
-        let header = BatchHeader::parse_verified(&buf[at..at + total]).map_err(|e| corrupt(at, e.to_string()))?;
+        if at + total > avail.len() {
+            return Err(corrupt(at, format!("batch of {total} bytes runs past the end of the data")));
+        }
+        let header = BatchHeader::parse_verified(&avail[at..at + total]).map_err(|e| corrupt(at, e.to_string()))?;
         last_offset = Some(header.last_offset());
         at += total;
     }
     let Some(last_offset) = last_offset else {
         return Err(corrupt(0, "fewer bytes than a batch header before the end of the data".into()));
     };
-    buf.truncate(at);
-    Ok((Bytes::from(buf), last_offset))
+    Ok((map.slice(start..start + at), last_offset))
 }
 
 impl Partition {

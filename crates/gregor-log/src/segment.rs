@@ -11,6 +11,7 @@
 
 use crate::batch::{BatchHeader, FormatError};
 use crate::error::{IoContext, LogError, Result};
+use bytes::Bytes;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -87,6 +88,17 @@ pub(crate) struct Segment {
     /// generation of files (compaction replaces them by rename).
     index_file: Option<File>,
     index: Mutex<IndexCache>,
+    /// The file mapped for reading (see [`Segment::mapped`]).
+    map: Mutex<Option<Bytes>>,
+}
+
+/// A read-only mapping of a segment file, owned by the `Bytes` handed out.
+struct Mapping(memmap2::Mmap);
+
+impl AsRef<[u8]> for Mapping {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
 }
 
 #[derive(Default)]
@@ -110,7 +122,46 @@ impl Segment {
             Err(e) => return Err(e).context(|| format!("opening {}", path.display())),
         };
         let index_file = File::open(index_path(dir, base)).ok();
-        Ok(Some(Segment { base, path, file, index_file, index: Mutex::new(IndexCache::default()) }))
+        Ok(Some(Segment {
+            base,
+            path,
+            file,
+            index_file,
+            index: Mutex::new(IndexCache::default()),
+            map: Mutex::new(None),
+        }))
+    }
+
+    /// The segment's bytes up to at least `end`, mapped from the file (no
+    /// copy; slices of it stay valid as long as they are held). The mapping
+    /// covers `reserve` bytes when that is more, so a growing active segment
+    /// is mapped again only when it outgrows it.
+    ///
+    /// Only bytes below the partition's published end may be read from it
+    /// (the caller's `end`): they are written before they are published and
+    /// never changed or truncated afterwards (recovery cuts only unpublished
+    /// bytes; compaction and retention replace or delete whole files, which
+    /// a mapping keeps alive).
+    pub fn mapped(&self, end: u64, reserve: u64) -> Result<Bytes> {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(m) = map.as_ref()
+            && m.len() as u64 >= end
+        {
+            return Ok(m.clone());
+        }
+        let len = end.max(reserve);
+        let len = usize::try_from(len).map_err(|_| LogError::Io {
+            context: format!("mapping {}", self.path.display()),
+            source: std::io::Error::other("the segment is larger than the address space"),
+        })?;
+        // SAFETY: the mapped bytes that are read never change while mapped
+        // (see above), and pages past the file's end are never touched.
+        let mmap = unsafe { memmap2::MmapOptions::new().len(len).map(&self.file) }
+            .context(|| format!("mapping {}", self.path.display()))?;
+        let _ = mmap.advise(memmap2::Advice::Sequential);
+        let bytes = Bytes::from_owner(Mapping(mmap));
+        *map = Some(bytes.clone());
+        Ok(bytes)
     }
 
     /// Current size of this segment's file.

@@ -99,7 +99,28 @@ pub(crate) struct Input<T: StreamTask> {
     pub ended: bool,
     /// Also written by the job (`samza.intermediate`).
     pub intermediate: bool,
-    pub processed: Counter,
+    pub processed: LocalCount,
+}
+
+/// A count kept on the container's thread and added to its registry counter
+/// once per loop turn (an atomic add per message costs more than many tasks'
+/// work).
+pub(crate) struct LocalCount {
+    pub count: u64,
+    reported: u64,
+    counter: Counter,
+}
+
+impl LocalCount {
+    pub fn new(counter: Counter) -> Self {
+        LocalCount { count: counter.get(), reported: counter.get(), counter }
+    }
+
+    /// Adds what was counted since the last report to the registry.
+    pub fn report(&mut self) {
+        self.counter.add(self.count - self.reported);
+        self.reported = self.count;
+    }
 }
 
 pub(crate) struct TaskInstance<T> {
@@ -108,8 +129,10 @@ pub(crate) struct TaskInstance<T> {
     pub inputs: Vec<usize>,
     pub stores: Vec<TaskStore>,
     pub collector: MessageCollector,
+    /// The router's route of each stream the collector knows (by its index).
+    pub routes: Vec<usize>,
     pub coordinator: TaskCoordinator,
-    pub processed: Counter,
+    pub processed: LocalCount,
     /// Duration of `process`, sampled on one message in `PROCESS_SAMPLE`.
     pub process_time: gregor_api::Timer,
     pub last_checkpoint: Option<Checkpoint>,
@@ -285,7 +308,7 @@ impl<T: StreamTask> Container<T> {
                     bootstrap_end: spec.bootstrap.then_some(offsets.next),
                     ended: false,
                     intermediate: spec.intermediate,
-                    processed: metrics.counter(&format!("input.{ssp}"), "messages-processed"),
+                    processed: LocalCount::new(metrics.counter(&format!("input.{ssp}"), "messages-processed")),
                 });
                 task_inputs.push(inputs.len() - 1);
             }
@@ -295,8 +318,9 @@ impl<T: StreamTask> Container<T> {
                 inputs: task_inputs,
                 stores,
                 collector,
+                routes: Vec::new(),
                 coordinator: TaskCoordinator::default(),
-                processed: metrics.counter(&group, "messages-processed"),
+                processed: LocalCount::new(metrics.counter(&group, "messages-processed")),
                 process_time: metrics.timer(&group, "process"),
                 last_checkpoint: checkpoint.cloned(),
                 stopped: false,
@@ -418,7 +442,7 @@ impl<T: StreamTask> Container<T> {
 
     /// Messages processed so far by this container.
     pub fn processed(&self) -> u64 {
-        self.tasks.iter().map(|t| t.processed.get()).sum()
+        self.tasks.iter().map(|t| t.processed.count).sum()
     }
 
     /// Checks the commit hook at `point`.

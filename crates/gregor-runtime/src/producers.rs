@@ -5,6 +5,10 @@
 //! `flush` at commit makes everything durable in the right order. Shared by
 //! the stores' changelog layers through an `Rc<RefCell<_>>`: all of it lives
 //! on the container's one thread.
+//!
+//! The per-message path looks nothing up by name: an output stream becomes a
+//! [`Router`] route once (partition count, producer), each partition a
+//! producer slot once, and a task's sends name routes by index.
 
 use crate::error::RuntimeError;
 use crate::job_config::JobConfig;
@@ -15,12 +19,13 @@ use gregor_api::{SystemStream, SystemStreamPartition};
 use gregor_kv::{ChangelogSink, KvError};
 use hashbrown::HashMap;
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 use std::rc::Rc;
 
 pub(crate) struct Producers {
-    by_system: BTreeMap<String, Box<dyn SystemProducer>>,
-    /// Something was sent since the last flush.
+    /// One per configured system, in name order.
+    producers: Vec<Box<dyn SystemProducer>>,
+    names: Vec<String>,
+    /// Something was sent since the last publish.
     sent: bool,
     /// The time stamped on changelog and checkpoint messages (updated per loop turn).
     pub now_ms: i64,
@@ -28,15 +33,49 @@ pub(crate) struct Producers {
 
 pub(crate) type SharedProducers = Rc<RefCell<Producers>>;
 
+/// A partition of a producer: (producer index, slot).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Target {
+    producer: usize,
+    slot: u32,
+}
+
 impl Producers {
     pub fn new(job: &JobConfig, systems: &Systems, now_ms: i64) -> Result<Producers, SystemError> {
-        let mut by_system = BTreeMap::new();
+        let mut producers = Vec::new();
+        let mut names = Vec::new();
         for name in job.systems.keys() {
-            by_system.insert(name.clone(), systems.factory(name)?.producer()?);
+            producers.push(systems.factory(name)?.producer()?);
+            names.push(name.clone());
         }
-        Ok(Producers { by_system, sent: false, now_ms })
+        Ok(Producers { producers, names, sent: false, now_ms })
     }
 
+    fn producer_of(&self, system: &str) -> Result<usize, SystemError> {
+        self.names.iter().position(|n| n == system).ok_or_else(|| {
+            SystemError::other(format!("sending to system '{system}'"), format!("system '{system}' is not configured"))
+        })
+    }
+
+    /// The target of `ssp` (looked up once; then use [`Self::send_to`]).
+    pub fn target(&mut self, ssp: &SystemStreamPartition) -> Result<Target, SystemError> {
+        let producer = self.producer_of(&ssp.stream.system)?;
+        let slot = self.producers[producer].slot(ssp)?;
+        Ok(Target { producer, slot })
+    }
+
+    pub fn send_to(
+        &mut self,
+        target: Target,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        timestamp: i64,
+    ) -> Result<(), SystemError> {
+        self.sent = true;
+        self.producers[target.producer].send(target.slot, key, value, timestamp)
+    }
+
+    /// Sends one message to `ssp` (for occasional messages: checkpoints).
     pub fn send(
         &mut self,
         ssp: &SystemStreamPartition,
@@ -44,19 +83,13 @@ impl Producers {
         value: Option<&[u8]>,
         timestamp: i64,
     ) -> Result<(), SystemError> {
-        self.sent = true;
-        match self.by_system.get_mut(&*ssp.stream.system) {
-            Some(p) => p.send(ssp, key, value, timestamp),
-            None => Err(SystemError::other(
-                format!("sending to {ssp}"),
-                format!("system '{}' is not configured", ssp.stream.system),
-            )),
-        }
+        let target = self.target(ssp)?;
+        self.send_to(target, key, value, timestamp)
     }
 
     pub fn flush(&mut self) -> Result<(), SystemError> {
         self.sent = false;
-        self.by_system.values_mut().try_for_each(|p| p.flush())
+        self.producers.iter_mut().try_for_each(|p| p.flush())
     }
 
     /// Publishes (see `SystemProducer::publish`) if anything was sent since.
@@ -65,105 +98,122 @@ impl Producers {
             return Ok(());
         }
         self.sent = false;
-        self.by_system.values_mut().try_for_each(|p| p.publish())
+        self.producers.iter_mut().try_for_each(|p| p.publish())
     }
 
     pub fn next_offset(&self, ssp: &SystemStreamPartition) -> Option<u64> {
-        self.by_system.get(&*ssp.stream.system).and_then(|p| p.next_offset(ssp))
+        let p = self.producer_of(&ssp.stream.system).ok()?;
+        self.producers[p].next_offset(ssp)
     }
 
     pub fn stop(&mut self) -> Result<(), SystemError> {
-        self.by_system.values_mut().try_for_each(|p| p.stop())
+        self.producers.iter_mut().try_for_each(|p| p.stop())
     }
 }
 
 /// Sends a store's changes to its changelog partition.
 pub(crate) struct ChangelogWriter {
     pub producers: SharedProducers,
-    pub ssp: SystemStreamPartition,
+    pub target: Target,
 }
 
 impl ChangelogSink for ChangelogWriter {
     fn send(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), KvError> {
         let mut p = self.producers.borrow_mut();
         let now = p.now_ms;
-        p.send(&self.ssp, Some(key), value, now).map_err(|e| KvError::Changelog(e.to_string()))
+        p.send_to(self.target, Some(key), value, now).map_err(|e| KvError::Changelog(e.to_string()))
     }
+}
+
+/// One output stream: its partition count, producer, and the producer
+/// slots of the partitions written so far.
+struct Route {
+    stream: SystemStream,
+    partitions: u32,
+    targets: Vec<Option<Target>>,
+    round_robin: u32,
 }
 
 /// Picks partitions for task output: explicit, by key (murmur2, as Kafka),
 /// or round-robin; creates output streams that do not exist yet.
 pub(crate) struct Router {
-    partitions: HashMap<SystemStream, u32>,
-    round_robin: HashMap<SystemStream, u32>,
+    routes: Vec<Route>,
+    by_stream: HashMap<SystemStream, usize>,
     default_partitions: u32,
 }
 
 impl Router {
     pub fn new(default_partitions: u32) -> Self {
-        Router {
-            partitions: HashMap::new(),
-            round_robin: HashMap::new(),
-            default_partitions: default_partitions.max(1),
-        }
+        Router { routes: Vec::new(), by_stream: HashMap::new(), default_partitions: default_partitions.max(1) }
     }
 
-    fn partition_count(
+    /// The route of `stream` (created, with the stream if it is missing, on
+    /// first use).
+    pub fn route_of(
         &mut self,
         job: &JobConfig,
         systems: &Systems,
         stream: &SystemStream,
-    ) -> Result<u32, RuntimeError> {
-        if let Some(n) = self.partitions.get(stream) {
-            return Ok(*n);
+    ) -> Result<usize, RuntimeError> {
+        if let Some(&r) = self.by_stream.get(stream) {
+            return Ok(r);
         }
         let admin = systems.admin(&stream.system)?;
-        let n = match admin.partition_count(stream) {
+        let partitions = match admin.partition_count(stream) {
             Ok(n) => n,
             Err(SystemError::StreamNotFound { .. }) => {
-                let n = match job.stream_partitions(stream)? {
-                    Some(n) => n,
-                    None => self.default_partitions,
-                };
+                let n = job.stream_partitions(stream)?.unwrap_or(self.default_partitions);
                 admin.ensure_stream(stream, n, StreamKind::Regular)?;
                 tracing::info!(%stream, partitions = n, "created output stream (set streams.<id>.partitions to choose the count)");
                 n
             }
             Err(e) => return Err(e.into()),
         };
-        self.partitions.insert(stream.clone(), n);
-        Ok(n)
+        self.routes.push(Route {
+            stream: stream.clone(),
+            partitions,
+            targets: vec![None; partitions as usize],
+            round_robin: 0,
+        });
+        self.by_stream.insert(stream.clone(), self.routes.len() - 1);
+        Ok(self.routes.len() - 1)
     }
 
-    /// Sends one recorded task output.
-    pub fn route(
+    /// Sends one recorded task output along `route`.
+    pub fn send(
         &mut self,
-        job: &JobConfig,
-        systems: &Systems,
+        route: usize,
         producers: &mut Producers,
         send: &PendingSend,
         buf: &[u8],
     ) -> Result<(), RuntimeError> {
-        let key = send.key.clone().map(|r| &buf[r]);
-        let value = send.value.clone().map(|r| &buf[r]);
-        let count = self.partition_count(job, systems, &send.stream)?;
+        let r = &mut self.routes[route];
+        let key = send.key.clone().map(|k| &buf[k]);
+        let value = send.value.clone().map(|v| &buf[v]);
         let partition = match (send.partition, key) {
-            (Some(p), _) if p >= count => {
-                return Err(RuntimeError::NoSuchPartition { stream: send.stream.to_string(), partition: p, count });
+            (Some(p), _) if p >= r.partitions => {
+                return Err(RuntimeError::NoSuchPartition {
+                    stream: r.stream.to_string(),
+                    partition: p,
+                    count: r.partitions,
+                });
             }
             (Some(p), _) => p,
-            (None, Some(k)) => gregor_api::partition_for_key(k, count),
+            (None, Some(k)) => gregor_api::partition_for_key(k, r.partitions),
             (None, None) => {
-                let next = match self.round_robin.get_mut(&send.stream) {
-                    Some(n) => n,
-                    None => self.round_robin.entry(send.stream.clone()).or_insert(0),
-                };
-                *next = (*next + 1) % count;
-                *next
+                r.round_robin = (r.round_robin + 1) % r.partitions;
+                r.round_robin
             }
         };
-        let ssp = send.stream.partition(partition);
+        let target = match r.targets[partition as usize] {
+            Some(t) => t,
+            None => {
+                let t = producers.target(&r.stream.partition(partition))?;
+                r.targets[partition as usize] = Some(t);
+                t
+            }
+        };
         let ts = send.timestamp.unwrap_or(producers.now_ms);
-        Ok(producers.send(&ssp, key, value, ts)?)
+        Ok(producers.send_to(target, key, value, ts)?)
     }
 }

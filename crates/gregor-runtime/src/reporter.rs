@@ -49,13 +49,14 @@ impl Reporter {
                 serde_json::to_writer(&mut buf, &snapshot)
                     .map_err(|source| RuntimeError::Encode { what: "a metrics snapshot", source })?;
                 let send = PendingSend {
-                    stream: stream.clone(),
+                    stream: 0,
                     partition: None,
                     key: Some(0..key_end),
                     value: Some(key_end..buf.len()),
                     timestamp: None,
                 };
-                router.route(job, systems, producers, &send, &buf)?;
+                let route = router.route_of(job, systems, stream)?;
+                router.send(route, producers, &send, &buf)?;
             }
         }
         Ok(())

@@ -8,12 +8,15 @@ use crate::error::{RuntimeError, call_task, panic_message};
 use crate::job_config::DeserializationPolicy;
 use gregor_api::{IncomingEnvelope, RawMessage, SerdeError, ShutdownScope, StreamTask};
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// Messages processed per turn before timers are checked and output is
 /// written (so output appears within one turn, not only at commit).
 pub const TURN: usize = 10_000;
+/// Sends a task may collect before they are routed (else at the end of the turn).
+const ROUTE_AT: usize = 4096;
 /// Longest a turn waits for input.
 const MAX_WAIT: Duration = Duration::from_millis(100);
 /// One message in this many has its `process` call timed (a clock read per
@@ -89,6 +92,13 @@ impl<T: StreamTask> Container<T> {
             if self.commit_requested || self.stop_requested || self.shutdown.load(Ordering::Relaxed) {
                 break;
             }
+        }
+        self.route_all()?;
+        for t in &mut self.tasks {
+            t.processed.report();
+        }
+        for i in &mut self.inputs {
+            i.processed.report();
         }
         self.check_ends()?;
         let now = self.clock.now();
@@ -185,21 +195,37 @@ impl<T: StreamTask> Container<T> {
         for r in &self.reporters {
             deadline = deadline.min(r.next);
         }
-        let timeout =
-            if idle && self.clock.may_wait() { deadline.saturating_duration_since(now) } else { Duration::ZERO };
+        // An input that reached its end is about to end (check_ends, after
+        // this poll): nothing to wait for then.
+        let ending = self.inputs.iter().any(|i| {
+            !i.ended && i.end.is_some_and(|e| self.consumers[i.consumer].position(&i.ssp).is_some_and(|p| p >= e))
+        });
+        let timeout = if idle && !ending && self.clock.may_wait() {
+            deadline.saturating_duration_since(now)
+        } else {
+            Duration::ZERO
+        };
         let per_consumer = timeout / self.consumers.len().max(1) as u32;
         let Container { consumers, inputs, input_index, chooser, .. } = self;
         for (c, consumer) in consumers.iter_mut().enumerate() {
             let lookup = |ssp: &gregor_api::SystemStreamPartition| input_index.get(ssp).copied();
-            let mut last: Option<(gregor_api::SystemStreamPartition, usize)> = None;
+            // Consumers deliver runs of one partition, named by clones of the
+            // registered SSP: comparing the names' pointers (not their text)
+            // with the last one saves a lookup per message.
+            let same = |a: &gregor_api::SystemStreamPartition, b: &gregor_api::SystemStreamPartition| {
+                a.partition == b.partition
+                    && Arc::ptr_eq(&a.stream.stream, &b.stream.stream)
+                    && Arc::ptr_eq(&a.stream.system, &b.stream.system)
+            };
+            let mut last: Option<usize> = None;
             consumer.poll(
                 &|ssp| lookup(ssp).is_some_and(|i| wants[i] && inputs[i].consumer == c),
                 &mut |ssp, m| {
-                    let i = match &last {
-                        Some((s, i)) if s == ssp => *i,
+                    let i = match last {
+                        Some(i) if same(&inputs[i].ssp, ssp) => i,
                         _ => match lookup(ssp) {
                             Some(i) => {
-                                last = Some((ssp.clone(), i));
+                                last = Some(i);
                                 i
                             }
                             None => return,
@@ -216,13 +242,24 @@ impl<T: StreamTask> Container<T> {
         Ok(())
     }
 
-    fn process(&mut self, i: usize, m: RawMessage) -> Result<(), RuntimeError> {
+    fn process(&mut self, i: usize, mut m: RawMessage) -> Result<(), RuntimeError> {
         let input = &self.inputs[i];
-        let key = match m.key.as_ref().map(|k| guarded_decode(|| input.key_serde.decode_shared(k))).transpose() {
+        // The serdes take the message's buffers (no copy, no reference
+        // count for `bytes`), unless a bad message must be set aside whole.
+        let keep = matches!(self.job.deserialization, DeserializationPolicy::DeadLetter(_));
+        let key = match &input.key_serde {
+            s if keep => m.key.as_ref().map(|k| guarded_decode(|| s.decode_shared(k))),
+            s => m.key.take().map(|k| guarded_decode(|| s.decode_owned(k))),
+        };
+        let key = match key.transpose() {
             Ok(k) => k,
             Err(e) => return self.bad_message(i, &m, "key", e),
         };
-        let message = match m.value.as_ref().map(|v| guarded_decode(|| input.msg_serde.decode_shared(v))).transpose() {
+        let message = match &input.msg_serde {
+            s if keep => m.value.as_ref().map(|v| guarded_decode(|| s.decode_shared(v))),
+            s => m.value.take().map(|v| guarded_decode(|| s.decode_owned(v))),
+        };
+        let message = match message.transpose() {
             Ok(v) => v,
             Err(e) => return self.bad_message(i, &m, "message", e),
         };
@@ -235,7 +272,7 @@ impl<T: StreamTask> Container<T> {
             offset: m.offset,
             message,
         };
-        let started = task.processed.get().is_multiple_of(PROCESS_SAMPLE).then(Instant::now);
+        let started = task.processed.count.is_multiple_of(PROCESS_SAMPLE).then(Instant::now);
         let result =
             catch_unwind(AssertUnwindSafe(|| task.task.process(envelope, &mut task.collector, &mut task.coordinator)));
         if let Some(t) = started {
@@ -246,10 +283,14 @@ impl<T: StreamTask> Container<T> {
             Ok(Err(e)) => return Err(fail(e.to_string())),
             Err(p) => return Err(fail(panic_message(&*p))),
         }
-        input.processed.inc();
-        task.processed.inc();
-        self.inputs[i].next_offset = m.offset + 1;
-        self.route(t)?;
+        task.processed.count += 1;
+        let input = &mut self.inputs[i];
+        input.processed.count += 1;
+        input.next_offset = m.offset + 1;
+        // Sends are routed at the end of the turn, in bulk, unless many piled up.
+        if self.tasks[t].collector.pending().0.len() >= ROUTE_AT {
+            self.route(t)?;
+        }
         self.coordinate(t);
         Ok(())
     }
@@ -276,6 +317,14 @@ impl<T: StreamTask> Container<T> {
         Ok(())
     }
 
+    /// Sends what every task collected.
+    fn route_all(&mut self) -> Result<(), RuntimeError> {
+        for t in 0..self.tasks.len() {
+            self.route(t)?;
+        }
+        Ok(())
+    }
+
     /// Sends what task `t` collected.
     fn route(&mut self, t: usize) -> Result<(), RuntimeError> {
         let task = &mut self.tasks[t];
@@ -283,9 +332,15 @@ impl<T: StreamTask> Container<T> {
         if sends.is_empty() {
             return Ok(());
         }
+        // Streams the task sends to for the first time get their routes.
+        let streams = task.collector.streams();
+        while task.routes.len() < streams.len() {
+            let stream = &streams[task.routes.len()];
+            task.routes.push(self.router.route_of(&self.job, &self.systems, stream)?);
+        }
         let mut producers = self.producers.borrow_mut();
         for send in sends {
-            self.router.route(&self.job, &self.systems, &mut producers, send, buf)?;
+            self.router.send(task.routes[send.stream as usize], &mut producers, send, buf)?;
         }
         self.sends.add(sends.len() as u64);
         task.collector.clear();

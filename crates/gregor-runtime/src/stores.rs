@@ -158,7 +158,8 @@ pub(crate) fn open_store(
     if let Some(l) = &local {
         l.retain(snapshot_at)?;
     }
-    let writer = ChangelogWriter { producers: producers.clone(), ssp: ssp.clone() };
+    let target = producers.borrow_mut().target(&ssp)?;
+    let writer = ChangelogWriter { producers: producers.clone(), target };
     let logged: Box<dyn Engine> = Box::new(LoggedEngine::new(engine, Box::new(writer)));
     let store = CachedStore::new(&spec.name, logged, spec.cache_size, spec.write_batch_size);
     Ok(TaskStore {

@@ -248,7 +248,13 @@ impl SystemFactory for MemorySystemFactory {
     }
 
     fn producer(&self) -> Result<Box<dyn SystemProducer>, SystemError> {
-        Ok(Box::new(MemoryProducer { streams: self.streams.clone(), pending: Vec::new(), next: HashMap::new() }))
+        Ok(Box::new(MemoryProducer {
+            streams: self.streams.clone(),
+            slots: Vec::new(),
+            index: HashMap::new(),
+            pending: Vec::new(),
+            next: HashMap::new(),
+        }))
     }
 }
 
@@ -368,33 +374,40 @@ impl SystemConsumer for MemoryConsumer {
 
 struct MemoryProducer {
     streams: MemoryStreams,
-    /// Sent and not yet appended, in order.
-    pending: Vec<(SystemStreamPartition, RawMessage)>,
+    slots: Vec<SystemStreamPartition>,
+    index: HashMap<SystemStreamPartition, u32>,
+    /// Sent and not yet appended, in order: (slot, message).
+    pending: Vec<(u32, RawMessage)>,
     /// Next offset per partition after what this producer appended.
     next: HashMap<SystemStreamPartition, u64>,
 }
 
 impl SystemProducer for MemoryProducer {
-    fn send(
-        &mut self,
-        ssp: &SystemStreamPartition,
-        key: Option<&[u8]>,
-        value: Option<&[u8]>,
-        timestamp: i64,
-    ) -> Result<(), SystemError> {
+    fn slot(&mut self, ssp: &SystemStreamPartition) -> Result<u32, SystemError> {
+        if let Some(&slot) = self.index.get(ssp) {
+            return Ok(slot);
+        }
+        let slot = self.slots.len() as u32;
+        self.slots.push(ssp.clone());
+        self.index.insert(ssp.clone(), slot);
+        Ok(slot)
+    }
+
+    fn send(&mut self, slot: u32, key: Option<&[u8]>, value: Option<&[u8]>, timestamp: i64) -> Result<(), SystemError> {
         let message = RawMessage {
             offset: 0,
             timestamp,
             key: key.map(Bytes::copy_from_slice),
             value: value.map(Bytes::copy_from_slice),
         };
-        self.pending.push((ssp.clone(), message));
+        self.pending.push((slot, message));
         Ok(())
     }
 
     fn flush(&mut self) -> Result<(), SystemError> {
         let mut data = self.streams.ns.lock();
-        for (ssp, m) in self.pending.drain(..) {
+        for (slot, m) in self.pending.drain(..) {
+            let ssp = &self.slots[slot as usize];
             let stream = &ssp.stream.stream;
             let s = data.streams.get_mut(&**stream).ok_or_else(|| not_found(stream))?;
             if s.ended {
@@ -407,7 +420,7 @@ impl SystemProducer for MemoryProducer {
                 .ok_or_else(|| no_partition(stream, ssp.partition, count))?;
             let offset = p.messages.len() as u64;
             p.messages.push(RawMessage { offset, ..m });
-            self.next.insert(ssp, offset + 1);
+            self.next.insert(ssp.clone(), offset + 1);
         }
         data.generation += 1;
         drop(data);
@@ -435,7 +448,7 @@ mod tests {
         factory.admin().unwrap().ensure_stream(&SystemStream::new("mem", "s"), 2, StreamKind::Regular).unwrap();
         let mut producer = factory.producer().unwrap();
         for i in 0..5u8 {
-            producer.send(&ssp("s", 1), Some(&[i]), Some(b"v"), i64::from(i)).unwrap();
+            producer.send_to(&ssp("s", 1), Some(&[i]), Some(b"v"), i64::from(i)).unwrap();
         }
         assert_eq!(streams.messages("s", 1).unwrap().len(), 0, "nothing is visible before a flush");
         producer.flush().unwrap();
