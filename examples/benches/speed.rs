@@ -15,6 +15,7 @@
 //!
 //! Each with 1 and 2 containers (local mode: one thread each). Prints
 //! messages/s and MB/s of message values (MB = 10^6 bytes).
+//! `GREGOR_BENCH_EXTRA="key=value;key=value"` adds config to every run.
 
 use gregor_examples::bench::{Keys, PARTITIONS, VALUE_LEN, load};
 use std::process::{Command, Stdio};
@@ -54,6 +55,10 @@ fn run(dir: &std::path::Path, containers: u32, extra: &[&str]) -> (Duration, Str
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     for e in extra {
+        cmd.args(["--set", e]);
+    }
+    // GREGOR_BENCH_EXTRA="key=value;key=value" adds config (to compare settings).
+    for e in std::env::var("GREGOR_BENCH_EXTRA").unwrap_or_default().split(';').filter(|e| !e.is_empty()) {
         cmd.args(["--set", e]);
     }
     let start = Instant::now();

@@ -2,9 +2,11 @@
 //! to the end: every word's last count in the output must equal its true
 //! count, computed here independently. With RocksDB stores keeping their
 //! local state (host affinity), with local state wiped before every restart
-//! (restore from the changelog only), and with in-memory stores. Exercises checkpoints, changelog
-//! restores, the trimming of uncommitted changelog writes, and the
-//! duplicate suppression of the repartitioning step.
+//! (restore from the changelog only), with snapshots taken every few records,
+//! with bulk restores, and with in-memory stores. Exercises checkpoints,
+//! changelog restores, RocksDB's deferred writes, the trimming of
+//! uncommitted changelog writes, and the duplicate suppression of the
+//! repartitioning step.
 
 mod common;
 
@@ -15,7 +17,7 @@ const WORDCOUNT: &str = env!("CARGO_BIN_EXE_wordcount");
 
 fn crash_repeatedly(extra: &[&str], rounds: usize, seed: u64, wipe_local_state: bool) {
     let dir = tempfile::tempdir().unwrap();
-    let mut lines = common::text(3000, seed);
+    let mut lines = common::text(8000, seed);
     let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
     load_lines(dir.path(), "words", 4, &refs).unwrap();
     let mut rng = seed;
@@ -23,7 +25,7 @@ fn crash_repeatedly(extra: &[&str], rounds: usize, seed: u64, wipe_local_state: 
     for round in 0..rounds {
         if round == rounds / 2 {
             // More input arrives between crashes.
-            let more = common::text(500, seed + 1);
+            let more = common::text(1500, seed + 1);
             let refs: Vec<&str> = more.iter().map(String::as_str).collect();
             load_lines(dir.path(), "words", 4, &refs).unwrap();
             lines.extend(more);
@@ -67,6 +69,30 @@ fn counts_are_exact_after_many_kills_with_two_containers() {
 #[test]
 fn counts_are_exact_after_many_kills_with_local_state_wiped() {
     crash_repeatedly(&["task.commit.ms=25"], 10, 0x1234_5678_9abc_def1, true);
+}
+
+/// Local snapshots every few changelog records: restarts start from
+/// snapshots behind the checkpoint (replaying the rest) and find snapshots
+/// past it (taken by a commit that was killed before its checkpoint).
+#[test]
+fn counts_are_exact_after_many_kills_with_snapshots_behind_and_ahead_of_the_checkpoint() {
+    crash_repeatedly(
+        &["task.commit.ms=20", "stores.counts.snapshot.records=40", "stores.positions.snapshot.records=40"],
+        10,
+        0x5851_f42d_4c95_7f2d,
+        false,
+    );
+}
+
+/// Every restore from the changelog is a bulk load (then a reopening).
+#[test]
+fn counts_are_exact_after_many_kills_with_bulk_restores() {
+    crash_repeatedly(
+        &["task.commit.ms=25", "stores.counts.restore.bulk.records=1", "stores.positions.restore.bulk.records=1"],
+        10,
+        0x1405_7b7e_f767_814f,
+        true,
+    );
 }
 
 #[test]

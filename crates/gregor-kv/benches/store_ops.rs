@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use gregor_api::{KeyValueStore, RawStore, Serdes, Store};
-use gregor_kv::{CachedStore, ChangelogSink, Engine, KvError, LoggedEngine, MemoryEngine};
+use gregor_kv::{CacheLimits, CachedStore, ChangelogSink, Engine, KvError, LoggedEngine, MemoryEngine};
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Instant;
@@ -19,7 +19,11 @@ impl ChangelogSink for Discard {
 
 fn run(label: &str, keys: u64, ops: u64, cache: usize) {
     let engine: Box<dyn Engine> = Box::new(LoggedEngine::new(MemoryEngine::new(), Box::new(Discard(0))));
-    let raw: Rc<RefCell<dyn RawStore>> = Rc::new(RefCell::new(CachedStore::new("s", engine, cache, 500)));
+    let raw: Rc<RefCell<dyn RawStore>> = Rc::new(RefCell::new(CachedStore::new(
+        "s",
+        engine,
+        CacheLimits { entries: cache, bytes: usize::MAX, dirty: 500 },
+    )));
     let serdes = Serdes::new();
     let store: Store<Bytes, i64> =
         Store::new("s", raw.clone(), serdes.resolve("bytes").unwrap(), serdes.resolve("long").unwrap());

@@ -1,30 +1,75 @@
 //! The write-back cache: the top byte layer of every store.
 //!
 //! Reads of cached keys never reach the engine; writes mark entries dirty and
-//! reach the engine (and so the changelog) only when `write.batch.size` dirty
-//! entries accumulate, when a dirty entry would be evicted, before a scan,
-//! and at `flush` (every commit). Ten updates of one key between flushes cost
-//! one engine write and one changelog record.
+//! reach the engine (and so the changelog) only when the dirty limit is
+//! reached, when a dirty entry would be evicted, before a scan, and at
+//! `flush` (every commit). Ten updates of one key between flushes cost one
+//! engine write and one changelog record.
 //!
-//! The cache is a CLOCK (second-chance) cache over a fixed array of slots
-//! whose key and value buffers are reused, so once it is full, reads and
-//! writes allocate nothing.
+//! The cache is a CLOCK (second-chance) cache over an array of slots that
+//! grows until it holds [`CacheLimits::entries`] keys or
+//! [`CacheLimits::bytes`] of keys, values and bookkeeping; from then on slots
+//! are reused, their key and value buffers too, so reads and writes allocate
+//! nothing.
+//!
+//! Dirty entries go to the engine as deferred writes: the task's thread
+//! does not wait for RocksDB to apply them. An entry stays cached, and so readable, until
+//! the engine applied the write that carries it; a miss can therefore never
+//! read an older value from the engine.
 
 use crate::engine::{Engine, KvError};
 use bytes::Bytes;
 use gregor_api::{RawStore, StoreError};
 use hashbrown::HashTable;
+use smallvec::SmallVec;
 use std::hash::BuildHasher;
 use std::ops::Bound;
 
 #[derive(Default)]
 struct Slot {
-    key: Vec<u8>,
-    value: Vec<u8>,
+    hash: u64,
+    /// The key, then the value: up to 24 bytes inline, so a small key and
+    /// value cost no heap allocation and no extra memory access per lookup.
+    data: SmallVec<[u8; 24]>,
+    key_len: u32,
     /// `false`: the key is known to be absent (deleted or never written).
     present: bool,
     dirty: bool,
     referenced: bool,
+    /// The deferred engine write that carries this entry's value: until the
+    /// engine applied it, the entry is the only place to read it from, so
+    /// it is not evicted.
+    ticket: u64,
+}
+
+impl Slot {
+    fn key(&self) -> &[u8] {
+        &self.data[..self.key_len as usize]
+    }
+    fn value(&self) -> &[u8] {
+        &self.data[self.key_len as usize..]
+    }
+    /// Heap bytes beyond the slot itself.
+    fn heap(&self) -> usize {
+        if self.data.spilled() { self.data.capacity() } else { 0 }
+    }
+}
+
+/// Bookkeeping bytes per cached entry beyond its key and value (the slot and
+/// its index entry), counted against [`CacheLimits::bytes`].
+const SLOT_OVERHEAD: usize = std::mem::size_of::<Slot>() + 16;
+
+/// How much a [`CachedStore`] may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheLimits {
+    /// Most keys cached (`0` disables the cache: every operation reaches the
+    /// engine); `usize::MAX` for no limit but `bytes`.
+    pub entries: usize,
+    /// Most bytes of keys, values and bookkeeping cached.
+    pub bytes: usize,
+    /// Dirty entries written to the engine together once this many
+    /// accumulate (`usize::MAX`: only when evicted, scanned or flushed).
+    pub dirty: usize,
 }
 
 /// A cached store over an engine, implementing the task-facing [`RawStore`].
@@ -32,6 +77,9 @@ pub struct CachedStore<E> {
     name: String,
     engine: E,
     capacity: usize,
+    max_bytes: usize,
+    /// Bytes the slots hold (keys, values and bookkeeping).
+    bytes: usize,
     slots: Vec<Slot>,
     index: HashTable<u32>,
     hasher: hashbrown::DefaultHashBuilder,
@@ -45,20 +93,20 @@ pub struct CachedStore<E> {
 }
 
 impl<E: Engine> CachedStore<E> {
-    /// A store called `name` over `engine`, caching up to `cache_entries`
-    /// keys (0 disables the cache) and writing dirty entries in batches of
-    /// `batch_size`.
-    pub fn new(name: &str, engine: E, cache_entries: usize, batch_size: usize) -> Self {
+    /// A store called `name` over `engine`, caching within `limits`.
+    pub fn new(name: &str, engine: E, limits: CacheLimits) -> Self {
         CachedStore {
             name: name.to_owned(),
             engine,
-            capacity: cache_entries.min(u32::MAX as usize),
+            capacity: limits.entries.min(u32::MAX as usize),
+            max_bytes: limits.bytes,
+            bytes: 0,
             slots: Vec::new(),
             index: HashTable::new(),
             hasher: hashbrown::DefaultHashBuilder::default(),
             hand: 0,
             dirty: Vec::new(),
-            batch_size: batch_size.max(1),
+            batch_size: limits.dirty.max(1),
             failed: None,
         }
     }
@@ -84,7 +132,13 @@ impl<E: Engine> CachedStore<E> {
 
     fn find(&self, key: &[u8]) -> Option<usize> {
         let hash = self.hasher.hash_one(key);
-        self.index.find(hash, |&i| self.slots[i as usize].key == key).map(|&i| i as usize)
+        let slots = &self.slots;
+        self.index
+            .find(hash, |&i| {
+                let s = &slots[i as usize];
+                s.hash == hash && s.key() == key
+            })
+            .map(|&i| i as usize)
     }
 
     /// Writes every dirty entry to the engine in one batch.
@@ -98,16 +152,21 @@ impl<E: Engine> CachedStore<E> {
             .iter()
             .map(|&i| &slots[i as usize])
             .filter(|s| s.dirty)
-            .map(|s| (&s.key[..], s.present.then_some(&s.value[..])))
+            .map(|s| (s.key(), s.present.then(|| s.value())))
             .collect();
-        let result = self.engine.write_batch(&batch);
+        let result = self.engine.write_batch_deferred(&batch);
         drop(batch);
-        if let Err(e) = result {
-            self.failed = Some(e.to_string());
-            return Err(self.err(e));
-        }
+        let ticket = match result {
+            Ok(t) => t,
+            Err(e) => {
+                self.failed = Some(e.to_string());
+                return Err(self.err(e));
+            }
+        };
         for &i in &self.dirty {
-            self.slots[i as usize].dirty = false;
+            let slot = &mut self.slots[i as usize];
+            slot.dirty = false;
+            slot.ticket = ticket;
         }
         self.dirty.clear();
         Ok(())
@@ -116,22 +175,39 @@ impl<E: Engine> CachedStore<E> {
     /// A free slot: a new one while below capacity, else the CLOCK victim
     /// (dirty victims are written out first, with all other dirty entries).
     fn free_slot(&mut self) -> Result<usize, StoreError> {
-        if self.slots.len() < self.capacity {
+        if self.slots.is_empty() || (self.slots.len() < self.capacity && self.bytes < self.max_bytes) {
             self.slots.push(Slot::default());
+            self.bytes += SLOT_OVERHEAD;
             return Ok(self.slots.len() - 1);
         }
+        let mut applied = self.engine.applied();
+        let mut visited = 0;
         loop {
             let i = self.hand;
             self.hand = (self.hand + 1) % self.slots.len();
+            visited += 1;
+            if visited > 2 * self.slots.len() {
+                // Every entry is waiting for its deferred write.
+                self.engine.wait_applied().map_err(|e| self.err(e))?;
+                applied = self.engine.applied();
+                visited = 0;
+            }
             let slot = &mut self.slots[i];
             if slot.referenced {
                 slot.referenced = false;
                 continue;
             }
-            if slot.dirty {
-                self.write_dirty()?;
+            if slot.ticket > applied {
+                continue;
             }
-            let hash = self.hasher.hash_one(&self.slots[i].key[..]);
+            if slot.dirty {
+                // Written out with the other dirty entries; it becomes a
+                // victim once the engine applied the write.
+                self.write_dirty()?;
+                applied = self.engine.applied();
+                continue;
+            }
+            let hash = self.slots[i].hash;
             if let Ok(entry) = self.index.find_entry(hash, |&j| j as usize == i) {
                 entry.remove();
             }
@@ -141,17 +217,21 @@ impl<E: Engine> CachedStore<E> {
 
     /// Puts `key` in slot `i` (reusing its buffers) and indexes it.
     fn fill(&mut self, i: usize, key: &[u8], value: Option<&[u8]>, dirty: bool) {
+        let hash = self.hasher.hash_one(key);
         let slot = &mut self.slots[i];
-        slot.key.clear();
-        slot.key.extend_from_slice(key);
-        slot.value.clear();
-        slot.value.extend_from_slice(value.unwrap_or_default());
+        let before = slot.heap();
+        slot.hash = hash;
+        slot.data.clear();
+        slot.data.extend_from_slice(key);
+        slot.data.extend_from_slice(value.unwrap_or_default());
+        slot.key_len = key.len() as u32;
+        self.bytes = self.bytes + slot.heap() - before;
         slot.present = value.is_some();
         slot.dirty = dirty;
         slot.referenced = true;
-        let hasher = &self.hasher;
+        slot.ticket = 0;
         let slots = &self.slots;
-        self.index.insert_unique(hasher.hash_one(key), i as u32, |&j| hasher.hash_one(&slots[j as usize].key[..]));
+        self.index.insert_unique(hash, i as u32, |&j| slots[j as usize].hash);
     }
 
     fn write(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), StoreError> {
@@ -166,8 +246,10 @@ impl<E: Engine> CachedStore<E> {
         match self.find(key) {
             Some(i) => {
                 let slot = &mut self.slots[i];
-                slot.value.clear();
-                slot.value.extend_from_slice(value.unwrap_or_default());
+                let before = slot.heap();
+                slot.data.truncate(slot.key_len as usize);
+                slot.data.extend_from_slice(value.unwrap_or_default());
+                self.bytes = self.bytes + slot.heap() - before;
                 slot.present = value.is_some();
                 slot.referenced = true;
                 if !slot.dirty {
@@ -195,7 +277,7 @@ impl<E: Engine> RawStore for CachedStore<E> {
             let slot = &mut self.slots[i];
             slot.referenced = true;
             out.clear();
-            out.extend_from_slice(&slot.value);
+            out.extend_from_slice(slot.value());
             return Ok(slot.present);
         }
         let found = self.engine.get(key, out).map_err(|e| self.err(e))?;

@@ -1,4 +1,4 @@
-//! The engine contract and the in-memory engine.
+//! The engine contract: what every store engine offers the layers above.
 
 use bytes::Bytes;
 use std::ops::Bound;
@@ -50,8 +50,26 @@ pub type WriteBatch<'a> = [(&'a [u8], Option<&'a [u8]>)];
 pub trait Engine {
     /// Copies the value of `key` into `out` (cleared first); `false` if absent.
     fn get(&mut self, key: &[u8], out: &mut Vec<u8>) -> Result<bool, KvError>;
-    /// Applies puts and deletes in order.
+    /// Applies puts and deletes in order (after any deferred batches).
     fn write_batch(&mut self, batch: &WriteBatch<'_>) -> Result<(), KvError>;
+    /// Starts applying a batch and returns its ticket, without waiting for
+    /// the engine to apply it (RocksDB applies it on a thread of its own).
+    ///
+    /// Until [`Engine::applied`] reaches the ticket, [`Engine::get`] may not
+    /// see the batch: the caller must serve reads of its keys itself (the
+    /// cache keeps them). Scans and snapshots wait for every deferred batch.
+    /// Engines that apply at once (the default) return ticket 0.
+    fn write_batch_deferred(&mut self, batch: &WriteBatch<'_>) -> Result<u64, KvError> {
+        self.write_batch(batch).map(|()| 0)
+    }
+    /// The ticket up to which deferred batches are applied.
+    fn applied(&self) -> u64 {
+        u64::MAX
+    }
+    /// Waits until every deferred batch is applied.
+    fn wait_applied(&mut self) -> Result<(), KvError> {
+        Ok(())
+    }
     /// Appends up to `limit` entries after `from` and before `to` to `out`, ascending.
     fn scan(
         &mut self,
@@ -85,6 +103,15 @@ impl<E: Engine + ?Sized> Engine for Box<E> {
     fn write_batch(&mut self, batch: &WriteBatch<'_>) -> Result<(), KvError> {
         (**self).write_batch(batch)
     }
+    fn write_batch_deferred(&mut self, batch: &WriteBatch<'_>) -> Result<u64, KvError> {
+        (**self).write_batch_deferred(batch)
+    }
+    fn applied(&self) -> u64 {
+        (**self).applied()
+    }
+    fn wait_applied(&mut self) -> Result<(), KvError> {
+        (**self).wait_applied()
+    }
     fn scan(
         &mut self,
         from: Bound<&[u8]>,
@@ -102,94 +129,5 @@ impl<E: Engine + ?Sized> Engine for Box<E> {
     }
     fn snapshot(&mut self, dir: &std::path::Path) -> Result<(), KvError> {
         (**self).snapshot(dir)
-    }
-}
-
-/// Keeps everything in a hash map in memory; its contents survive a restart
-/// only through the changelog.
-///
-/// Point reads and writes (the hot path) are hash lookups, and overwriting a
-/// key reuses its value buffer, so a steady workload does not allocate. The
-/// sorted key order that scans need is built on the first scan after keys
-/// were added or removed, and kept until the next such change.
-#[derive(Debug, Default)]
-pub struct MemoryEngine {
-    map: hashbrown::HashMap<Box<[u8]>, Vec<u8>>,
-    sorted: Option<Vec<Box<[u8]>>>,
-}
-
-impl MemoryEngine {
-    /// An empty engine.
-    pub fn new() -> Self {
-        MemoryEngine::default()
-    }
-}
-
-impl Engine for MemoryEngine {
-    fn get(&mut self, key: &[u8], out: &mut Vec<u8>) -> Result<bool, KvError> {
-        out.clear();
-        match self.map.get(key) {
-            Some(v) => {
-                out.extend_from_slice(v);
-                Ok(true)
-            }
-            None => Ok(false),
-        }
-    }
-
-    fn write_batch(&mut self, batch: &WriteBatch<'_>) -> Result<(), KvError> {
-        for (k, v) in batch {
-            match v {
-                Some(v) => {
-                    if let Some(slot) = self.map.get_mut(*k) {
-                        slot.clear();
-                        slot.extend_from_slice(v);
-                    } else {
-                        self.map.insert(Box::from(*k), v.to_vec());
-                        self.sorted = None;
-                    }
-                }
-                None => {
-                    if self.map.remove(*k).is_some() {
-                        self.sorted = None;
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn scan(
-        &mut self,
-        from: Bound<&[u8]>,
-        to: Option<&[u8]>,
-        limit: usize,
-        out: &mut Vec<(Bytes, Bytes)>,
-    ) -> Result<(), KvError> {
-        let map = &self.map;
-        let sorted = self.sorted.get_or_insert_with(|| {
-            let mut keys: Vec<Box<[u8]>> = map.keys().cloned().collect();
-            keys.sort_unstable();
-            keys
-        });
-        let start = match from {
-            Bound::Included(f) => sorted.partition_point(|k| &k[..] < f),
-            Bound::Excluded(f) => sorted.partition_point(|k| &k[..] <= f),
-            Bound::Unbounded => 0,
-        };
-        for k in sorted[start..].iter().take_while(|k| to.is_none_or(|t| &k[..] < t)).take(limit) {
-            if let Some(v) = map.get(k) {
-                out.push((Bytes::copy_from_slice(k), Bytes::copy_from_slice(v)));
-            }
-        }
-        Ok(())
-    }
-
-    fn flush(&mut self) -> Result<(), KvError> {
-        Ok(())
-    }
-
-    fn len_hint(&self) -> u64 {
-        self.map.len() as u64
     }
 }

@@ -1,14 +1,18 @@
 //! gregor's key-value stores: engines and the layers stacked on them.
 //!
-//! A task's store is built as `cache -> changelog logging -> engine` over
+//! A RocksDB store is built as `cache -> changelog logging -> engine` over
 //! bytes (the serde layer sits above, in `gregor_api::Store`):
-//! - [`CachedStore`] absorbs repeated writes to hot keys and writes dirty
-//!   entries through in batches (`stores.<name>.object.cache.size`,
+//! - [`CachedStore`] serves reads of hot keys from memory, absorbs repeated
+//!   writes to them and writes dirty entries through in batches
+//!   (`stores.<name>.cache.max.bytes`, `stores.<name>.object.cache.size`,
 //!   `stores.<name>.write.batch.size`);
 //! - [`LoggedEngine`] sends every change that reaches the engine to the
 //!   store's changelog through a [`ChangelogSink`];
-//! - an [`Engine`] keeps the data: [`RocksDbEngine`] (the default) or
-//!   [`MemoryEngine`].
+//! - an [`Engine`] keeps the data: [`RocksDbEngine`].
+//!
+//! An in-memory store is one layer, [`MemoryStore`] over a [`MemoryEngine`]:
+//! a cache over memory would only hold every key twice, so the store itself
+//! sends each changed key to the changelog once per flush.
 //!
 //! Restores write changelog records straight into the engine, below the
 //! logging layer. This crate never does stream I/O itself: the runtime
@@ -19,9 +23,11 @@
 mod cache;
 mod engine;
 mod logged;
+mod memory;
 mod rocks;
 
-pub use cache::CachedStore;
-pub use engine::{Engine, KvError, MemoryEngine, WriteBatch};
+pub use cache::{CacheLimits, CachedStore};
+pub use engine::{Engine, KvError, WriteBatch};
 pub use logged::{ChangelogSink, LoggedEngine};
+pub use memory::{MemoryEngine, MemoryStore};
 pub use rocks::{RocksDbEngine, RocksOptions, compaction_style, compression};

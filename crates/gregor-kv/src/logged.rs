@@ -26,6 +26,11 @@ impl<E: Engine> LoggedEngine<E> {
     pub fn new(engine: E, sink: Box<dyn ChangelogSink>) -> Self {
         LoggedEngine { engine, sink }
     }
+
+    /// The engine underneath.
+    pub fn engine_mut(&mut self) -> &mut E {
+        &mut self.engine
+    }
 }
 
 impl<E: Engine> Engine for LoggedEngine<E> {
@@ -39,6 +44,22 @@ impl<E: Engine> Engine for LoggedEngine<E> {
             self.sink.send(k, *v)?;
         }
         Ok(())
+    }
+
+    fn write_batch_deferred(&mut self, batch: &WriteBatch<'_>) -> Result<u64, KvError> {
+        let ticket = self.engine.write_batch_deferred(batch)?;
+        for (k, v) in batch {
+            self.sink.send(k, *v)?;
+        }
+        Ok(ticket)
+    }
+
+    fn applied(&self) -> u64 {
+        self.engine.applied()
+    }
+
+    fn wait_applied(&mut self) -> Result<(), KvError> {
+        self.engine.wait_applied()
     }
 
     fn scan(

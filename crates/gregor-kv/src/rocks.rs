@@ -5,6 +5,12 @@
 //! unflushed memtables, which the restore replays from the changelog.
 //! Consistent local snapshots (RocksDB checkpoints: hard links) let a
 //! restarted task reuse its state instead of replaying the whole changelog.
+//!
+//! Deferred writes ([`Engine::write_batch_deferred`], which the cache uses)
+//! are applied by a thread per database ([`writer`]), in order; scans,
+//! snapshots and immediate writes wait for them first.
+
+mod writer;
 
 use crate::engine::{Engine, KvError, WriteBatch};
 use bytes::Bytes;
@@ -14,7 +20,9 @@ use rocksdb::{
 };
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
+use writer::{OwnedBatch, Writer};
 
 /// RocksDB settings (Samza's `stores.<name>.rocksdb.*` and `container.*` keys).
 #[derive(Debug, Clone)]
@@ -79,11 +87,19 @@ pub fn compaction_style(name: &str) -> Option<DBCompactionStyle> {
     })
 }
 
+/// RocksDB's flush threads, and its compaction threads, per process.
+const BACKGROUND_THREADS: i32 = 2;
+
 /// A RocksDB database used as a store engine.
 pub struct RocksDbEngine {
-    db: DB,
+    /// Declared before `db`: dropping it applies the queued batches first.
+    writer: Option<Writer>,
+    db: Arc<DB>,
     path: PathBuf,
     write: WriteOptions,
+    wal: bool,
+    /// Ticket of the last deferred batch.
+    submitted: u64,
     /// Entries written since open (an estimate of growth, for `len_hint`).
     written: u64,
 }
@@ -95,6 +111,35 @@ impl RocksDbEngine {
     /// If it cannot be opened (damaged files, RocksDB's lock held, I/O),
     /// with RocksDB's own message.
     pub fn open(path: &Path, o: &RocksOptions) -> Result<Self, KvError> {
+        Self::open_with(path, o, false)
+    }
+
+    /// Opens the database for a bulk load (a restore): writes go to an
+    /// unsorted memtable (an append each instead of a skip-list insert,
+    /// sorted once when flushed), with automatic compactions off. Reads of
+    /// keys not yet flushed are slow in this mode: end it with
+    /// [`Self::end_bulk_load`] before serving reads.
+    ///
+    /// # Errors
+    /// As [`Self::open`].
+    pub fn open_bulk_load(path: &Path, o: &RocksOptions) -> Result<Self, KvError> {
+        Self::open_with(path, o, true)
+    }
+
+    /// Flushes what a bulk load wrote and reopens the database for normal
+    /// use (compactions then catch up in the background).
+    ///
+    /// # Errors
+    /// If the flush or the reopening fails.
+    pub fn end_bulk_load(mut self, o: &RocksOptions) -> Result<Self, KvError> {
+        self.wait_applied()?;
+        self.db.flush().map_err(|e| self.err("flush after a bulk load", e))?;
+        let path = self.path.clone();
+        drop(self);
+        Self::open(&path, o)
+    }
+
+    fn open_with(path: &Path, o: &RocksOptions, bulk: bool) -> Result<Self, KvError> {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.set_write_buffer_size(o.write_buffer_bytes);
@@ -119,6 +164,22 @@ impl RocksDbEngine {
             .map_err(|e| classify(path, &format!("creating a block cache of {} bytes", o.block_cache_bytes), e))?;
         table.set_block_cache(&cache);
         opts.set_block_based_table_factory(&table);
+        // All of a process's databases share RocksDB's background threads;
+        // with RocksDB's default of one flush thread, the stores of a
+        // container flush one at a time (a restore waits on it).
+        let mut env = rocksdb::Env::new().map_err(|e| classify(path, "creating RocksDB's environment", e))?;
+        env.set_high_priority_background_threads(BACKGROUND_THREADS);
+        env.set_background_threads(BACKGROUND_THREADS);
+        opts.set_env(&env);
+        opts.set_max_background_jobs(2 * BACKGROUND_THREADS);
+        if bulk {
+            opts.set_memtable_factory(rocksdb::MemtableFactory::Vector);
+            opts.set_allow_concurrent_memtable_write(false);
+            opts.set_write_buffer_size(o.write_buffer_bytes.max(8 << 20));
+            opts.set_disable_auto_compactions(true);
+            opts.set_level_zero_slowdown_writes_trigger(1 << 30);
+            opts.set_level_zero_stop_writes_trigger(1 << 30);
+        }
         let db = match o.ttl {
             Some(ttl) => DB::open_with_ttl(&opts, path, ttl),
             None => DB::open(&opts, path),
@@ -126,7 +187,31 @@ impl RocksDbEngine {
         .map_err(|e| classify(path, "open", e))?;
         let mut write = WriteOptions::default();
         write.disable_wal(!o.wal);
-        Ok(RocksDbEngine { db, path: path.to_owned(), write, written: 0 })
+        Ok(RocksDbEngine {
+            writer: None,
+            db: Arc::new(db),
+            path: path.to_owned(),
+            write,
+            wal: o.wal,
+            submitted: 0,
+            written: 0,
+        })
+    }
+
+    fn writer_failed(&self, message: String) -> KvError {
+        KvError::Engine { location: format!("RocksDB in {}", self.path.display()), operation: "write".into(), message }
+    }
+
+    fn rocks_batch(&mut self, batch: &WriteBatch<'_>) -> rocksdb::WriteBatch {
+        let mut b = rocksdb::WriteBatch::default();
+        for (k, v) in batch {
+            match v {
+                Some(v) => b.put(k, v),
+                None => b.delete(k),
+            }
+        }
+        self.written += batch.len() as u64;
+        b
     }
 
     fn err(&self, what: &str, e: rocksdb::Error) -> KvError {
@@ -168,15 +253,37 @@ impl Engine for RocksDbEngine {
     }
 
     fn write_batch(&mut self, batch: &WriteBatch<'_>) -> Result<(), KvError> {
-        let mut b = rocksdb::WriteBatch::default();
-        for (k, v) in batch {
-            match v {
-                Some(v) => b.put(k, v),
-                None => b.delete(k),
-            }
-        }
-        self.written += batch.len() as u64;
+        self.wait_applied()?;
+        let b = self.rocks_batch(batch);
         self.db.write_opt(b, &self.write).map_err(|e| self.err("write", e))
+    }
+
+    fn write_batch_deferred(&mut self, batch: &WriteBatch<'_>) -> Result<u64, KvError> {
+        if self.writer.is_none() {
+            let name = self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let writer = Writer::start(self.db.clone(), self.wal, &name)
+                .map_err(|e| self.writer_failed(format!("starting the writer thread: {e}")))?;
+            self.writer = Some(writer);
+        }
+        let b = OwnedBatch::copy(batch);
+        self.written += batch.len() as u64;
+        self.submitted += 1;
+        let ticket = self.submitted;
+        if let Some(w) = &self.writer {
+            w.submit(ticket, b).map_err(|e| self.writer_failed(e))?;
+        }
+        Ok(ticket)
+    }
+
+    fn applied(&self) -> u64 {
+        self.writer.as_ref().map_or(u64::MAX, Writer::applied)
+    }
+
+    fn wait_applied(&mut self) -> Result<(), KvError> {
+        match &self.writer {
+            Some(w) => w.wait(self.submitted).map_err(|e| self.writer_failed(e)),
+            None => Ok(()),
+        }
     }
 
     fn scan(
@@ -186,6 +293,7 @@ impl Engine for RocksDbEngine {
         limit: usize,
         out: &mut Vec<(Bytes, Bytes)>,
     ) -> Result<(), KvError> {
+        self.wait_applied()?;
         let mode = match from {
             Bound::Included(f) | Bound::Excluded(f) => IteratorMode::From(f, Direction::Forward),
             Bound::Unbounded => IteratorMode::Start,
@@ -218,6 +326,7 @@ impl Engine for RocksDbEngine {
     }
 
     fn snapshot(&mut self, dir: &Path) -> Result<(), KvError> {
+        self.wait_applied()?;
         let cp = rocksdb::checkpoint::Checkpoint::new(&self.db).map_err(|e| self.err("snapshot", e))?;
         cp.create_checkpoint(dir).map_err(|e| self.err(&format!("snapshot into {}", dir.display()), e))
     }
@@ -258,6 +367,33 @@ mod tests {
         std::fs::write(dir.join("CURRENT"), "MANIFEST-999999\n").unwrap();
         let err = RocksDbEngine::open(&dir, &small()).err().unwrap();
         assert!(err.is_corrupt(), "{err}");
+    }
+
+    #[test]
+    fn deferred_writes_apply_in_order_and_scans_and_closing_wait_for_them() {
+        let base = tempfile::tempdir().unwrap();
+        let dir = base.path().join("db");
+        let mut db = RocksDbEngine::open(&dir, &small()).unwrap();
+        let mut last = 0;
+        for i in 0..200u32 {
+            let key = format!("k{}", i % 10);
+            last = db.write_batch_deferred(&[(key.as_bytes(), Some(&i.to_be_bytes()[..]))]).unwrap();
+        }
+        let mut out = Vec::new();
+        db.scan(Bound::Unbounded, None, usize::MAX, &mut out).unwrap();
+        assert_eq!(out.len(), 10);
+        assert_eq!(&out[9].1[..], &199u32.to_be_bytes(), "the last write of k9 won");
+        assert_eq!(db.applied(), last);
+        // Sorted by key for RocksDB, but of two writes to one key the later wins.
+        db.write_batch_deferred(&[(b"z", Some(b"1")), (b"k0", None), (b"z", Some(b"2")), (b"k0", Some(b"3"))]).unwrap();
+        let mut v = Vec::new();
+        db.wait_applied().unwrap();
+        assert!(db.get(b"z", &mut v).unwrap() && v == b"2");
+        assert!(db.get(b"k0", &mut v).unwrap() && v == b"3");
+        db.write_batch_deferred(&[(b"late", Some(b"1"))]).unwrap();
+        drop(db); // applies the queued batch before the database closes
+        let mut db = RocksDbEngine::open(&dir, &small()).unwrap();
+        assert!(db.get(b"late", &mut Vec::new()).unwrap());
     }
 
     #[test]

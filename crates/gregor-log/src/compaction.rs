@@ -131,14 +131,20 @@ impl Partition {
                 self.stream
             )));
         }
-        let _maintenance = self.maintenance.lock()?;
-        if self.compaction_limit()? >= offset {
-            return Ok(());
-        }
-        let path = self.dir.join(LIMIT_FILE);
-        let tmp = self.dir.join(format!("{LIMIT_FILE}.tmp"));
-        std::fs::write(&tmp, offset.to_string()).context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, &path).context(|| format!("renaming {}", tmp.display()))
+        // A lock of its own, not the maintenance lock: a commit sets the
+        // limit and must not wait for a compaction pass, which reads the
+        // limit once when it starts (the file is replaced atomically).
+        let lock_path = self.dir.join(LIMIT_LOCK);
+        let lock = crate::fsutil::open_rw(&lock_path)?;
+        crate::fsutil::with_flock(&lock, &lock_path, || {
+            if self.compaction_limit()? >= offset {
+                return Ok(());
+            }
+            let path = self.dir.join(LIMIT_FILE);
+            let tmp = self.dir.join(format!("{LIMIT_FILE}.tmp"));
+            std::fs::write(&tmp, offset.to_string()).context(|| format!("writing {}", tmp.display()))?;
+            std::fs::rename(&tmp, &path).context(|| format!("renaming {}", tmp.display()))
+        })
     }
 
     /// Rewrites one sealed segment without superseded records and expired
@@ -308,6 +314,7 @@ fn create_rw(path: &std::path::Path) -> Result<std::fs::File> {
 
 /// Per-partition file holding the compaction limit of a bounded stream.
 const LIMIT_FILE: &str = "compaction.limit";
+const LIMIT_LOCK: &str = "compaction.limit.lock";
 
 fn cleaned_path(dir: &std::path::Path, base: u64) -> std::path::PathBuf {
     dir.join(format!("{base:020}.log.cleaned"))

@@ -3,8 +3,9 @@
 //! Order, so that restoring from any checkpoint never misses data:
 //! 1. stores flushed (cache -> engine -> changelog sends);
 //! 2. producers flushed: outputs and changelog writes acknowledged;
-//! 3. local snapshots taken of every store whose changelog moved (a restart
-//!    on this machine starts from one instead of replaying the changelog);
+//! 3. local snapshots taken of the stores whose changelog moved far enough
+//!    since their last one (a restart on this machine starts from the newest
+//!    snapshot and replays only the changelog after it);
 //! 4. checkpoints sent and flushed (one per task whose position changed);
 //! 5. changelog compaction allowed up to the new checkpoints, and local
 //!    snapshots other than the checkpoint's deleted.
@@ -52,6 +53,12 @@ pub struct StoreFacts {
     pub local: bool,
     /// Changelog offset of its newest local snapshot.
     pub snapshot_at: Option<u64>,
+    /// Changelog records after which a new snapshot is due
+    /// (`stores.<name>.snapshot.records`).
+    pub snapshot_records: u64,
+    /// Whether the newest snapshot is old enough to be refreshed whatever the
+    /// records since (see [`crate::local_state::SNAPSHOT_REFRESH`]).
+    pub snapshot_stale: bool,
 }
 
 /// What the container knows about one task at commit time.
@@ -95,10 +102,16 @@ impl CommitPlan {
 
 /// Plans a commit: each task's checkpoint records its inputs' next offsets
 /// and, per store with a changelog, the changelog's acknowledged end (or
-/// its previous offset when nothing was written); a snapshot is planned for
-/// every local store whose recorded offset has no snapshot yet; compaction
-/// limits move only when some checkpoint is written.
-pub fn plan_commit(tasks: &[TaskFacts]) -> CommitPlan {
+/// its previous offset when nothing was written); compaction limits move
+/// only when some checkpoint is written.
+///
+/// A local store whose recorded offset has no snapshot gets one when it has
+/// none at all, when its changelog grew by `snapshot_records` since the
+/// newest, when that one is stale, or at the `last` commit of a clean
+/// shutdown (so a restart replays nothing). Otherwise its snapshot is left
+/// behind the checkpoint: a snapshot flushes RocksDB's memtables, too slow
+/// for every commit, and a restart replays the changelog after it.
+pub fn plan_commit(tasks: &[TaskFacts], last: bool) -> CommitPlan {
     let mut plans = Vec::with_capacity(tasks.len());
     let mut compaction_limits = Vec::new();
     for task in tasks {
@@ -109,7 +122,8 @@ pub fn plan_commit(tasks: &[TaskFacts]) -> CommitPlan {
             let Some((changelog, previous)) = &store.changelog else { continue };
             let offset = store.acked_end.unwrap_or(*previous);
             checkpoint.stores.insert(store.name.clone(), StoreCheckpoint { changelog: changelog.clone(), offset });
-            if store.local && store.snapshot_at != Some(offset) {
+            let due = |at: u64| last || store.snapshot_stale || offset.saturating_sub(at) >= store.snapshot_records;
+            if store.local && store.snapshot_at != Some(offset) && store.snapshot_at.is_none_or(due) {
                 snapshots.push((i, offset));
             }
             compaction_limits.push((changelog.clone(), offset));
@@ -123,7 +137,7 @@ pub fn plan_commit(tasks: &[TaskFacts]) -> CommitPlan {
 
 impl<T: StreamTask> Container<T> {
     /// Commits: see the module documentation for the order of the steps.
-    pub(crate) fn commit(&mut self) -> Result<(), RuntimeError> {
+    pub(crate) fn commit(&mut self, last: bool) -> Result<(), RuntimeError> {
         let started = std::time::Instant::now();
         self.commit_point(CommitPoint::Start)?;
         self.check_lease()?;
@@ -133,9 +147,11 @@ impl<T: StreamTask> Container<T> {
             }
         }
         self.commit_point(CommitPoint::StoresFlushed)?;
+        let stores_flushed = started.elapsed();
         self.check_lease()?;
         self.producers.borrow_mut().flush()?;
         self.commit_point(CommitPoint::OutputsFlushed)?;
+        let outputs_flushed = started.elapsed();
         let plan = {
             let producers = self.producers.borrow();
             let facts: Vec<TaskFacts> = self
@@ -156,14 +172,20 @@ impl<T: StreamTask> Container<T> {
                             acked_end: s.changelog.as_ref().and_then(|(ssp, _)| producers.next_offset(ssp)),
                             local: s.local.is_some(),
                             snapshot_at: s.snapshot_at,
+                            snapshot_records: s.spec.snapshot_records,
+                            snapshot_stale: self.clock.now().saturating_duration_since(s.snapshot_taken)
+                                >= crate::local_state::SNAPSHOT_REFRESH,
                         })
                         .collect(),
                     last: task.last_checkpoint.clone(),
                 })
                 .collect();
-            plan_commit(&facts)
+            plan_commit(&facts, last)
         };
         let now = self.producers.borrow().now_ms;
+        let clock_now = self.clock.now();
+        let mut checkpoints_flushed = std::time::Duration::ZERO;
+        let plan_snapshots: usize = plan.tasks.iter().map(|t| t.snapshots.len()).sum();
         let writes = plan.writes_checkpoints();
         for (task, tp) in self.tasks.iter_mut().zip(plan.tasks) {
             for store in &mut task.stores {
@@ -176,7 +198,7 @@ impl<T: StreamTask> Container<T> {
                 let Some(local) = &store.local else { continue };
                 let (name, task_name) = (&store.spec.name, &task.name);
                 let taken = local.snapshot(offset, |dir| {
-                    store.store.borrow_mut().engine_mut().snapshot(dir).map_err(|source| RuntimeError::StoreEngine {
+                    store.store.borrow_mut().snapshot(dir).map_err(|source| RuntimeError::StoreEngine {
                         store: name.clone(),
                         task: task_name.clone(),
                         operation: "snapshot",
@@ -186,7 +208,10 @@ impl<T: StreamTask> Container<T> {
                 // The changelog is the source of truth: a failed snapshot
                 // only makes the next restart slower.
                 match taken {
-                    Ok(()) => store.snapshot_at = Some(offset),
+                    Ok(()) => {
+                        store.snapshot_at = Some(offset);
+                        store.snapshot_taken = clock_now;
+                    }
                     Err(e) => {
                         tracing::warn!(store = %name, task = %task_name, "skipping this commit's local snapshot: {e}")
                     }
@@ -203,6 +228,7 @@ impl<T: StreamTask> Container<T> {
             self.check_lease()?;
             self.producers.borrow_mut().flush()?;
             self.commit_point(CommitPoint::CheckpointsFlushed)?;
+            checkpoints_flushed = started.elapsed();
             for (ssp, offset) in &plan.compaction_limits {
                 self.systems.admin(&ssp.stream.system)?.set_compaction_limit(ssp, *offset)?;
             }
@@ -214,6 +240,16 @@ impl<T: StreamTask> Container<T> {
         }
         self.commit_requested = false;
         self.next_commit = self.clock.now() + self.job.commit_interval;
+        tracing::debug!(
+            container = %self.id,
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            stores_ms = stores_flushed.as_secs_f64() * 1e3,
+            outputs_ms = (outputs_flushed - stores_flushed).as_secs_f64() * 1e3,
+            checkpoints_at_ms = checkpoints_flushed.as_secs_f64() * 1e3,
+            snapshots = plan_snapshots,
+            last,
+            "committed"
+        );
         self.metrics.counter("container", "commits").inc();
         self.metrics.timer("container", "commit").record(started.elapsed());
         Ok(())
@@ -230,16 +266,23 @@ mod tests {
     }
 
     fn store(acked: Option<u64>, local: bool, snapshot_at: Option<u64>) -> StoreFacts {
-        StoreFacts { name: "counts".into(), changelog: Some((ssp("cl", 0), 40)), acked_end: acked, local, snapshot_at }
+        StoreFacts {
+            name: "counts".into(),
+            changelog: Some((ssp("cl", 0), 40)),
+            acked_end: acked,
+            local,
+            snapshot_at,
+            snapshot_records: 1000,
+            snapshot_stale: false,
+        }
     }
 
     #[test]
     fn a_checkpoint_records_inputs_and_the_acknowledged_changelog_end() {
-        let plan = plan_commit(&[TaskFacts {
-            inputs: vec![(ssp("in", 0), 17)],
-            stores: vec![store(Some(55), false, None)],
-            last: None,
-        }]);
+        let plan = plan_commit(
+            &[TaskFacts { inputs: vec![(ssp("in", 0), 17)], stores: vec![store(Some(55), false, None)], last: None }],
+            false,
+        );
         let cp = &plan.tasks[0].checkpoint;
         assert_eq!(cp.inputs[&ssp("in", 0)], 17);
         assert_eq!(cp.stores["counts"], StoreCheckpoint { changelog: ssp("cl", 0), offset: 55 });
@@ -249,7 +292,8 @@ mod tests {
 
     #[test]
     fn a_store_nothing_was_written_to_keeps_its_offset() {
-        let plan = plan_commit(&[TaskFacts { inputs: vec![], stores: vec![store(None, false, None)], last: None }]);
+        let plan =
+            plan_commit(&[TaskFacts { inputs: vec![], stores: vec![store(None, false, None)], last: None }], false);
         assert_eq!(plan.tasks[0].checkpoint.stores["counts"].offset, 40);
     }
 
@@ -257,25 +301,49 @@ mod tests {
     fn an_unchanged_checkpoint_is_not_written_and_moves_no_limit() {
         let facts =
             TaskFacts { inputs: vec![(ssp("in", 0), 17)], stores: vec![store(None, true, Some(40))], last: None };
-        let first = plan_commit(std::slice::from_ref(&facts));
-        let again = plan_commit(&[TaskFacts { last: Some(first.tasks[0].checkpoint.clone()), ..facts }]);
+        let first = plan_commit(std::slice::from_ref(&facts), false);
+        let again = plan_commit(&[TaskFacts { last: Some(first.tasks[0].checkpoint.clone()), ..facts }], false);
         assert!(!again.tasks[0].write && !again.writes_checkpoints());
         assert!(again.compaction_limits.is_empty());
         assert!(again.tasks[0].snapshots.is_empty(), "the snapshot at 40 matches");
     }
 
+    fn snapshots(stores: Vec<StoreFacts>, last: bool) -> Vec<(usize, u64)> {
+        plan_commit(&[TaskFacts { inputs: vec![], stores, last: None }], last).tasks[0].snapshots.clone()
+    }
+
+    #[test]
+    fn a_snapshot_waits_until_the_changelog_grew_enough_since_the_last_one() {
+        // 999 records since the snapshot at 40: not yet; 1000: due.
+        assert_eq!(snapshots(vec![store(Some(1039), true, Some(40))], false), vec![]);
+        assert_eq!(snapshots(vec![store(Some(1040), true, Some(40))], false), vec![(0, 1040)]);
+    }
+
+    #[test]
+    fn a_snapshot_is_taken_at_shutdown_when_stale_or_when_there_is_none() {
+        assert_eq!(snapshots(vec![store(Some(41), true, Some(40))], true), vec![(0, 41)], "clean shutdown");
+        let stale = StoreFacts { snapshot_stale: true, ..store(Some(41), true, Some(40)) };
+        assert_eq!(snapshots(vec![stale], false), vec![(0, 41)], "hourly refresh");
+        assert_eq!(snapshots(vec![store(Some(41), true, None)], false), vec![(0, 41)], "none yet");
+        let unchanged = StoreFacts { snapshot_stale: true, ..store(None, true, Some(40)) };
+        assert_eq!(snapshots(vec![unchanged], true), vec![], "the snapshot matches the checkpoint");
+    }
+
     #[test]
     fn snapshots_are_planned_for_local_stores_whose_offset_has_none() {
-        let plan = plan_commit(&[TaskFacts {
-            inputs: vec![],
-            stores: vec![
-                store(Some(60), true, Some(40)),
-                StoreFacts { name: "mem".into(), ..store(Some(60), false, None) },
-                StoreFacts { name: "plain".into(), changelog: None, ..store(None, true, None) },
-            ],
-            last: None,
-        }]);
-        assert_eq!(plan.tasks[0].snapshots, vec![(0, 60)]);
+        let plan = plan_commit(
+            &[TaskFacts {
+                inputs: vec![],
+                stores: vec![
+                    store(Some(1060), true, Some(40)),
+                    StoreFacts { name: "mem".into(), ..store(Some(60), false, None) },
+                    StoreFacts { name: "plain".into(), changelog: None, ..store(None, true, None) },
+                ],
+                last: None,
+            }],
+            false,
+        );
+        assert_eq!(plan.tasks[0].snapshots, vec![(0, 1060)]);
         assert!(!plan.tasks[0].checkpoint.stores.contains_key("plain"), "no changelog, no offset to record");
     }
 
@@ -283,11 +351,14 @@ mod tests {
     fn one_changed_task_moves_the_limits_of_all() {
         let unchanged =
             TaskFacts { inputs: vec![(ssp("in", 0), 1)], stores: vec![store(None, false, None)], last: None };
-        let last = plan_commit(std::slice::from_ref(&unchanged)).tasks[0].checkpoint.clone();
-        let plan = plan_commit(&[
-            TaskFacts { last: Some(last), ..unchanged },
-            TaskFacts { inputs: vec![(ssp("in", 1), 9)], stores: vec![], last: None },
-        ]);
+        let last = plan_commit(std::slice::from_ref(&unchanged), false).tasks[0].checkpoint.clone();
+        let plan = plan_commit(
+            &[
+                TaskFacts { last: Some(last), ..unchanged },
+                TaskFacts { inputs: vec![(ssp("in", 1), 9)], stores: vec![], last: None },
+            ],
+            false,
+        );
         assert_eq!((plan.tasks[0].write, plan.tasks[1].write), (false, true));
         assert_eq!(plan.compaction_limits, vec![(ssp("cl", 0), 40)]);
     }

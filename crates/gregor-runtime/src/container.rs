@@ -237,7 +237,10 @@ impl<T: StreamTask> Container<T> {
             let checkpoint = checkpoints.get(&tm.name);
             let mut stores = Vec::new();
             for spec in &job.stores {
-                stores.push(open_store(spec, tm, checkpoint, &job, &systems, &producers, &metrics, model.tasks.len())?);
+                let mut store =
+                    open_store(spec, tm, checkpoint, &job, &systems, &producers, &metrics, model.tasks.len())?;
+                store.snapshot_taken = clock.now();
+                stores.push(store);
             }
             let mut task = catch_unwind(AssertUnwindSafe(factory)).map_err(|p| RuntimeError::Task {
                 task: tm.name.clone(),

@@ -64,10 +64,16 @@ pub struct StoreSpec {
     pub msg_serde: String,
     /// Changelog stream, if any.
     pub changelog: Option<SystemStream>,
-    /// Write-back cache entries.
-    pub cache_size: usize,
+    /// Write-back cache entries per task (`usize::MAX`: bounded by bytes only).
+    pub cache_entries: usize,
+    /// Write-back cache memory per container, shared by its tasks.
+    pub cache_bytes: usize,
     /// Dirty entries written together.
     pub write_batch_size: usize,
+    /// Changelog records after which a commit takes a new local snapshot.
+    pub snapshot_records: u64,
+    /// Changelog records to replay from which RocksDB restores in bulk-load mode.
+    pub bulk_restore_records: u64,
 }
 
 /// What happens to an input message that fails to deserialize.
@@ -392,8 +398,11 @@ fn store_spec(c: &Config, name: &str) -> Result<StoreSpec, ConfigError> {
         key_serde: required(c, &k("key.serde"), "name the serde of the store's keys, e.g. string")?.to_owned(),
         msg_serde: required(c, &k("msg.serde"), "name the serde of the store's values, e.g. long")?.to_owned(),
         changelog,
-        cache_size: c.get_parsed(&k("object.cache.size"), "a non-negative integer")?.unwrap_or(1000),
-        write_batch_size: c.get_parsed(&k("write.batch.size"), "a positive integer")?.unwrap_or(500),
+        cache_entries: c.get_parsed(&k("object.cache.size"), "a non-negative integer")?.unwrap_or(usize::MAX),
+        cache_bytes: c.get_parsed(&k("cache.max.bytes"), "a positive number of bytes")?.unwrap_or(256 << 20),
+        write_batch_size: c.get_parsed(&k("write.batch.size"), "a positive integer")?.unwrap_or(10_000),
+        snapshot_records: c.get_parsed(&k("snapshot.records"), "a positive integer")?.unwrap_or(1_000_000),
+        bulk_restore_records: c.get_parsed(&k("restore.bulk.records"), "a positive integer")?.unwrap_or(50_000),
     })
 }
 

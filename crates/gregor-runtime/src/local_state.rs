@@ -44,6 +44,10 @@ pub fn plan_restore(checkpointed: Option<u64>, snapshots: &[u64], oldest: u64, n
 /// could then miss a deletion. An older one means a full replay instead.
 pub const MAX_SNAPSHOT_AGE: std::time::Duration = std::time::Duration::from_secs(12 * 3600);
 
+/// A store that changes gets a new snapshot at least this often, however
+/// few changelog records it wrote, so its newest one stays usable.
+pub const SNAPSHOT_REFRESH: std::time::Duration = std::time::Duration::from_secs(3600);
+
 fn io(what: &'static str, path: &Path, source: std::io::Error) -> RuntimeError {
     RuntimeError::Io { what, path: path.to_owned(), source }
 }

@@ -112,7 +112,7 @@ impl<T: StreamTask> Container<T> {
         // What this turn's messages and window produced becomes visible now.
         self.producers.borrow_mut().flush_sent()?;
         if self.commit_requested || now >= self.next_commit {
-            self.commit()?;
+            self.commit(false)?;
         }
         self.report(now)?;
         self.check_partitions(now)?;
@@ -133,7 +133,7 @@ impl<T: StreamTask> Container<T> {
             r.next = now;
         }
         self.report(now)?;
-        self.commit()?;
+        self.commit(true)?;
         // A container that stops cleanly before reaching the barrier (no
         // tasks, asked to stop) still arrives, so the others are not left
         // waiting; a failed one does not (it may be restarted and send more).
@@ -414,7 +414,7 @@ impl<T: StreamTask> Container<T> {
             // Every container arrives (even one without intermediate inputs,
             // or without tasks), once its other inputs are done.
             if self.inputs.iter().all(|i| i.intermediate || i.ended || self.tasks[i.task].stopped) {
-                self.commit()?;
+                self.commit(false)?;
                 barrier.arrive(&self.id)?;
                 self.end_barrier = Some((barrier, true));
             }

@@ -267,12 +267,35 @@ pub const KEYS: &[Key] = &[
         "(none)",
         "Changelog stream `system.stream` that makes the store survive restarts.",
     ),
-    key("stores.*.object.cache.size", Kind::Count, "1000", "Entries in the store's write-back cache (0 disables it)."),
+    key(
+        "stores.*.cache.max.bytes",
+        Kind::Positive,
+        "268435456",
+        "Memory of the store's write-back cache per container (keys, values and bookkeeping; shared by its tasks), bytes. The cache serves reads of the keys it holds and coalesces repeated writes to one engine write and one changelog record per flush.",
+    ),
+    key(
+        "stores.*.object.cache.size",
+        Kind::Count,
+        "(no limit)",
+        "Most entries in the store's write-back cache per task, in addition to `cache.max.bytes` (0 disables the cache: every read and write reaches the engine, and every change the changelog). In-memory stores have no separate cache; 0 still sends each change to the changelog at once.",
+    ),
     key(
         "stores.*.write.batch.size",
         Kind::Positive,
-        "500",
-        "Dirty cache entries written to the engine and changelog together.",
+        "10000",
+        "Dirty cache entries written to the engine and changelog together: a bigger batch coalesces more writes to hot keys, a smaller one keeps commits short.",
+    ),
+    key(
+        "stores.*.snapshot.records",
+        Kind::Positive,
+        "1000000",
+        "Local (RocksDB) stores with a changelog: a commit takes a new local snapshot once the changelog grew by this many records since the last one (also at a clean shutdown, and hourly while the store changes). A restart on the same machine replays at most about this many records; a smaller value makes restarts faster and commits slower.",
+    ),
+    key(
+        "stores.*.restore.bulk.records",
+        Kind::Positive,
+        "50000",
+        "RocksDB stores: a restore that replays at least this many changelog records loads them in bulk (unsorted memtables sorted once when flushed, no compactions meanwhile), then reopens the database for normal use.",
     ),
     key(
         "stores.*.container.cache.size.bytes",

@@ -19,16 +19,74 @@ use crate::producers::{ChangelogWriter, SharedProducers};
 use crate::systems::Systems;
 use bytes::Bytes;
 use gregor_api::MetricsRegistry;
+use gregor_api::{RawStore, StoreError};
 use gregor_api::{StartOffset, SystemStreamPartition};
-use gregor_kv::{CachedStore, Engine, KvError, LoggedEngine, MemoryEngine, RocksDbEngine};
+use gregor_kv::{
+    CacheLimits, CachedStore, ChangelogSink, Engine, KvError, LoggedEngine, MemoryEngine, MemoryStore, RocksDbEngine,
+};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::cell::RefCell;
 use std::collections::HashSet;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-/// The byte store stack a task's `Store` handles point at.
-pub(crate) type StoreStack = CachedStore<Box<dyn Engine>>;
+/// The byte store a task's `Store` handles point at.
+pub(crate) enum StoreStack {
+    /// RocksDB under the changelog layer and a write-back cache.
+    Cached(CachedStore<LoggedOrPlain>),
+    /// Memory: one layer that logs its own changes.
+    Memory(MemoryStore),
+}
+
+/// A RocksDB engine, under the changelog layer when the store has one.
+pub(crate) type LoggedOrPlain = Box<dyn Engine>;
+
+impl StoreStack {
+    /// Writes a consistent copy of the store's local files into `dir`.
+    pub fn snapshot(&mut self, dir: &std::path::Path) -> Result<(), KvError> {
+        match self {
+            StoreStack::Cached(s) => s.engine_mut().snapshot(dir),
+            StoreStack::Memory(s) => s.engine_mut().snapshot(dir),
+        }
+    }
+
+    fn raw(&mut self) -> &mut dyn RawStore {
+        match self {
+            StoreStack::Cached(s) => s,
+            StoreStack::Memory(s) => s,
+        }
+    }
+}
+
+impl RawStore for StoreStack {
+    fn get(&mut self, key: &[u8], out: &mut Vec<u8>) -> Result<bool, StoreError> {
+        match self {
+            StoreStack::Cached(s) => s.get(key, out),
+            StoreStack::Memory(s) => s.get(key, out),
+        }
+    }
+    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        match self {
+            StoreStack::Cached(s) => s.put(key, value),
+            StoreStack::Memory(s) => s.put(key, value),
+        }
+    }
+    fn delete(&mut self, key: &[u8]) -> Result<(), StoreError> {
+        self.raw().delete(key)
+    }
+    fn scan(
+        &mut self,
+        from: std::ops::Bound<&[u8]>,
+        to: Option<&[u8]>,
+        limit: usize,
+        out: &mut Vec<(Bytes, Bytes)>,
+    ) -> Result<(), StoreError> {
+        self.raw().scan(from, to, limit, out)
+    }
+    fn flush(&mut self) -> Result<(), StoreError> {
+        self.raw().flush()
+    }
+}
 
 pub(crate) struct TaskStore {
     pub spec: StoreSpec,
@@ -39,25 +97,75 @@ pub(crate) struct TaskStore {
     pub local: Option<LocalState>,
     /// Changelog offset of the newest local snapshot.
     pub snapshot_at: Option<u64>,
+    /// When the container took or found it (the container's clock).
+    pub snapshot_taken: Instant,
 }
 
 const RESTORE_BATCH: usize = 10_000;
 const STALL: Duration = Duration::from_secs(120);
 
-fn open_engine(spec: &StoreSpec, local: Option<&LocalState>, tasks: usize) -> Result<Box<dyn Engine>, KvError> {
+/// A freshly opened engine, before the layers on top.
+enum Opened {
+    Rocks(RocksDbEngine),
+    Memory(MemoryEngine),
+}
+
+impl Opened {
+    fn engine(&mut self) -> &mut dyn Engine {
+        match self {
+            Opened::Rocks(e) => e,
+            Opened::Memory(e) => e,
+        }
+    }
+
+    /// The task's store over this engine, its changes sent to `changelog`.
+    fn into_store(self, spec: &StoreSpec, tasks: usize, changelog: Option<Box<dyn ChangelogSink>>) -> StoreStack {
+        match self {
+            Opened::Memory(e) => {
+                // A disabled cache means every change reaches the changelog at once.
+                let dirty = if spec.cache_entries == 0 { 1 } else { spec.write_batch_size };
+                StoreStack::Memory(MemoryStore::new(&spec.name, e, changelog, dirty))
+            }
+            Opened::Rocks(e) => {
+                let engine: LoggedOrPlain = match changelog {
+                    Some(sink) => Box::new(LoggedEngine::new(e, sink)),
+                    None => Box::new(e),
+                };
+                StoreStack::Cached(CachedStore::new(&spec.name, engine, cache_limits(spec, tasks)))
+            }
+        }
+    }
+}
+
+/// One task's RocksDB options: `container.*` sizes are per container,
+/// shared by its tasks (as in Samza).
+fn rocks_options(opts: &gregor_kv::RocksOptions, tasks: usize) -> gregor_kv::RocksOptions {
+    let share = |bytes: usize| (bytes / tasks.max(1)).max(1 << 20);
+    gregor_kv::RocksOptions {
+        block_cache_bytes: share(opts.block_cache_bytes),
+        write_buffer_bytes: share(opts.write_buffer_bytes),
+        ..opts.clone()
+    }
+}
+
+fn open_engine(spec: &StoreSpec, local: Option<&LocalState>, tasks: usize, bulk: bool) -> Result<Opened, KvError> {
     match (&spec.engine, local) {
         (StoreEngine::RocksDb(opts), Some(l)) => {
-            // `container.*` sizes are per container, shared by its tasks (as in Samza).
-            let share = |bytes: usize| (bytes / tasks.max(1)).max(1 << 20);
-            let opts = gregor_kv::RocksOptions {
-                block_cache_bytes: share(opts.block_cache_bytes),
-                write_buffer_bytes: share(opts.write_buffer_bytes),
-                ..opts.clone()
-            };
-            Ok(Box::new(RocksDbEngine::open(&l.current(), &opts)?))
+            let opts = rocks_options(opts, tasks);
+            Ok(Opened::Rocks(if bulk {
+                RocksDbEngine::open_bulk_load(&l.current(), &opts)?
+            } else {
+                RocksDbEngine::open(&l.current(), &opts)?
+            }))
         }
-        _ => Ok(Box::new(MemoryEngine::new())),
+        _ => Ok(Opened::Memory(MemoryEngine::new())),
     }
+}
+
+/// The cache limits of one task's instance of a store: the container's
+/// `cache.max.bytes` is shared by its `tasks`.
+fn cache_limits(spec: &StoreSpec, tasks: usize) -> CacheLimits {
+    CacheLimits { entries: spec.cache_entries, bytes: spec.cache_bytes / tasks.max(1), dirty: spec.write_batch_size }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -85,14 +193,15 @@ pub(crate) fn open_store(
     };
     let Some(changelog) = &spec.changelog else {
         // No changelog: the engine's own files are the whole state.
-        let engine = open_engine(spec, local.as_ref(), tasks).map_err(|e| engine_err("open", e))?;
-        let store = CachedStore::new(&spec.name, engine, spec.cache_size, spec.write_batch_size);
+        let engine = open_engine(spec, local.as_ref(), tasks, false).map_err(|e| engine_err("open", e))?;
+        let store = engine.into_store(spec, tasks, None);
         return Ok(TaskStore {
             spec: spec.clone(),
             store: Rc::new(RefCell::new(store)),
             changelog: None,
             local,
             snapshot_at: None,
+            snapshot_taken: Instant::now(),
         });
     };
     let ssp = changelog.partition(task.changelog_partition);
@@ -109,10 +218,12 @@ pub(crate) fn open_store(
         None => Vec::new(),
     };
     let mut plan = plan_restore(checkpointed, &snapshots, offsets.oldest, offsets.next);
+    // Bulk mode costs a reopening (milliseconds): only for long replays.
+    let bulk = |plan: &RestorePlan| plan.target.saturating_sub(plan.replay_from) >= spec.bulk_restore_records;
     let mut engine = match &local {
         Some(l) => {
             l.reset_current(plan.snapshot)?;
-            match open_engine(spec, Some(l), tasks) {
+            match open_engine(spec, Some(l), tasks, bulk(&plan)) {
                 Ok(e) => e,
                 // Damaged files: rebuild from the changelog. Anything else (a
                 // full disk, permissions, file limits) is reported as it is,
@@ -121,16 +232,22 @@ pub(crate) fn open_store(
                     tracing::warn!(store = %spec.name, task = %task.name, "{e}; discarding local state and rebuilding from the changelog");
                     l.reset_current(None)?;
                     plan = RestorePlan { snapshot: None, replay_from: offsets.oldest, target: plan.target };
-                    open_engine(spec, Some(l), tasks).map_err(|e| engine_err("open", e))?
+                    open_engine(spec, Some(l), tasks, bulk(&plan)).map_err(|e| engine_err("open", e))?
                 }
                 Err(e) => return Err(engine_err("open", e)),
             }
         }
-        None => open_engine(spec, None, tasks).map_err(|e| engine_err("open", e))?,
+        None => open_engine(spec, None, tasks, false).map_err(|e| engine_err("open", e))?,
     };
 
     let started = Instant::now();
-    let (records, bytes) = replay(spec, task, &ssp, plan, &mut engine, systems)?;
+    let (records, bytes) = replay(spec, task, &ssp, plan, engine.engine(), systems)?;
+    engine = match (engine, &spec.engine) {
+        (Opened::Rocks(e), StoreEngine::RocksDb(opts)) if bulk(&plan) => {
+            Opened::Rocks(e.end_bulk_load(&rocks_options(opts, tasks)).map_err(|e| engine_err("restore", e))?)
+        }
+        (other, _) => other,
+    };
     // A snapshot of exactly the checkpointed state, so that the next restart
     // on this machine replays nothing.
     let mut snapshot_at = plan.snapshot;
@@ -138,14 +255,14 @@ pub(crate) fn open_store(
         && checkpointed.is_some()
         && plan.snapshot != Some(plan.target)
     {
-        match l.snapshot(plan.target, |dir| engine.snapshot(dir).map_err(|e| engine_err("snapshot", e))) {
+        match l.snapshot(plan.target, |dir| engine.engine().snapshot(dir).map_err(|e| engine_err("snapshot", e))) {
             Ok(()) => snapshot_at = Some(plan.target),
             Err(e) => tracing::warn!(store = %spec.name, task = %task.name, "no snapshot after the restore: {e}"),
         }
     }
     let mut end = plan.target;
     if offsets.next > plan.target {
-        end = trim(spec, task, &ssp, plan.target, offsets.next, &mut engine, systems, producers)?;
+        end = trim(spec, task, &ssp, plan.target, offsets.next, engine.engine(), systems, producers)?;
     }
     let elapsed = started.elapsed();
     let group = format!("store.{}.{}", task.name, spec.name);
@@ -160,8 +277,7 @@ pub(crate) fn open_store(
     }
     let target = producers.borrow_mut().target(&ssp)?;
     let writer = ChangelogWriter { producers: producers.clone(), target };
-    let logged: Box<dyn Engine> = Box::new(LoggedEngine::new(engine, Box::new(writer)));
-    let store = CachedStore::new(&spec.name, logged, spec.cache_size, spec.write_batch_size);
+    let store = engine.into_store(spec, tasks, Some(Box::new(writer)));
     Ok(TaskStore {
         spec: spec.clone(),
         store: Rc::new(RefCell::new(store)),
@@ -169,18 +285,21 @@ pub(crate) fn open_store(
         local,
         // The snapshot kept above: `plan.snapshot` may be one `retain` just deleted.
         snapshot_at,
+        snapshot_taken: Instant::now(),
     })
 }
 
 /// Replays the changelog range of `plan` into the engine in large batches
 /// written straight to it (no changelog layer yet; message buffers are
-/// borrowed, not copied). Shows progress on a terminal. Returns (records, bytes).
+/// borrowed, not copied), applied by the engine while the next batch is
+/// read, and all applied before it returns. Shows progress on a terminal.
+/// Returns (records, bytes).
 pub(crate) fn replay(
     spec: &StoreSpec,
     task: &TaskModel,
     ssp: &SystemStreamPartition,
     plan: RestorePlan,
-    engine: &mut Box<dyn Engine>,
+    engine: &mut dyn Engine,
     systems: &Systems,
 ) -> Result<(u64, u64), RuntimeError> {
     if plan.replay_from >= plan.target {
@@ -195,9 +314,10 @@ pub(crate) fn replay(
     let mut batch: Vec<(bytes::Bytes, Option<bytes::Bytes>)> = Vec::with_capacity(RESTORE_BATCH);
     let (mut records, mut bytes) = (0u64, 0u64);
     let mut last_log = Instant::now();
-    let apply = |engine: &mut Box<dyn Engine>, batch: &mut Vec<(bytes::Bytes, Option<bytes::Bytes>)>| {
+    let apply = |engine: &mut dyn Engine, batch: &mut Vec<(bytes::Bytes, Option<bytes::Bytes>)>| {
         let slices: Vec<(&[u8], Option<&[u8]>)> = batch.iter().map(|(k, v)| (&k[..], v.as_deref())).collect();
-        let result = engine.write_batch(&slices);
+        // Deferred: RocksDB applies one batch while the next is read.
+        let result = engine.write_batch_deferred(&slices).map(|_| ());
         drop(slices);
         batch.clear();
         result.map_err(|source| RuntimeError::StoreEngine {
@@ -232,6 +352,12 @@ pub(crate) fn replay(
         Ok(())
     })?;
     apply(engine, &mut batch)?;
+    engine.wait_applied().map_err(|source| RuntimeError::StoreEngine {
+        store: spec.name.clone(),
+        task: task.name.clone(),
+        operation: "restore",
+        source: Box::new(source),
+    })?;
     bar.finish_and_clear();
     Ok((records, bytes))
 }
@@ -245,7 +371,7 @@ fn trim(
     ssp: &SystemStreamPartition,
     target: u64,
     next: u64,
-    engine: &mut Box<dyn Engine>,
+    engine: &mut dyn Engine,
     systems: &Systems,
     producers: &SharedProducers,
 ) -> Result<u64, RuntimeError> {

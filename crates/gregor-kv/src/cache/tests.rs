@@ -18,35 +18,100 @@ impl ChangelogSink for Recorder {
     }
 }
 
+/// An engine that applies deferred batches only when told to (as RocksDB's
+/// writer thread does, some time later): reads see applied batches only.
+struct Deferring {
+    engine: MemoryEngine,
+    queued: std::collections::VecDeque<Vec<(Vec<u8>, Option<Vec<u8>>)>>,
+    applied: u64,
+}
+
+impl Deferring {
+    fn new() -> Self {
+        Deferring { engine: MemoryEngine::new(), queued: Default::default(), applied: 0 }
+    }
+    fn apply_one(&mut self) {
+        if let Some(b) = self.queued.pop_front() {
+            let slices: Vec<(&[u8], Option<&[u8]>)> = b.iter().map(|(k, v)| (&k[..], v.as_deref())).collect();
+            self.engine.write_batch(&slices).unwrap();
+            self.applied += 1;
+        }
+    }
+}
+
+impl Engine for Deferring {
+    fn get(&mut self, key: &[u8], out: &mut Vec<u8>) -> Result<bool, KvError> {
+        self.engine.get(key, out)
+    }
+    fn write_batch(&mut self, batch: &crate::WriteBatch<'_>) -> Result<(), KvError> {
+        self.wait_applied()?;
+        self.engine.write_batch(batch)
+    }
+    fn write_batch_deferred(&mut self, batch: &crate::WriteBatch<'_>) -> Result<u64, KvError> {
+        self.queued.push_back(batch.iter().map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec))).collect());
+        Ok(self.applied + self.queued.len() as u64)
+    }
+    fn applied(&self) -> u64 {
+        self.applied
+    }
+    fn wait_applied(&mut self) -> Result<(), KvError> {
+        while !self.queued.is_empty() {
+            self.apply_one();
+        }
+        Ok(())
+    }
+    fn scan(
+        &mut self,
+        from: Bound<&[u8]>,
+        to: Option<&[u8]>,
+        limit: usize,
+        out: &mut Vec<(Bytes, Bytes)>,
+    ) -> Result<(), KvError> {
+        self.wait_applied()?;
+        self.engine.scan(from, to, limit, out)
+    }
+    fn flush(&mut self) -> Result<(), KvError> {
+        Ok(())
+    }
+    fn len_hint(&self) -> u64 {
+        self.engine.len_hint()
+    }
+}
+
 #[derive(Debug, Clone)]
 enum Op {
-    Put(u8, u8),
+    Put(u8, Vec<u8>),
     Delete(u8),
     Get(u8),
     Scan(u8, u8),
     Flush,
+    /// The engine applies its oldest deferred batch.
+    Apply,
 }
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        4 => (0u8..20, any::<u8>()).prop_map(|(k, v)| Op::Put(k, v)),
+        // Values from empty to past the inline size, so buffers spill and shrink.
+        4 => (0u8..20, proptest::collection::vec(any::<u8>(), 0..40)).prop_map(|(k, v)| Op::Put(k, v)),
         1 => (0u8..20).prop_map(Op::Delete),
         3 => (0u8..20).prop_map(Op::Get),
         1 => (0u8..20, 0u8..21).prop_map(|(a, b)| Op::Scan(a, b)),
         1 => Just(Op::Flush),
+        2 => Just(Op::Apply),
     ]
 }
 
 proptest! {
     #[test]
-    fn behaves_like_a_map_and_the_changelog_replays_to_the_same_state(ops in proptest::collection::vec(op(), 1..200), cache in 0usize..8, batch in 1usize..6) {
+    fn behaves_like_a_map_and_the_changelog_replays_to_the_same_state(ops in proptest::collection::vec(op(), 1..200), cache in 0usize..8, bytes in 0usize..2000, batch in 1usize..6) {
         let log = Recorder::default();
-        let engine = LoggedEngine::new(MemoryEngine::new(), Box::new(log.clone()));
-        let mut store = CachedStore::new("s", engine, cache, batch);
+        let engine = LoggedEngine::new(Deferring::new(), Box::new(log.clone()));
+        // Entry and byte limits both bound the cache, whichever is hit first.
+        let mut store = CachedStore::new("s", engine, CacheLimits { entries: cache, bytes, dirty: batch });
         let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
         for op in &ops {
             match op {
-                Op::Put(k, v) => { store.put(&[*k], &[*v]).unwrap(); model.insert(vec![*k], vec![*v]); }
+                Op::Put(k, v) => { store.put(&[*k], v).unwrap(); model.insert(vec![*k], v.clone()); }
                 Op::Delete(k) => { store.delete(&[*k]).unwrap(); model.remove(&vec![*k]); }
                 Op::Get(k) => {
                     let mut out = Vec::new();
@@ -61,9 +126,16 @@ proptest! {
                     prop_assert_eq!(got, want);
                 }
                 Op::Flush => store.flush().unwrap(),
+                Op::Apply => store.engine_mut().engine_mut().apply_one(),
             }
         }
         store.flush().unwrap();
+        // Once every deferred write is applied, the engine holds the state.
+        store.engine_mut().wait_applied().unwrap();
+        let mut all = Vec::new();
+        store.engine_mut().scan(Bound::Unbounded, None, usize::MAX, &mut all).unwrap();
+        let engine_state: BTreeMap<Vec<u8>, Vec<u8>> = all.into_iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect();
+        prop_assert_eq!(&engine_state, &model);
         let mut replayed: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
         for (k, v) in log.0.borrow().iter() {
             match v { Some(v) => { replayed.insert(k.clone(), v.clone()); } None => { replayed.remove(k); } }
@@ -76,10 +148,32 @@ proptest! {
 fn repeated_writes_to_a_key_reach_the_changelog_once_per_flush() {
     let log = Recorder::default();
     let engine = LoggedEngine::new(MemoryEngine::new(), Box::new(log.clone()));
-    let mut store = CachedStore::new("s", engine, 100, 50);
+    let mut store = CachedStore::new("s", engine, CacheLimits { entries: 100, bytes: 1 << 20, dirty: 50 });
     for i in 0..10u8 {
         store.put(b"hot", &[i]).unwrap();
     }
     store.flush().unwrap();
     assert_eq!(*log.0.borrow(), vec![(b"hot".to_vec(), Some(vec![9]))]);
+}
+
+#[test]
+fn the_byte_limit_bounds_the_cache_and_dirty_entries_wait_for_the_flush() {
+    let log = Recorder::default();
+    let engine = LoggedEngine::new(MemoryEngine::new(), Box::new(log.clone()));
+    // An entry costs its slot (8-byte keys and values are held inline).
+    let entry = SLOT_OVERHEAD;
+    let limits = CacheLimits { entries: usize::MAX, bytes: 100 * entry, dirty: usize::MAX };
+    let mut store = CachedStore::new("s", engine, limits);
+    for i in 0..100u32 {
+        store.put(&i.to_be_bytes(), &[0; 8]).unwrap();
+    }
+    assert!(log.0.borrow().is_empty(), "100 entries fit: nothing written before the flush");
+    for i in 0..1000u32 {
+        store.put(&i.to_be_bytes(), &[1; 8]).unwrap();
+    }
+    assert_eq!(store.slots.len(), 100, "the byte limit stopped the growth");
+    assert!(store.bytes <= limits.bytes, "{} bytes cached", store.bytes);
+    store.flush().unwrap();
+    let mut out = Vec::new();
+    assert!(store.get(&7u32.to_be_bytes(), &mut out).unwrap() && out == [1; 8]);
 }

@@ -1,0 +1,173 @@
+//! Deferred RocksDB writes: one thread per database applies write batches
+//! in the order they were submitted, so a task's thread does not wait for
+//! memtable inserts (the cost of a RocksDB write) on its hot path or in a
+//! commit. The task's thread only copies a batch into one buffer; this
+//! thread sorts it by key (a sorted run is the cheapest insert into
+//! RocksDB's skip list) and writes it. This module must never reorder
+//! batches, nor writes of one key within a batch, and must never lose a
+//! failure: after a failed write it applies nothing more and reports the
+//! failure to every later caller.
+
+use rocksdb::{DB, WriteOptions};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+
+/// Batches submitted but not yet applied before `submit` waits: enough to
+/// overlap building a batch with applying the previous one, and a bound on
+/// the memory that batches in flight hold.
+const QUEUE: usize = 2;
+
+#[derive(Default)]
+struct Progress {
+    failed: Option<String>,
+}
+
+#[derive(Default)]
+struct Shared {
+    /// Ticket of the last applied batch.
+    applied: AtomicU64,
+    progress: Mutex<Progress>,
+    changed: Condvar,
+}
+
+/// A batch copied into one buffer: entries are (key start, key length,
+/// value start, value length or [`DELETE`]).
+#[derive(Default)]
+pub(super) struct OwnedBatch {
+    bytes: Vec<u8>,
+    entries: Vec<(u32, u32, u32, u32)>,
+}
+
+const DELETE: u32 = u32::MAX;
+
+impl OwnedBatch {
+    /// Copies `batch`.
+    pub fn copy(batch: &crate::WriteBatch<'_>) -> OwnedBatch {
+        let len = batch.iter().map(|(k, v)| k.len() + v.map_or(0, <[u8]>::len)).sum();
+        let mut b = OwnedBatch { bytes: Vec::with_capacity(len), entries: Vec::with_capacity(batch.len()) };
+        for (k, v) in batch {
+            let key_at = b.bytes.len() as u32;
+            b.bytes.extend_from_slice(k);
+            let value_at = b.bytes.len() as u32;
+            match v {
+                Some(v) => {
+                    b.bytes.extend_from_slice(v);
+                    b.entries.push((key_at, k.len() as u32, value_at, v.len() as u32));
+                }
+                None => b.entries.push((key_at, k.len() as u32, value_at, DELETE)),
+            }
+        }
+        b
+    }
+
+    /// RocksDB's batch, in key order (stable: of two writes to one key, the
+    /// later still wins).
+    fn sorted(mut self) -> rocksdb::WriteBatch {
+        let bytes = &self.bytes;
+        let key = |&(k, kl, _, _): &(u32, u32, u32, u32)| &bytes[k as usize..(k + kl) as usize];
+        self.entries.sort_by(|a, b| key(a).cmp(key(b)));
+        let mut out = rocksdb::WriteBatch::default();
+        for e @ &(_, _, v, vl) in &self.entries {
+            if vl == DELETE {
+                out.delete(key(e));
+            } else {
+                out.put(key(e), &bytes[v as usize..(v + vl) as usize]);
+            }
+        }
+        out
+    }
+}
+
+/// The writer thread of one database.
+pub(super) struct Writer {
+    queue: Option<SyncSender<(u64, OwnedBatch)>>,
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Writer {
+    /// Starts the thread; it writes with RocksDB's WAL if `wal`.
+    pub fn start(db: Arc<DB>, wal: bool, name: &str) -> std::io::Result<Writer> {
+        let shared = Arc::new(Shared::default());
+        let (queue, batches) = sync_channel(QUEUE);
+        let thread = std::thread::Builder::new().name(format!("rocksdb-write {name}")).spawn({
+            let shared = shared.clone();
+            move || apply(&db, wal, &batches, &shared)
+        })?;
+        Ok(Writer { queue: Some(queue), shared, thread: Some(thread) })
+    }
+
+    /// Queues a batch (waiting while [`QUEUE`] batches are ahead of it).
+    pub fn submit(&self, ticket: u64, batch: OwnedBatch) -> Result<(), String> {
+        self.failure()?;
+        match &self.queue {
+            Some(q) if q.send((ticket, batch)).is_ok() => Ok(()),
+            _ => Err(self.failure().err().unwrap_or_else(|| "the RocksDB writer thread stopped".into())),
+        }
+    }
+
+    /// The ticket of the last applied batch.
+    pub fn applied(&self) -> u64 {
+        self.shared.applied.load(Ordering::Acquire)
+    }
+
+    /// The failure of an earlier batch, if one failed.
+    pub fn failure(&self) -> Result<(), String> {
+        match &lock(&self.shared.progress).failed {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits until the batch `ticket` (and so every one before) is applied.
+    pub fn wait(&self, ticket: u64) -> Result<(), String> {
+        let mut p = lock(&self.shared.progress);
+        loop {
+            if let Some(e) = &p.failed {
+                return Err(e.clone());
+            }
+            if self.applied() >= ticket {
+                return Ok(());
+            }
+            p = self.shared.changed.wait(p).unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+}
+
+impl Drop for Writer {
+    /// Applies what is queued, then stops: the database closes (and its
+    /// lock is released) only after its last write.
+    fn drop(&mut self) {
+        self.queue = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn lock(m: &Mutex<Progress>) -> std::sync::MutexGuard<'_, Progress> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn apply(db: &DB, wal: bool, batches: &Receiver<(u64, OwnedBatch)>, shared: &Shared) {
+    let mut options = WriteOptions::default();
+    options.disable_wal(!wal);
+    for (ticket, batch) in batches {
+        let failed = db.write_opt(batch.sorted(), &options).err();
+        let stop = failed.is_some();
+        {
+            // Under the lock, so a waiter cannot miss the change.
+            let mut p = lock(&shared.progress);
+            match failed {
+                None => shared.applied.store(ticket, Ordering::Release),
+                Some(e) => p.failed = Some(e.to_string()),
+            }
+        }
+        shared.changed.notify_all();
+        if stop {
+            return;
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! Latency of a stateful job on the embedded log, from a message's append
+//! to the append of its result, with commits and RocksDB flushes running.
+//!
+//! `cargo bench -p gregor-examples --bench latency [-- --seconds N] [--max-rate MSGS_PER_S] [--containers N]`
+//!
+//! The job is `bench-job` in `count-forward` mode as a separate process: it
+//! counts each message per key in a RocksDB store with a changelog (default
+//! store settings, `task.commit.ms=1000`), then copies the message to an
+//! output stream. This process appends 100-byte messages keyed over 1
+//! million keys at a fixed rate, each stamped with its append time, and
+//! tails the output; a result's latency is the time it was read minus the
+//! stamp (so it includes the reader's wake-up, tens of microseconds).
+//!
+//! First the job's maximum rate is measured (a backlog of 1 million
+//! messages, process start to exit) unless `--max-rate` gives it; then each
+//! load (10%, 50% and 90% of it) runs for `--seconds` (default 10) after a
+//! 2-second warm-up. Prints p50, p99, p99.9 and the maximum.
+//! `GREGOR_BENCH_EXTRA="key=value;key=value"` adds config to the job;
+//! `GREGOR_BENCH_JOB_LOG=FILE` keeps its log.
+
+use gregor_examples::bench::{Keys, PARTITIONS, VALUE_LEN, load};
+use gregor_log::{Durability, Log, PartitionReader, Record, StreamConfig};
+use hdrhistogram::Histogram;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const JOB: &str = env!("CARGO_BIN_EXE_bench-job");
+const KEYS: u64 = 1_000_000;
+const WARM_UP: Duration = Duration::from_secs(2);
+
+fn now_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_nanos() as u64
+}
+
+fn start_job(dir: &std::path::Path, containers: u32, until_end: bool) -> Child {
+    let config = dir.join("bench.properties");
+    std::fs::write(
+        &config,
+        format!(
+            "job.name=bench\ntask.inputs=log.bench-in\ntask.commit.ms=1000\njob.container.count={containers}\n\
+             systems.log.factory=log\nsystems.log.path={}\nsystems.log.samza.offset.default=oldest\n\
+             systems.log.samza.key.serde=bytes\nsystems.log.samza.msg.serde=bytes\nbench.mode=count-forward\n\
+             stores.counts.factory=rocksdb\nstores.counts.key.serde=bytes\nstores.counts.msg.serde=long\n\
+             stores.counts.changelog=log.bench-counts\n",
+            dir.display()
+        ),
+    )
+    .expect("config");
+    let mut cmd = Command::new(JOB);
+    cmd.args(["--config", config.to_str().expect("path")]).stdout(Stdio::null());
+    // GREGOR_BENCH_JOB_LOG=FILE keeps the job's log (at RUST_LOG's level,
+    // e.g. `gregor_runtime=debug` shows each commit's duration).
+    match std::env::var_os("GREGOR_BENCH_JOB_LOG") {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new().create(true).append(true).open(path).expect("job log");
+            cmd.stderr(file);
+        }
+        None => {
+            cmd.env("RUST_LOG", "warn");
+        }
+    }
+    if until_end {
+        cmd.arg("--until-end");
+    }
+    // GREGOR_BENCH_EXTRA="key=value;key=value" adds config (to compare settings).
+    for e in std::env::var("GREGOR_BENCH_EXTRA").unwrap_or_default().split(';').filter(|e| !e.is_empty()) {
+        cmd.args(["--set", e]);
+    }
+    cmd.spawn().expect("start bench-job")
+}
+
+/// Messages per second the job sustains: a backlog, process start to exit.
+fn max_rate(base: &std::path::Path, containers: u32) -> f64 {
+    let dir = tempfile::tempdir_in(base).expect("dir");
+    let messages = 1_000_000;
+    load(dir.path(), messages, Keys::Uniform(KEYS));
+    let started = Instant::now();
+    let status = start_job(dir.path(), containers, true).wait().expect("wait");
+    assert!(status.success(), "bench-job failed");
+    messages as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Appends `rate` messages per second, stamped, until `stop`; returns how many.
+fn produce(log: &Log, rate: f64, stop: &AtomicBool) -> u64 {
+    let input = log
+        .create_stream("bench-in", StreamConfig { durability: Durability::Os, ..StreamConfig::new(PARTITIONS) })
+        .expect("create input");
+    let started = Instant::now();
+    let mut sent = 0u64;
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut keys: Vec<String> = Vec::new();
+    let mut values: Vec<[u8; VALUE_LEN]> = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        // Every 200 µs, the messages due by now, one append per partition.
+        let due = (started.elapsed().as_secs_f64() * rate) as u64;
+        if due > sent {
+            let n = (due - sent) as usize;
+            for p in 0..PARTITIONS as usize {
+                keys.clear();
+                values.clear();
+                for _ in (p..n).step_by(PARTITIONS as usize) {
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    keys.push(format!("key-{}", rng % KEYS));
+                    let mut v = [b'v'; VALUE_LEN];
+                    v[..8].copy_from_slice(&now_ns().to_le_bytes());
+                    values.push(v);
+                }
+                if keys.is_empty() {
+                    continue;
+                }
+                let records: Vec<Record<'_>> = keys
+                    .iter()
+                    .zip(&values)
+                    .map(|(k, v)| Record { key: Some(k.as_bytes()), ..Record::value(v) })
+                    .collect();
+                input.append(((sent as usize + p) % PARTITIONS as usize) as u32, &records).expect("append");
+            }
+            sent += n as u64;
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    sent
+}
+
+/// Reads the output until `expected` results arrived (or it stalls for 10 s);
+/// records the latency of those stamped after `measure_from` (ns).
+fn consume(log: &Log, measure_from: u64, expected: &dyn Fn() -> Option<u64>) -> (Histogram<u64>, u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let output = loop {
+        match log.stream("bench-out") {
+            Ok(s) => break s,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => panic!("the job created no output: {e}"),
+        }
+    };
+    let mut readers: Vec<PartitionReader> =
+        (0..output.partition_count()).map(|p| output.reader(p, 0).expect("reader")).collect();
+    let mut hist = Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3).expect("histogram");
+    let mut received = 0u64;
+    let mut last_progress = Instant::now();
+    loop {
+        let mut got = 0;
+        for r in &mut readers {
+            let fetch = r.poll(1 << 20).expect("poll");
+            for rec in fetch.records() {
+                let rec = rec.expect("record");
+                let value = rec.value.expect("value");
+                let stamp = u64::from_le_bytes(value[..8].try_into().expect("stamp"));
+                if stamp >= measure_from {
+                    hist.record(now_ns().saturating_sub(stamp).max(1_000)).expect("record");
+                }
+                got += 1;
+            }
+        }
+        received += got;
+        if got > 0 {
+            last_progress = Instant::now();
+        } else if expected().is_some_and(|e| received >= e) || last_progress.elapsed() > Duration::from_secs(10) {
+            return (hist, received);
+        } else {
+            let refs: Vec<&PartitionReader> = readers.iter().collect();
+            PartitionReader::wait_any(&refs, Duration::from_millis(50));
+        }
+    }
+}
+
+fn run_load(base: &std::path::Path, containers: u32, rate: f64, seconds: u64) -> (Histogram<u64>, u64, u64) {
+    let dir = tempfile::tempdir_in(base).expect("dir");
+    let log = Arc::new(Log::open(dir.path()).expect("log"));
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent_total = Arc::new(std::sync::Mutex::new(None));
+    let producer = {
+        let (log, stop, sent_total) = (log.clone(), stop.clone(), sent_total.clone());
+        std::thread::spawn(move || {
+            let sent = produce(&log, rate, &stop);
+            *sent_total.lock().expect("lock") = Some(sent);
+        })
+    };
+    if std::env::var_os("LAT_OS_OUT").is_some() {
+        log.create_stream("bench-out", StreamConfig { durability: Durability::Os, ..StreamConfig::new(PARTITIONS) })
+            .expect("create output");
+    }
+    // The input exists before the job starts (it checks its inputs).
+    while log.stream("bench-in").is_err() {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let mut job = start_job(dir.path(), containers, false);
+    let measure_from = now_ns() + WARM_UP.as_nanos() as u64;
+    let timer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(WARM_UP + Duration::from_secs(seconds));
+            stop.store(true, Ordering::Relaxed);
+        })
+    };
+    let expected = || *sent_total.lock().expect("lock");
+    let (hist, received) = consume(&log, measure_from, &expected);
+    timer.join().expect("timer");
+    producer.join().expect("producer");
+    job.kill().ok();
+    job.wait().ok();
+    let sent = expected().unwrap_or(0);
+    (hist, sent, received)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
+    let seconds: u64 = arg("--seconds").and_then(|n| n.parse().ok()).unwrap_or(10);
+    let containers: u32 = arg("--containers").and_then(|n| n.parse().ok()).unwrap_or(2);
+    let base = std::env::var_os("GREGOR_BENCH_DIR").map_or_else(std::env::temp_dir, Into::into);
+    let max = arg("--max-rate").and_then(|n| n.parse().ok()).unwrap_or_else(|| max_rate(&base, containers));
+    println!(
+        "gregor latency: count-forward job (RocksDB + changelog, commit every 1 s), {containers} containers, \
+         maximum rate {max:.0} msg/s; {seconds} s per load after {} s warm-up",
+        WARM_UP.as_secs()
+    );
+    println!(
+        "{:>6} {:>12} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "load", "messages/s", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "measured"
+    );
+    let loads: Vec<u32> =
+        arg("--loads").map_or(vec![10, 50, 90], |l| l.split(',').filter_map(|x| x.parse().ok()).collect());
+    for load_pct in loads {
+        let rate = max * f64::from(load_pct) / 100.0;
+        let (h, sent, received) = run_load(&base, containers, rate, seconds);
+        assert_eq!(received, sent, "every message has its result");
+        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1e6;
+        println!(
+            "{:>5}% {:>12.0} {:>10.2} {:>10.2} {:>10.2} {:>10.2} {:>10}",
+            load_pct,
+            rate,
+            ms(0.5),
+            ms(0.99),
+            ms(0.999),
+            h.max() as f64 / 1e6,
+            h.len()
+        );
+    }
+}
