@@ -38,6 +38,12 @@ pub enum CommitPoint {
     CheckpointsFlushed,
 }
 
+/// How often commits move the changelogs' compaction limits (and the final
+/// commit always does). Moving one replaces a small file, which ext4 writes
+/// out at once (milliseconds on a busy disk, for every changelog partition),
+/// while compaction runs far less often than commits.
+pub const COMPACTION_LIMIT_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What the container knows about one store at commit time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreFacts {
@@ -105,13 +111,17 @@ impl CommitPlan {
 /// its previous offset when nothing was written); compaction limits move
 /// only when some checkpoint is written.
 ///
+/// Compaction limits move only when `limits_due` (see
+/// [`COMPACTION_LIMIT_EVERY`]); a limit left behind only makes compaction
+/// keep more for a while.
+///
 /// A local store whose recorded offset has no snapshot gets one when it has
 /// none at all, when its changelog grew by `snapshot_records` since the
 /// newest, when that one is stale, or at the `last` commit of a clean
 /// shutdown (so a restart replays nothing). Otherwise its snapshot is left
 /// behind the checkpoint: a snapshot flushes RocksDB's memtables, too slow
 /// for every commit, and a restart replays the changelog after it.
-pub fn plan_commit(tasks: &[TaskFacts], last: bool) -> CommitPlan {
+pub fn plan_commit(tasks: &[TaskFacts], last: bool, limits_due: bool) -> CommitPlan {
     let mut plans = Vec::with_capacity(tasks.len());
     let mut compaction_limits = Vec::new();
     for task in tasks {
@@ -132,7 +142,7 @@ pub fn plan_commit(tasks: &[TaskFacts], last: bool) -> CommitPlan {
         plans.push(TaskPlan { checkpoint, write, snapshots });
     }
     let plan = CommitPlan { tasks: plans, compaction_limits };
-    if plan.writes_checkpoints() { plan } else { CommitPlan { compaction_limits: Vec::new(), ..plan } }
+    if plan.writes_checkpoints() && limits_due { plan } else { CommitPlan { compaction_limits: Vec::new(), ..plan } }
 }
 
 impl<T: StreamTask> Container<T> {
@@ -180,7 +190,11 @@ impl<T: StreamTask> Container<T> {
                     last: task.last_checkpoint.clone(),
                 })
                 .collect();
-            plan_commit(&facts, last)
+            let limits_due = last
+                || self
+                    .limits_moved
+                    .is_none_or(|t| self.clock.now().saturating_duration_since(t) >= COMPACTION_LIMIT_EVERY);
+            plan_commit(&facts, last, limits_due)
         };
         let now = self.producers.borrow().now_ms;
         let clock_now = self.clock.now();
@@ -232,6 +246,9 @@ impl<T: StreamTask> Container<T> {
             for (ssp, offset) in &plan.compaction_limits {
                 self.systems.admin(&ssp.stream.system)?.set_compaction_limit(ssp, *offset)?;
             }
+            if !plan.compaction_limits.is_empty() {
+                self.limits_moved = Some(clock_now);
+            }
             for store in self.tasks.iter().flat_map(|t| &t.stores) {
                 if let Some(local) = &store.local {
                     local.retain(store.snapshot_at)?; // the checkpoint now matches the newest snapshot
@@ -282,6 +299,7 @@ mod tests {
         let plan = plan_commit(
             &[TaskFacts { inputs: vec![(ssp("in", 0), 17)], stores: vec![store(Some(55), false, None)], last: None }],
             false,
+            true,
         );
         let cp = &plan.tasks[0].checkpoint;
         assert_eq!(cp.inputs[&ssp("in", 0)], 17);
@@ -292,8 +310,11 @@ mod tests {
 
     #[test]
     fn a_store_nothing_was_written_to_keeps_its_offset() {
-        let plan =
-            plan_commit(&[TaskFacts { inputs: vec![], stores: vec![store(None, false, None)], last: None }], false);
+        let plan = plan_commit(
+            &[TaskFacts { inputs: vec![], stores: vec![store(None, false, None)], last: None }],
+            false,
+            true,
+        );
         assert_eq!(plan.tasks[0].checkpoint.stores["counts"].offset, 40);
     }
 
@@ -301,15 +322,23 @@ mod tests {
     fn an_unchanged_checkpoint_is_not_written_and_moves_no_limit() {
         let facts =
             TaskFacts { inputs: vec![(ssp("in", 0), 17)], stores: vec![store(None, true, Some(40))], last: None };
-        let first = plan_commit(std::slice::from_ref(&facts), false);
-        let again = plan_commit(&[TaskFacts { last: Some(first.tasks[0].checkpoint.clone()), ..facts }], false);
+        let first = plan_commit(std::slice::from_ref(&facts), false, true);
+        let again = plan_commit(&[TaskFacts { last: Some(first.tasks[0].checkpoint.clone()), ..facts }], false, true);
         assert!(!again.tasks[0].write && !again.writes_checkpoints());
         assert!(again.compaction_limits.is_empty());
         assert!(again.tasks[0].snapshots.is_empty(), "the snapshot at 40 matches");
     }
 
     fn snapshots(stores: Vec<StoreFacts>, last: bool) -> Vec<(usize, u64)> {
-        plan_commit(&[TaskFacts { inputs: vec![], stores, last: None }], last).tasks[0].snapshots.clone()
+        plan_commit(&[TaskFacts { inputs: vec![], stores, last: None }], last, true).tasks[0].snapshots.clone()
+    }
+
+    #[test]
+    fn compaction_limits_move_only_when_due() {
+        let facts = [TaskFacts { inputs: vec![], stores: vec![store(Some(55), false, None)], last: None }];
+        assert!(plan_commit(&facts, false, false).compaction_limits.is_empty());
+        assert!(plan_commit(&facts, false, false).tasks[0].write, "the checkpoint is written all the same");
+        assert_eq!(plan_commit(&facts, false, true).compaction_limits, vec![(ssp("cl", 0), 55)]);
     }
 
     #[test]
@@ -342,6 +371,7 @@ mod tests {
                 last: None,
             }],
             false,
+            true,
         );
         assert_eq!(plan.tasks[0].snapshots, vec![(0, 1060)]);
         assert!(!plan.tasks[0].checkpoint.stores.contains_key("plain"), "no changelog, no offset to record");
@@ -351,13 +381,14 @@ mod tests {
     fn one_changed_task_moves_the_limits_of_all() {
         let unchanged =
             TaskFacts { inputs: vec![(ssp("in", 0), 1)], stores: vec![store(None, false, None)], last: None };
-        let last = plan_commit(std::slice::from_ref(&unchanged), false).tasks[0].checkpoint.clone();
+        let last = plan_commit(std::slice::from_ref(&unchanged), false, true).tasks[0].checkpoint.clone();
         let plan = plan_commit(
             &[
                 TaskFacts { last: Some(last), ..unchanged },
                 TaskFacts { inputs: vec![(ssp("in", 1), 9)], stores: vec![], last: None },
             ],
             false,
+            true,
         );
         assert_eq!((plan.tasks[0].write, plan.tasks[1].write), (false, true));
         assert_eq!(plan.compaction_limits, vec![(ssp("cl", 0), 40)]);

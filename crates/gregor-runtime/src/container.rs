@@ -161,6 +161,8 @@ pub struct Container<T: StreamTask> {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) commit_hook: Option<CommitHook>,
     pub(crate) next_commit: Instant,
+    /// When a commit last moved the changelogs' compaction limits.
+    pub(crate) limits_moved: Option<Instant>,
     pub(crate) next_window: Option<Instant>,
     pub(crate) checkpoint_ssp: SystemStreamPartition,
     /// Messages sent by tasks (a hot-path handle: registry lookups lock).
@@ -355,6 +357,7 @@ impl<T: StreamTask> Container<T> {
             checkpoint_ssp: checkpoint_partition(&job.checkpoint_stream),
             sends: metrics.counter("container", "sends"),
             next_commit: now + job.commit_interval,
+            limits_moved: None,
             next_window: job.window_interval.map(|w| now + w),
             id: model.id.clone(),
             job,
