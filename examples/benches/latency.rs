@@ -1,7 +1,7 @@
 //! Latency of a stateful job on the embedded log, from a message's append
 //! to the append of its result, with commits and RocksDB flushes running.
 //!
-//! `cargo bench -p gregor-examples --bench latency [-- --seconds N] [--max-rate MSGS_PER_S] [--containers N]`
+//! `cargo bench -p gregor-examples --bench latency [-- --seconds N] [--max-rate MSGS_PER_S] [--containers N] [--loads 10,50,90] [--plot FILE.png]`
 //!
 //! The job is `bench-job` in `count-forward` mode as a separate process: it
 //! counts each message per key in a RocksDB store with a changelog (default
@@ -17,6 +17,8 @@
 //! 2-second warm-up. Prints p50, p99, p99.9 and the maximum.
 //! `GREGOR_BENCH_EXTRA="key=value;key=value"` adds config to the job;
 //! `GREGOR_BENCH_JOB_LOG=FILE` keeps its log.
+
+mod plot;
 
 use gregor_examples::bench::{Keys, PARTITIONS, VALUE_LEN, load};
 use gregor_log::{Durability, Log, PartitionReader, Record, StreamConfig};
@@ -222,11 +224,16 @@ fn main() {
     );
     let loads: Vec<u32> =
         arg("--loads").map_or(vec![10, 50, 90], |l| l.split(',').filter_map(|x| x.parse().ok()).collect());
+    let mut percentiles: Vec<plot::Series> =
+        ["p50", "p99", "p99.9"].iter().map(|n| plot::Series { name: (*n).to_string(), points: Vec::new() }).collect();
     for load_pct in loads {
         let rate = max * f64::from(load_pct) / 100.0;
         let (h, sent, received) = run_load(&base, containers, rate, seconds);
         assert_eq!(received, sent, "every message has its result");
         let ms = |q: f64| h.value_at_quantile(q) as f64 / 1e6;
+        for (s, q) in percentiles.iter_mut().zip([0.5, 0.99, 0.999]) {
+            s.points.push((f64::from(load_pct), ms(q)));
+        }
         println!(
             "{:>5}% {:>12.0} {:>10.2} {:>10.2} {:>10.2} {:>10.2} {:>10}",
             load_pct,
@@ -236,6 +243,18 @@ fn main() {
             ms(0.999),
             h.max() as f64 / 1e6,
             h.len()
+        );
+    }
+    if let Some(path) = arg("--plot") {
+        let title = format!("count-forward latency, RocksDB + changelog, {containers} containers (max {max:.0} msg/s)");
+        plot::line_chart(
+            std::path::Path::new(&path),
+            &title,
+            "load, % of maximum rate",
+            "ms (log)",
+            false,
+            true,
+            &percentiles,
         );
     }
 }

@@ -3,7 +3,7 @@
 //! every message has a new key, so the state holds as many keys as the input
 //! has messages.
 //!
-//! `cargo bench -p gregor-examples --bench scaling [-- --keys 1000000,10000000] [--containers N]`
+//! `cargo bench -p gregor-examples --bench scaling [-- --keys 1000000,10000000] [--containers N] [--plot FILE.png]`
 //!
 //! Per state size:
 //! - `count`: the job over the input, process start to exit (msg/s);
@@ -13,6 +13,8 @@
 //!   rebuilt from its changelog (records/s over the whole run).
 //!
 //! `GREGOR_BENCH_EXTRA="key=value;key=value"` adds config to every run.
+
+mod plot;
 
 use gregor_examples::bench::{Keys, VALUE_LEN, load};
 use gregor_log::Log;
@@ -71,6 +73,8 @@ fn main() {
         "{:>12} {:>12} {:>11} {:>12} {:>12} {:>16}",
         "keys", "count msg/s", "restart s", "restore s", "restored", "restore rec/s"
     );
+    let mut count_rate = plot::Series { name: "count, msg/s".into(), points: Vec::new() };
+    let mut restore_rate = plot::Series { name: "restore from changelog, records/s".into(), points: Vec::new() };
     for keys in sizes {
         let dir = tempfile::tempdir_in(&base).expect("dir");
         load(dir.path(), keys, Keys::Distinct);
@@ -83,6 +87,20 @@ fn main() {
             "{keys:>12} {:>12.0} {restart:>11.2} {restore:>12.2} {records:>12} {:>16.0}",
             keys as f64 / count,
             records as f64 / restore
+        );
+        count_rate.points.push((keys as f64, keys as f64 / count));
+        restore_rate.points.push((keys as f64, records as f64 / restore));
+    }
+    if let Some(path) = arg("--plot") {
+        let title = format!("RocksDB count and restore against state size, {containers} containers");
+        plot::line_chart(
+            std::path::Path::new(&path),
+            &title,
+            "keys in the store (log)",
+            "per second",
+            true,
+            false,
+            &[count_rate, restore_rate],
         );
     }
 }

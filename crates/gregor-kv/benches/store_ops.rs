@@ -1,9 +1,11 @@
-//! Cost of the store stack (cache -> changelog layer -> memory engine) for a
-//! counting workload, without any streaming: `cargo bench -p gregor-kv`.
+//! Cost of the store layers for a counting workload, without any streaming:
+//! `cargo bench -p gregor-kv`. The in-memory store (one layer, changelog
+//! sent at the flush), and the write-back cache over the changelog layer
+//! over the memory engine (the cache's own cost, as it sits over RocksDB).
 
 use bytes::Bytes;
 use gregor_api::{KeyValueStore, RawStore, Serdes, Store};
-use gregor_kv::{CacheLimits, CachedStore, ChangelogSink, Engine, KvError, LoggedEngine, MemoryEngine};
+use gregor_kv::{CacheLimits, CachedStore, ChangelogSink, Engine, KvError, LoggedEngine, MemoryEngine, MemoryStore};
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Instant;
@@ -17,13 +19,16 @@ impl ChangelogSink for Discard {
     }
 }
 
-fn run(label: &str, keys: u64, ops: u64, cache: usize) {
-    let engine: Box<dyn Engine> = Box::new(LoggedEngine::new(MemoryEngine::new(), Box::new(Discard(0))));
-    let raw: Rc<RefCell<dyn RawStore>> = Rc::new(RefCell::new(CachedStore::new(
-        "s",
-        engine,
-        CacheLimits { entries: cache, bytes: usize::MAX, dirty: 500 },
-    )));
+/// `cache: None` is the in-memory store; `Some(n)` the cache of `n` entries.
+fn run(label: &str, keys: u64, ops: u64, cache: Option<usize>) {
+    let raw: Rc<RefCell<dyn RawStore>> = match cache {
+        None => Rc::new(RefCell::new(MemoryStore::new("s", MemoryEngine::new(), Some(Box::new(Discard(0))), 10_000))),
+        Some(entries) => {
+            let engine: Box<dyn Engine> = Box::new(LoggedEngine::new(MemoryEngine::new(), Box::new(Discard(0))));
+            let limits = CacheLimits { entries, bytes: usize::MAX, dirty: 10_000 };
+            Rc::new(RefCell::new(CachedStore::new("s", engine, limits)))
+        }
+    };
     let serdes = Serdes::new();
     let store: Store<Bytes, i64> =
         Store::new("s", raw.clone(), serdes.resolve("bytes").unwrap(), serdes.resolve("long").unwrap());
@@ -44,7 +49,11 @@ fn run(label: &str, keys: u64, ops: u64, cache: usize) {
 }
 
 fn main() {
-    for (keys, cache) in [(100_000, 1000), (100_000, 0), (100_000, 200_000), (1_000_000, 1000)] {
-        run(&format!("{keys} keys, cache {cache}"), keys, 2_000_000, cache);
+    for keys in [100_000, 1_000_000] {
+        run(&format!("{keys} keys, in-memory store"), keys, 2_000_000, None);
+    }
+    for (keys, cache) in [(100_000, 1000), (100_000, 0), (100_000, 200_000), (1_000_000, 1000), (1_000_000, 2_000_000)]
+    {
+        run(&format!("{keys} keys, cache {cache} entries"), keys, 2_000_000, Some(cache));
     }
 }

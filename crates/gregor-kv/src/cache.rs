@@ -141,7 +141,8 @@ impl<E: Engine> CachedStore<E> {
             .map(|&i| i as usize)
     }
 
-    /// Writes every dirty entry to the engine in one batch.
+    /// Hands every dirty entry to the engine in one deferred batch (the
+    /// changelog layer sends them at once).
     fn write_dirty(&mut self) -> Result<(), StoreError> {
         if self.dirty.is_empty() {
             return Ok(());

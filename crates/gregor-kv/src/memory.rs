@@ -252,9 +252,18 @@ impl MemoryStore {
         }
     }
 
-    /// The engine underneath.
-    pub fn engine_mut(&mut self) -> &mut MemoryEngine {
+    /// The engine underneath (writing to it directly would bypass the
+    /// dirty list, so it stays inside this crate).
+    pub(crate) fn engine_mut(&mut self) -> &mut MemoryEngine {
         &mut self.engine
+    }
+
+    /// Fails: memory keeps no local files to snapshot.
+    ///
+    /// # Errors
+    /// Always.
+    pub fn snapshot(&mut self, dir: &std::path::Path) -> Result<(), KvError> {
+        self.engine.snapshot(dir)
     }
 
     fn check_failed(&self) -> Result<(), StoreError> {

@@ -224,6 +224,22 @@ impl RocksDbEngine {
     }
 }
 
+impl Drop for RocksDbEngine {
+    /// Applies the queued writes and flushes the memtables (without a WAL
+    /// they would be lost), but does not wait for compactions in progress:
+    /// after a bulk load or a busy run a large store can have minutes of
+    /// them queued, and RocksDB resumes them at the next open.
+    fn drop(&mut self) {
+        drop(self.writer.take());
+        if !self.wal
+            && let Err(e) = self.db.flush()
+        {
+            tracing::warn!(path = %self.path.display(), "RocksDB: flushing before closing: {e}");
+        }
+        self.db.cancel_all_background_work(false);
+    }
+}
+
 /// Types a RocksDB error. RocksDB reports damage as `Corruption`, and files
 /// that its metadata names but that are gone as an I/O error with the
 /// "path not found" subcode (ENOENT); both mean the directory cannot be

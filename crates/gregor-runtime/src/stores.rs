@@ -18,75 +18,18 @@ use crate::model::TaskModel;
 use crate::producers::{ChangelogWriter, SharedProducers};
 use crate::systems::Systems;
 use bytes::Bytes;
-use gregor_api::MetricsRegistry;
-use gregor_api::{RawStore, StoreError};
-use gregor_api::{StartOffset, SystemStreamPartition};
-use gregor_kv::{
-    CacheLimits, CachedStore, ChangelogSink, Engine, KvError, LoggedEngine, MemoryEngine, MemoryStore, RocksDbEngine,
-};
+use gregor_api::{MetricsRegistry, StartOffset, SystemStreamPartition};
+use gregor_kv::{CacheLimits, Engine, KvError, MemoryEngine, RocksDbEngine};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::cell::RefCell;
 use std::collections::HashSet;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-/// The byte store a task's `Store` handles point at.
-pub(crate) enum StoreStack {
-    /// RocksDB under the changelog layer and a write-back cache.
-    Cached(CachedStore<LoggedOrPlain>),
-    /// Memory: one layer that logs its own changes.
-    Memory(MemoryStore),
-}
+mod stack;
 
-/// A RocksDB engine, under the changelog layer when the store has one.
-pub(crate) type LoggedOrPlain = Box<dyn Engine>;
-
-impl StoreStack {
-    /// Writes a consistent copy of the store's local files into `dir`.
-    pub fn snapshot(&mut self, dir: &std::path::Path) -> Result<(), KvError> {
-        match self {
-            StoreStack::Cached(s) => s.engine_mut().snapshot(dir),
-            StoreStack::Memory(s) => s.engine_mut().snapshot(dir),
-        }
-    }
-
-    fn raw(&mut self) -> &mut dyn RawStore {
-        match self {
-            StoreStack::Cached(s) => s,
-            StoreStack::Memory(s) => s,
-        }
-    }
-}
-
-impl RawStore for StoreStack {
-    fn get(&mut self, key: &[u8], out: &mut Vec<u8>) -> Result<bool, StoreError> {
-        match self {
-            StoreStack::Cached(s) => s.get(key, out),
-            StoreStack::Memory(s) => s.get(key, out),
-        }
-    }
-    fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-        match self {
-            StoreStack::Cached(s) => s.put(key, value),
-            StoreStack::Memory(s) => s.put(key, value),
-        }
-    }
-    fn delete(&mut self, key: &[u8]) -> Result<(), StoreError> {
-        self.raw().delete(key)
-    }
-    fn scan(
-        &mut self,
-        from: std::ops::Bound<&[u8]>,
-        to: Option<&[u8]>,
-        limit: usize,
-        out: &mut Vec<(Bytes, Bytes)>,
-    ) -> Result<(), StoreError> {
-        self.raw().scan(from, to, limit, out)
-    }
-    fn flush(&mut self) -> Result<(), StoreError> {
-        self.raw().flush()
-    }
-}
+pub(crate) use stack::StoreStack;
+use stack::{Opened, rocks_options};
 
 pub(crate) struct TaskStore {
     pub spec: StoreSpec,
@@ -103,50 +46,6 @@ pub(crate) struct TaskStore {
 
 const RESTORE_BATCH: usize = 10_000;
 const STALL: Duration = Duration::from_secs(120);
-
-/// A freshly opened engine, before the layers on top.
-enum Opened {
-    Rocks(RocksDbEngine),
-    Memory(MemoryEngine),
-}
-
-impl Opened {
-    fn engine(&mut self) -> &mut dyn Engine {
-        match self {
-            Opened::Rocks(e) => e,
-            Opened::Memory(e) => e,
-        }
-    }
-
-    /// The task's store over this engine, its changes sent to `changelog`.
-    fn into_store(self, spec: &StoreSpec, tasks: usize, changelog: Option<Box<dyn ChangelogSink>>) -> StoreStack {
-        match self {
-            Opened::Memory(e) => {
-                // A disabled cache means every change reaches the changelog at once.
-                let dirty = if spec.cache_entries == 0 { 1 } else { spec.write_batch_size };
-                StoreStack::Memory(MemoryStore::new(&spec.name, e, changelog, dirty))
-            }
-            Opened::Rocks(e) => {
-                let engine: LoggedOrPlain = match changelog {
-                    Some(sink) => Box::new(LoggedEngine::new(e, sink)),
-                    None => Box::new(e),
-                };
-                StoreStack::Cached(CachedStore::new(&spec.name, engine, cache_limits(spec, tasks)))
-            }
-        }
-    }
-}
-
-/// One task's RocksDB options: `container.*` sizes are per container,
-/// shared by its tasks (as in Samza).
-fn rocks_options(opts: &gregor_kv::RocksOptions, tasks: usize) -> gregor_kv::RocksOptions {
-    let share = |bytes: usize| (bytes / tasks.max(1)).max(1 << 20);
-    gregor_kv::RocksOptions {
-        block_cache_bytes: share(opts.block_cache_bytes),
-        write_buffer_bytes: share(opts.write_buffer_bytes),
-        ..opts.clone()
-    }
-}
 
 fn open_engine(spec: &StoreSpec, local: Option<&LocalState>, tasks: usize, bulk: bool) -> Result<Opened, KvError> {
     match (&spec.engine, local) {
