@@ -252,12 +252,6 @@ impl MemoryStore {
         }
     }
 
-    /// The engine underneath (writing to it directly would bypass the
-    /// dirty list, so it stays inside this crate).
-    pub(crate) fn engine_mut(&mut self) -> &mut MemoryEngine {
-        &mut self.engine
-    }
-
     /// Fails: memory keeps no local files to snapshot.
     ///
     /// # Errors

@@ -84,7 +84,7 @@ proptest! {
                 }
                 Op::Flush => store.flush().unwrap(),
             }
-            prop_assert_eq!(store.engine_mut().len(), model.len());
+            prop_assert_eq!(store.engine.len(), model.len());
         }
         store.flush().unwrap();
         if logged {
