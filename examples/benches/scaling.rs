@@ -12,7 +12,8 @@
 //! - `restore`: the same with the local state deleted, so every store is
 //!   rebuilt from its changelog (records/s over the whole run).
 //!
-//! `GREGOR_BENCH_EXTRA="key=value;key=value"` adds config to every run.
+//! `GREGOR_BENCH_EXTRA="key=value;key=value"` adds config to every run;
+//! `GREGOR_BENCH_JOB_LOG=FILE` keeps the jobs' logs.
 
 mod plot;
 
@@ -39,10 +40,12 @@ fn run(dir: &std::path::Path, containers: u32) -> f64 {
     )
     .expect("config");
     let mut cmd = Command::new(JOB);
-    cmd.args(["--config", config.to_str().expect("path"), "--until-end"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    // GREGOR_BENCH_JOB_LOG=FILE keeps the jobs' logs (at RUST_LOG's level).
+    let keep_log = std::env::var_os("GREGOR_BENCH_JOB_LOG");
+    cmd.args(["--config", config.to_str().expect("path"), "--until-end"]).stdout(Stdio::null()).stderr(Stdio::piped());
+    if keep_log.is_none() {
+        cmd.env("RUST_LOG", "warn");
+    }
     for e in std::env::var("GREGOR_BENCH_EXTRA").unwrap_or_default().split(';').filter(|e| !e.is_empty()) {
         cmd.args(["--set", e]);
     }
@@ -50,6 +53,11 @@ fn run(dir: &std::path::Path, containers: u32) -> f64 {
     let out = cmd.output().expect("run bench-job");
     let secs = start.elapsed().as_secs_f64();
     assert!(out.status.success(), "bench-job failed: {}", String::from_utf8_lossy(&out.stderr));
+    if let Some(path) = keep_log {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).expect("job log");
+        writeln!(f, "--- run of {secs:.2} s").and_then(|()| f.write_all(&out.stderr)).expect("job log");
+    }
     secs
 }
 

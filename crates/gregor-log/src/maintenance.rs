@@ -4,6 +4,13 @@
 //! Each job takes the partition's own locks, so several processes may run
 //! maintenance on the same partitions without harm. Maintenance never blocks
 //! appends for longer than a head update.
+//!
+//! Compaction first runs one interval after the start, not at once: a
+//! compaction pass reads every sealed segment of a compacted partition (a
+//! store's changelog can hold gigabytes), and a short-lived process (a
+//! restart that finds nothing to do, a CLI command) must not pay for it. A
+//! stop request is honoured between partitions, so closing the log waits for
+//! at most one partition's pass.
 
 use crate::config::{CleanupPolicy, Durability};
 use crate::fsutil::now_ms;
@@ -67,9 +74,10 @@ pub fn start(log: Arc<Log>, options: MaintenanceOptions) -> Maintenance {
     let handle = std::thread::Builder::new()
         .name("gregor-log-maintenance".into())
         .spawn(move || {
-            let mut state = State::default();
+            let mut state = State { last_compaction: Some(Instant::now()), ..State::default() };
+            let (flag, cv) = &*stop2;
+            let stopped = || *flag.lock().unwrap_or_else(|p| p.into_inner());
             loop {
-                let (flag, cv) = &*stop2;
                 let guard = flag.lock().unwrap_or_else(|p| p.into_inner());
                 let (guard, _) =
                     cv.wait_timeout_while(guard, options.tick, |stopped| !*stopped).unwrap_or_else(|p| p.into_inner());
@@ -77,7 +85,7 @@ pub fn start(log: Arc<Log>, options: MaintenanceOptions) -> Maintenance {
                     return;
                 }
                 drop(guard);
-                run_once(&log, &options, &mut state);
+                run_once(&log, &options, &mut state, &stopped);
             }
         })
         .ok();
@@ -89,13 +97,16 @@ pub fn start(log: Arc<Log>, options: MaintenanceOptions) -> Maintenance {
     Maintenance { stop, handle }
 }
 
-fn run_once(log: &Log, options: &MaintenanceOptions, state: &mut State) {
+fn run_once(log: &Log, options: &MaintenanceOptions, state: &mut State, stopped: &dyn Fn() -> bool) {
     let now = Instant::now();
     let due = |last: Option<Instant>, every: Duration| last.is_none_or(|l| now.duration_since(l) >= every);
     let retention_due = due(state.last_retention, options.retention_interval);
     let compaction_due = due(state.last_compaction, options.compaction_interval);
     for stream in log.opened_streams() {
         for partition in stream.opened_partitions() {
+            if stopped() {
+                return;
+            }
             let key = (stream.name().to_owned(), partition.id());
             if let Durability::IntervalMs(ms) = stream.config().durability
                 && due(state.last_flush.get(&key).copied(), Duration::from_millis(ms))
