@@ -7,8 +7,9 @@
 //!    since their last one (a restart on this machine starts from the newest
 //!    snapshot and replays only the changelog after it);
 //! 4. checkpoints sent and flushed (one per task whose position changed);
-//! 5. changelog compaction allowed up to the new checkpoints, and local
-//!    snapshots other than the checkpoint's deleted.
+//! 5. changelog compaction allowed up to the new checkpoints (at most every
+//!    [`COMPACTION_LIMIT_EVERY`]), and local snapshots other than the newest
+//!    deleted.
 //!
 //! A crash between any two steps leaves the previous checkpoint in force,
 //! and everything after it is replayed or trimmed on restart.
@@ -108,10 +109,8 @@ impl CommitPlan {
 
 /// Plans a commit: each task's checkpoint records its inputs' next offsets
 /// and, per store with a changelog, the changelog's acknowledged end (or
-/// its previous offset when nothing was written); compaction limits move
-/// only when some checkpoint is written.
-///
-/// Compaction limits move only when `limits_due` (see
+/// its previous offset when nothing was written). Compaction limits move
+/// only when some checkpoint is written and `limits_due` (see
 /// [`COMPACTION_LIMIT_EVERY`]); a limit left behind only makes compaction
 /// keep more for a while.
 ///
