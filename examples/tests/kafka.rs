@@ -6,8 +6,9 @@
 //!
 //! Tansu ignores `min.compaction.lag.ms`, which gregor sets on changelogs so
 //! that a restore after a crash finds the values at its checkpoint; the test
-//! broker therefore runs its compaction hourly (see `kafka_broker`). Restores
-//! here replay the changelog up to the checkpoint, compacted or not.
+//! broker therefore runs its compaction hourly, and not at all after a
+//! restart (see `kafka_broker`). Restores here replay the changelog up to the
+//! checkpoint, compacted or not.
 
 mod common;
 
