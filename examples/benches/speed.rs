@@ -2,7 +2,7 @@
 //! binary run from the command line, timed from process start to exit (the
 //! final commit included), median of several runs.
 //!
-//! `cargo bench -p gregor-examples --bench speed [-- --only NAME] [--runs N] [--messages N]`
+//! `cargo bench -p gregor-examples --bench speed [-- --only NAME] [--runs N] [--messages N] [--scrape-ms N]`
 //!
 //! Workload (the one gregor was compared with Bytewax and Flink on): 2
 //! million messages of 100 bytes in 8 partitions, keyed over 1 million
@@ -16,9 +16,14 @@
 //! Each with 1 and 2 containers (local mode: one thread each). Prints
 //! messages/s and MB/s of message values (MB = 10^6 bytes).
 //! `GREGOR_BENCH_EXTRA="key=value;key=value"` adds config to every run.
+//! `--scrape-ms N` fetches the job's Prometheus `/metrics` every N ms while
+//! it runs (what monitoring costs) and prints the scrapes per run.
 
 use gregor_examples::bench::{Keys, PARTITIONS, VALUE_LEN, load};
+use gregor_examples::observe;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const JOB: &str = env!("CARGO_BIN_EXE_bench-job");
@@ -47,6 +52,19 @@ fn write_config(dir: &std::path::Path, containers: u32) -> std::path::PathBuf {
     config
 }
 
+/// Scrapes the job in `dir` every `every` until `stop`; returns the scrapes.
+fn scrape(dir: std::path::PathBuf, every: Duration, stop: Arc<AtomicBool>) -> u64 {
+    let mut scrapes = 0;
+    while !stop.load(Ordering::SeqCst) {
+        if let Some(url) = observe::published_url(&dir.join("__state"), "bench") {
+            let ok = observe::http_get(&format!("{url}metrics")).is_ok_and(|(code, _)| code == 200);
+            scrapes += u64::from(ok);
+        }
+        std::thread::sleep(every);
+    }
+    scrapes
+}
+
 fn run(dir: &std::path::Path, containers: u32, extra: &[&str]) -> (Duration, String) {
     let config = write_config(dir, containers);
     let mut cmd = Command::new(JOB);
@@ -61,9 +79,19 @@ fn run(dir: &std::path::Path, containers: u32, extra: &[&str]) -> (Duration, Str
     for e in std::env::var("GREGOR_BENCH_EXTRA").unwrap_or_default().split(';').filter(|e| !e.is_empty()) {
         cmd.args(["--set", e]);
     }
+    let stop = Arc::new(AtomicBool::new(false));
+    let scraper = scrape_every().map(|every| {
+        let (dir, stop) = (dir.to_owned(), stop.clone());
+        std::thread::spawn(move || scrape(dir, every, stop))
+    });
     let start = Instant::now();
     let out = cmd.output().expect("run bench-job");
     let took = start.elapsed();
+    stop.store(true, Ordering::SeqCst);
+    if let Some(s) = scraper {
+        let n = s.join().expect("scraper");
+        eprintln!("  {n} scrapes of /metrics in {:.2} s", took.as_secs_f64());
+    }
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "bench-job failed: {stderr}");
     (took, stderr)
@@ -77,6 +105,13 @@ fn jobs(messages: u64) -> [(&'static str, u64, Keys, Vec<&'static str>); 4] {
         ("count-rocksdb", messages, Keys::Uniform(1_000_000), [COUNT, &["stores.counts.factory=rocksdb"]].concat()),
         ("count-rocksdb-distinct", 10_000_000, Keys::Distinct, [COUNT, &["stores.counts.factory=rocksdb"]].concat()),
     ]
+}
+
+/// `--scrape-ms N`.
+fn scrape_every() -> Option<Duration> {
+    let args: Vec<String> = std::env::args().collect();
+    let i = args.iter().position(|a| a == "--scrape-ms")?;
+    args.get(i + 1)?.parse().ok().map(Duration::from_millis)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

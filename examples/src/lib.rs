@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod kafka;
 pub mod kafka_broker;
+pub mod observe;
 pub mod zookeeper_server;
 
 use gregor_log::{Log, PartitionReader};

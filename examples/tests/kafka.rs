@@ -149,6 +149,35 @@ fn wordcount_on_kafka_survives_a_broker_restart_in_process_mode() {
     survives_a_broker_restart(&["job.coordinator=process"]);
 }
 
+/// The status page of a job on Kafka shows every input partition's lag
+/// (librdkafka's cached high watermarks, read without a request) and the
+/// counts of a finished run.
+#[test]
+fn status_json_shows_kafka_lag() {
+    use gregor_examples::observe::{http_get, published_url, wait_for};
+    let broker = KafkaBroker::start();
+    let state = tempfile::tempdir().unwrap();
+    let lines = common::text(500, 0x1234_5678_9abc_def1);
+    load(&broker, &lines);
+    let expected = (lines.len() + lines.iter().map(|l| gregor_examples::words(l).count()).sum::<usize>()) as u64;
+    let mut child = wordcount(&broker, state.path(), false).stderr(Stdio::null()).spawn().unwrap();
+    let url = wait_for("the status page URL", Duration::from_secs(60), || published_url(state.path(), "wordcount"));
+    let status = wait_for("all input processed, every lag known", Duration::from_secs(60), || {
+        let (_, body) = http_get(&format!("{url}status.json")).ok()?;
+        let s: serde_json::Value = serde_json::from_str(&body).ok()?;
+        let inputs: Vec<&serde_json::Value> = s["containers"][0]["tasks"]
+            .as_array()?
+            .iter()
+            .flat_map(|t| t["inputs"].as_array().into_iter().flatten())
+            .collect();
+        let settled = s["totals"]["processed"] == expected && inputs.len() == 8 && inputs.iter().all(|i| i["lag"] == 0);
+        settled.then_some(s)
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(status["totals"]["lag"], 0, "{status}");
+}
+
 /// kcat with a librdkafka new enough for the broker (scripts/test-deps).
 fn kcat(broker: &KafkaBroker) -> Command {
     let mut cmd = Command::new("kcat");

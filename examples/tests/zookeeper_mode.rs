@@ -242,11 +242,22 @@ fn processors_join_die_freeze_and_counts_stay_exact() {
         connection_timeout: Duration::from_secs(10),
         debounce: Duration::ZERO,
         partition_check: Duration::from_secs(60),
+        monitor_url: None,
     })
     .unwrap();
     let mut live = group.processors.clone();
     live.sort();
     assert_eq!(live, ["p1", "p3", "p4"]);
+    // Each live processor serves its own status page and registered it.
+    let ids: Vec<&str> = group.monitors.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids, ["p1", "p3", "p4"], "status pages registered: {:?}", group.monitors);
+    for (id, url) in &group.monitors {
+        let (code, body) = gregor_examples::observe::http_get(&format!("{url}status.json")).unwrap();
+        assert_eq!(code, 200);
+        let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(status["job"]["mode"], "zookeeper");
+        assert_eq!(status["containers"][0]["id"], id.as_str(), "{url} shows another processor: {body}");
+    }
     let model = group.model.expect("a published model");
     assert_eq!(model.version, c.audit().iter().map(|a| a.version).max().unwrap());
     let mut in_model: Vec<&str> = model.containers.iter().map(|c| c.id.as_str()).collect();

@@ -25,7 +25,7 @@ pub mod task;
 
 pub use collector::{MessageCollector, OutgoingEnvelope, SendError};
 pub use config::{Config, ConfigError};
-pub use metrics::{Counter, Gauge, MetricsRegistry, Timer};
+pub use metrics::{Counter, Gauge, Group, MetricsRegistry, Timer};
 pub use partitioner::{murmur2, partition_for_key};
 pub use serde::{Data, Serde, SerdeError, Serdes};
 pub use store::{KeyValueStore, RawStore, Store, StoreError, StoreIter};

@@ -207,6 +207,25 @@ pub trait SystemAdmin: Send + Sync {
     /// Tells a changelog that compaction must keep everything needed to
     /// restore up to `offset` (see [`StreamKind::Changelog`]).
     fn set_compaction_limit(&self, ssp: &SystemStreamPartition, offset: u64) -> Result<(), SystemError>;
+    /// The offset of the first message of `ssp`, in offset order, whose
+    /// timestamp is at or after `timestamp_ms` (milliseconds since the
+    /// epoch); the partition's next offset when every message is older or
+    /// the partition is empty. The answer lies in `[oldest, next]`. This is
+    /// Kafka's `ListOffsets` by timestamp; operator tools use it to rewind a
+    /// job to a point in time (`gregor checkpoint set --to time:T`).
+    ///
+    /// The default refuses (a system that cannot look offsets up by time);
+    /// the built-in systems implement it.
+    ///
+    /// # Errors
+    /// The partition does not exist, or the system cannot answer.
+    fn offset_for_time(&self, ssp: &SystemStreamPartition, timestamp_ms: i64) -> Result<u64, SystemError> {
+        let _ = timestamp_ms;
+        Err(SystemError::other(
+            format!("looking up the offset of a time in {ssp}"),
+            "this system cannot look offsets up by time",
+        ))
+    }
 }
 
 /// Reads partitions of a system.
@@ -232,6 +251,13 @@ pub trait SystemConsumer {
     /// has processed up to this offset, the input has ended. `None` (the
     /// default) means the stream may always grow.
     fn end_of_stream(&self, _ssp: &SystemStreamPartition) -> Option<u64> {
+        None
+    }
+    /// The partition's next offset as this consumer last learned it,
+    /// without any I/O (the lag metrics read it every few seconds on the
+    /// container's thread). `None` (the default) if the consumer does not
+    /// know it.
+    fn end_hint(&self, _ssp: &SystemStreamPartition) -> Option<u64> {
         None
     }
     /// Stops reading and releases resources.

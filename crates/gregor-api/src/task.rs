@@ -263,16 +263,16 @@ impl<'a> TaskContext<'a> {
 
     /// A counter in this task's metrics group.
     pub fn counter(&self, name: &str) -> Counter {
-        self.metrics.counter(&format!("task.{}", self.task_name), name)
+        self.metrics.counter(crate::metrics::Group::task(self.task_name), name)
     }
 
     /// A gauge in this task's metrics group.
     pub fn gauge(&self, name: &str) -> Gauge {
-        self.metrics.gauge(&format!("task.{}", self.task_name), name)
+        self.metrics.gauge(crate::metrics::Group::task(self.task_name), name)
     }
 
     /// A timer in this task's metrics group.
     pub fn timer(&self, name: &str) -> Timer {
-        self.metrics.timer(&format!("task.{}", self.task_name), name)
+        self.metrics.timer(crate::metrics::Group::task(self.task_name), name)
     }
 }

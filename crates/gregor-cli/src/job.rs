@@ -17,8 +17,9 @@ pub enum JobCommand {
     Status(JobArgs),
 }
 
-/// In `zookeeper` mode the model is whatever the leader published.
-fn zookeeper_group(job: &gregor_runtime::JobConfig) -> Result<Option<zookeeper::GroupState>> {
+/// In `zookeeper` mode the model is whatever the leader published (and
+/// who is live); `None` in the other modes.
+pub(crate) fn zookeeper_group(job: &gregor_runtime::JobConfig) -> Result<Option<zookeeper::GroupState>> {
     if job.raw.get("job.coordinator") != Some("zookeeper") {
         return Ok(None);
     }
@@ -33,6 +34,22 @@ fn no_model(job: &gregor_runtime::JobConfig) -> anyhow::Error {
         job.name,
         job.id
     )
+}
+
+/// Where the running job serves its status page, from the file it writes
+/// (`local` and `process` modes).
+fn monitor_line(job: &gregor_runtime::JobConfig) -> String {
+    let path = gregor::monitor::published_path(job);
+    let published =
+        std::fs::read(&path).ok().and_then(|b| serde_json::from_slice::<gregor::monitor::Published>(&b).ok());
+    match published {
+        // SAFETY: signal 0 only asks whether the process exists.
+        Some(p) if unsafe { libc::kill(p.pid as i32, 0) } == 0 => {
+            format!("status page: {} (metrics: {}metrics; pid {})", p.url, p.url, p.pid)
+        }
+        Some(p) => format!("status page: none (the job that served {} is gone)", p.url),
+        None => "status page: none (the job is not running, or runs with metrics.http.address=off)".to_owned(),
+    }
 }
 
 pub fn run(command: JobCommand) -> Result<()> {
@@ -65,9 +82,15 @@ pub fn run(command: JobCommand) -> Result<()> {
                 model.task_count,
                 model.containers.len()
             )?;
-            if let Some(group) = &group {
-                let leader = group.processors.first().map_or("none", String::as_str);
-                writeln!(out, "live processors: {} (leader {leader})", group.processors.join(", "))?;
+            match &group {
+                Some(group) => {
+                    let leader = group.processors.first().map_or("none", String::as_str);
+                    writeln!(out, "live processors: {} (leader {leader})", group.processors.join(", "))?;
+                    for (id, url) in &group.monitors {
+                        writeln!(out, "status page of processor {id}: {url} (metrics: {url}metrics)")?;
+                    }
+                }
+                None => writeln!(out, "{}", monitor_line(&job))?,
             }
             writeln!(
                 out,

@@ -1,8 +1,10 @@
-//! The `gregor` command-line tool: manage and inspect streams.
+//! The `gregor` command-line tool: manage and inspect streams, jobs' state
+//! and checkpoints.
 //!
 //! Every failure exits non-zero with one line on stderr that names the problem;
 //! this binary never prints a backtrace or a usage dump for a user error.
 
+mod checkpoint;
 mod job;
 mod kafka_stream;
 mod state;
@@ -43,6 +45,9 @@ enum Command {
     /// A job's model and status.
     #[command(subcommand)]
     Job(job::JobCommand),
+    /// Inspect a job's checkpoints, and move them to reprocess or skip input.
+    #[command(subcommand)]
+    Checkpoint(checkpoint::CheckpointCommand),
 }
 
 fn main() -> ExitCode {
@@ -78,6 +83,7 @@ fn main() -> ExitCode {
         Command::Stream(cmd) => stream::run(&cli.data_dir, cmd),
         Command::State(cmd) => state::run(cmd),
         Command::Job(cmd) => job::run(cmd),
+        Command::Checkpoint(cmd) => checkpoint::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

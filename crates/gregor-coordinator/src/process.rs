@@ -55,7 +55,7 @@ pub enum SupervisorError {
 }
 
 /// How the supervisor runs containers.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SupervisorOptions {
     /// The program (the job's own binary), re-executed per container.
     pub program: PathBuf,
@@ -73,6 +73,8 @@ pub struct SupervisorOptions {
     pub cgroup_prefix: String,
     /// The cgroup filesystem (normally `/sys/fs/cgroup`).
     pub cgroup_root: PathBuf,
+    /// Told the id of every container restarted after a failure (metrics).
+    pub on_restart: Option<Arc<dyn Fn(&str) + Send + Sync>>,
 }
 
 struct Slot {
@@ -274,6 +276,9 @@ fn watch(
                 }
             };
             tracing::warn!(container = %s.id, status = %exited, restart_in_ms = backoff.as_millis() as u64, "container stopped; restarting it");
+            if let Some(hook) = &opts.on_restart {
+                hook(&s.id);
+            }
             s.restart_at = Some(now + backoff);
         }
         if slots.iter().all(|s| s.done) {

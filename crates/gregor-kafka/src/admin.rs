@@ -10,6 +10,8 @@ use gregor_api::{SystemStream, SystemStreamPartition};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -163,6 +165,69 @@ impl SystemAdmin for KafkaAdmin {
     /// docs/kafka.md).
     fn set_compaction_limit(&self, _: &SystemStreamPartition, _: u64) -> Result<(), SystemError> {
         Ok(())
+    }
+
+    /// Kafka's `ListOffsets` by timestamp (librdkafka's `offsets_for_times`),
+    /// checked against the message it names (see [`KafkaAdmin::first_timestamp_from`]).
+    fn offset_for_time(&self, ssp: &SystemStreamPartition, timestamp_ms: i64) -> Result<u64, SystemError> {
+        let range = self.offsets(ssp)?;
+        // Negative timestamps are Kafka's "latest" (-1) and "earliest" (-2)
+        // markers, not times; every real timestamp is at or after them.
+        if timestamp_ms <= 0 || range.oldest == range.next {
+            return Ok(range.oldest);
+        }
+        let doing = format!("looking up the offset of time {timestamp_ms} in {ssp}");
+        let (topic, partition) = (&*ssp.stream.stream, ssp.partition as i32);
+        let mut query = TopicPartitionList::new();
+        query
+            .add_partition_offset(topic, partition, Offset::Offset(timestamp_ms))
+            .map_err(|e| self.settings.error(&doing, e))?;
+        let answer = self.metadata.offsets_for_times(query, REQUEST_TIMEOUT).map_err(|e| match e {
+            KafkaError::OffsetFetch(RDKafkaErrorCode::UnknownTopicOrPartition) => self.not_found(&ssp.stream),
+            e => self.settings.unavailable(&doing, e),
+        })?;
+        let elem = answer
+            .find_partition(topic, partition)
+            .ok_or_else(|| self.settings.error(&doing, "the broker did not answer for this partition"))?;
+        elem.error().map_err(|e| self.settings.error(&doing, e))?;
+        let found = match elem.offset() {
+            Offset::Offset(o) if o >= 0 => (o as u64).clamp(range.oldest, range.next),
+            _ => return Ok(range.next), // Offset::End: no message is that recent
+        };
+        // Some brokers (Tansu 0.6) answer "no such message" with offset 0
+        // instead of -1: a message older than asked means there is none.
+        if found < range.next && self.first_timestamp_from(ssp, found)?.is_some_and(|ts| ts < timestamp_ms) {
+            return Ok(range.next);
+        }
+        Ok(found)
+    }
+}
+
+impl KafkaAdmin {
+    /// The timestamp of the first message at or after `offset` of `ssp`
+    /// (`None` if none arrives within the request timeout).
+    fn first_timestamp_from(&self, ssp: &SystemStreamPartition, offset: u64) -> Result<Option<i64>, SystemError> {
+        let doing = format!("reading {ssp} at offset {offset}");
+        let consumer: BaseConsumer<Reports> = self
+            .settings
+            .consumer_config()
+            .create_with_context(Reports::default())
+            .map_err(|e| self.settings.error("creating a consumer", e))?;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&ssp.stream.stream, ssp.partition as i32, Offset::Offset(offset as i64))
+            .map_err(|e| self.settings.error(&doing, e))?;
+        consumer.assign(&tpl).map_err(|e| self.settings.error(&doing, e))?;
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match consumer.poll(left.min(Duration::from_millis(200))) {
+                Some(Ok(m)) if m.topic() == &*ssp.stream.stream && m.partition() == ssp.partition as i32 => {
+                    return Ok(m.timestamp().to_millis());
+                }
+                Some(Err(e)) => consumer.context().warn(format_args!("{doing}: {e}")),
+                _ => {}
+            }
+        }
+        Ok(None)
     }
 }
 

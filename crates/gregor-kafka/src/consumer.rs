@@ -173,6 +173,28 @@ impl SystemConsumer for KafkaConsumer {
         self.parts.iter().find(|p| p.ssp == *ssp).map(|p| p.next)
     }
 
+    fn end_hint(&self, ssp: &SystemStreamPartition) -> Option<u64> {
+        // librdkafka's high watermark as of the last fetch response (no
+        // request: rd_kafka_get_watermark_offsets only reads its cache; the
+        // rdkafka crate wraps only the querying variant).
+        let topic = std::ffi::CString::new(ssp.stream.stream.as_bytes()).ok()?;
+        let (mut low, mut high) = (-1i64, -1i64);
+        // SAFETY: the client pointer lives as long as `self.consumer`; the
+        // topic is a NUL-terminated string that outlives the call; the out
+        // pointers are to locals.
+        let err = unsafe {
+            rdkafka::bindings::rd_kafka_get_watermark_offsets(
+                self.consumer.client().native_ptr(),
+                topic.as_ptr(),
+                ssp.partition as i32,
+                &mut low,
+                &mut high,
+            )
+        };
+        (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR).then_some(())?;
+        u64::try_from(high).ok()
+    }
+
     fn stop(&mut self) {
         let _ = self.consumer.unassign();
     }

@@ -196,6 +196,17 @@ impl SystemAdmin for LogAdmin {
     fn set_compaction_limit(&self, ssp: &SystemStreamPartition, offset: u64) -> Result<(), SystemError> {
         partition(&self.shared, ssp)?.set_compaction_limit(offset).map_err(|e| to_system_error(e, &ssp.stream))
     }
+
+    /// Skips whole segments and batches whose largest timestamp is older
+    /// (and uses the sparse time index within a segment), then scans records.
+    fn offset_for_time(&self, ssp: &SystemStreamPartition, timestamp_ms: i64) -> Result<u64, SystemError> {
+        let p = partition(&self.shared, ssp)?;
+        let err = |e| to_system_error(e, &ssp.stream);
+        match p.offset_for_timestamp(timestamp_ms).map_err(err)? {
+            Some(offset) => Ok(offset),
+            None => p.next_offset().map_err(err),
+        }
+    }
 }
 
 struct LogConsumer {
@@ -283,6 +294,11 @@ impl SystemConsumer for LogConsumer {
     fn position(&self, ssp: &SystemStreamPartition) -> Option<u64> {
         self.index.get(ssp).map(|&i| self.readers[i].1.next_offset())
     }
+
+    fn end_hint(&self, ssp: &SystemStreamPartition) -> Option<u64> {
+        // The partition's shared head: memory only.
+        self.index.get(ssp).and_then(|&i| self.readers[i].1.partition().next_offset().ok())
+    }
 }
 
 /// One partition this producer writes to: its batch being built.
@@ -361,5 +377,44 @@ impl SystemProducer for LogProducer {
 
     fn next_offset(&self, ssp: &SystemStreamPartition) -> Option<u64> {
         self.next_offsets.get(ssp).copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gregor_api::system::SystemFactory;
+
+    #[test]
+    fn offset_for_time_finds_the_first_message_at_or_after_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Arc::new(Log::open(dir.path()).unwrap());
+        // Small segments and batches: the lookup skips whole segments and batches.
+        let config = StreamConfig { segment_bytes: 1024, ..StreamConfig::new(2) };
+        let stream = log.create_stream("events", config).unwrap();
+        let at = |ts: i64| Record { key: None, value: Some(b"payload"), timestamp: Some(ts), headers: &[] };
+        for batch in 0..60i64 {
+            // Offsets 3b..3b+2 at times 1000 + 10b, +1, +2.
+            let records: Vec<Record<'_>> = (0..3).map(|i| at(1000 + 10 * batch + i)).collect();
+            stream.append(0, &records).unwrap();
+        }
+        let admin = LogSystemFactory::from_log(log).admin().unwrap();
+        let ssp = SystemStream::new("log", "events").partition(0);
+        let lookup = |ts| admin.offset_for_time(&ssp, ts).unwrap();
+        assert_eq!(lookup(i64::MIN), 0, "before everything: the oldest offset");
+        assert_eq!(lookup(1000), 0);
+        assert_eq!(lookup(1001), 1, "inside a batch");
+        assert_eq!(lookup(1003), 3, "between batches: the next batch's first message");
+        assert_eq!(lookup(1000 + 10 * 43 + 2), 43 * 3 + 2, "in a later segment");
+        assert_eq!(lookup(1000 + 10 * 59 + 2), 179, "the newest message");
+        assert_eq!(lookup(1000 + 10 * 59 + 3), 180, "after everything: the next offset");
+        assert!(stream.partition(0).unwrap().segment_count().unwrap() > 3, "the data spans several segments");
+        // An empty partition answers its next offset.
+        let empty = SystemStream::new("log", "events").partition(1);
+        assert_eq!(admin.offset_for_time(&empty, 0).unwrap(), 0);
+        // A missing stream is named.
+        let missing = SystemStream::new("log", "nope").partition(0);
+        let err = admin.offset_for_time(&missing, 0).unwrap_err().to_string();
+        assert!(err.contains("log.nope does not exist"), "{err}");
     }
 }

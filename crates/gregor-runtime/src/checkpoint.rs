@@ -12,6 +12,9 @@
 //! Checkpoints written before the version field existed have the same
 //! layout without it and are read as version 1; a newer version is refused
 //! with an error naming it (fixtures in `tests/fixtures/checkpoints`).
+//!
+//! Operator tools (`gregor checkpoint set`) write checkpoints of a stopped
+//! job with [`write_checkpoints`], in the same encoding.
 
 use crate::error::RuntimeError;
 use crate::systems::Systems;
@@ -84,6 +87,33 @@ pub fn decode_checkpoint(bytes: &[u8]) -> Result<Checkpoint, String> {
         ));
     }
     Ok(read.checkpoint)
+}
+
+/// Writes checkpoints of tasks (key = task name, value as the runtime
+/// encodes it) to the checkpoint stream and waits until the system has them.
+/// For operator tools rewriting a *stopped* job's positions: a running job
+/// overwrites them at its next commit.
+///
+/// # Errors
+/// The checkpoint stream cannot be created or written.
+pub fn write_checkpoints(
+    systems: &Systems,
+    stream: &SystemStream,
+    checkpoints: &[(String, Checkpoint)],
+) -> Result<(), RuntimeError> {
+    let admin = systems.admin(&stream.system)?;
+    admin.ensure_stream(stream, 1, StreamKind::Compacted)?;
+    let ssp = checkpoint_partition(stream);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let mut producer = systems.factory(&stream.system)?.producer()?;
+    for (task, checkpoint) in checkpoints {
+        producer.send_to(&ssp, Some(task.as_bytes()), Some(&encode_checkpoint(checkpoint)?), now)?;
+    }
+    producer.flush()?;
+    producer.stop()?;
+    Ok(())
 }
 
 /// The checkpoint stream's only partition.

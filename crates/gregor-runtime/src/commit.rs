@@ -267,6 +267,7 @@ impl<T: StreamTask> Container<T> {
             "committed"
         );
         self.metrics.counter("container", "commits").inc();
+        self.metrics.gauge("container", "last-commit-timestamp-ms").set(self.clock.wall_ms());
         self.metrics.timer("container", "commit").record(started.elapsed());
         Ok(())
     }

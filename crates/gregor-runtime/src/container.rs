@@ -27,7 +27,7 @@ use bytes::Bytes;
 use gregor_api::system::{StreamKind, SystemConsumer, SystemError};
 use gregor_api::task::{RawStoreHandle, StoreProvider};
 use gregor_api::{
-    Counter, MessageCollector, MetricsRegistry, RawStore, Serde, Serdes, StartOffset, StoreError, StreamTask,
+    Counter, Group, MessageCollector, MetricsRegistry, RawStore, Serde, Serdes, StartOffset, StoreError, StreamTask,
     SystemStream, SystemStreamPartition, TaskContext, TaskCoordinator,
 };
 use std::cell::RefCell;
@@ -69,6 +69,10 @@ pub struct ContainerOptions {
     pub clock: Option<Arc<dyn Clock>>,
     /// Crash injection at points of a commit (tests).
     pub commit_hook: Option<CommitHook>,
+    /// The registry to report into; `None` is a new one. A registry given
+    /// here is read while the container starts (restore progress) and
+    /// keeps counting across restarts of the container.
+    pub metrics: Option<MetricsRegistry>,
 }
 
 impl std::fmt::Debug for ContainerOptions {
@@ -113,7 +117,9 @@ pub(crate) struct LocalCount {
 
 impl LocalCount {
     pub fn new(counter: Counter) -> Self {
-        LocalCount { count: counter.get(), reported: counter.get(), counter }
+        // Counts since this start; the counter may go on from an earlier
+        // run of the container (a registry shared across restarts).
+        LocalCount { count: 0, reported: 0, counter }
     }
 
     /// Adds what was counted since the last report to the registry.
@@ -164,6 +170,8 @@ pub struct Container<T: StreamTask> {
     /// When a commit last moved the changelogs' compaction limits.
     pub(crate) limits_moved: Option<Instant>,
     pub(crate) next_window: Option<Instant>,
+    /// When input offset and lag gauges are refreshed next.
+    pub(crate) next_gauges: Instant,
     pub(crate) checkpoint_ssp: SystemStreamPartition,
     /// Messages sent by tasks (a hot-path handle: registry lookups lock).
     pub(crate) sends: Counter,
@@ -229,7 +237,10 @@ impl<T: StreamTask> Container<T> {
                 )?;
             }
         }
-        let metrics = MetricsRegistry::new();
+        let metrics = options.metrics.clone().unwrap_or_default();
+        metrics.gauge("container", "model-version").set(options.model_version as i64);
+        // Shown as 0 from the start (an absent series is not a zero in Prometheus).
+        metrics.counter("container", "deserialization-errors");
         let names_job = job.clone();
         let mut tasks = Vec::new();
         let mut inputs: Vec<Input<T>> = Vec::new();
@@ -266,7 +277,7 @@ impl<T: StreamTask> Container<T> {
                     }
                 }),
             );
-            let group = format!("task.{}", tm.name);
+            let group = Group::task(&tm.name);
             let mut task_inputs = Vec::new();
             for ssp in &tm.inputs {
                 let spec =
@@ -313,7 +324,7 @@ impl<T: StreamTask> Container<T> {
                     bootstrap_end: spec.bootstrap.then_some(offsets.next),
                     ended: false,
                     intermediate: spec.intermediate,
-                    processed: LocalCount::new(metrics.counter(&format!("input.{ssp}"), "messages-processed")),
+                    processed: LocalCount::new(metrics.counter(Group::input(ssp), "messages-processed")),
                 });
                 task_inputs.push(inputs.len() - 1);
             }
@@ -359,6 +370,7 @@ impl<T: StreamTask> Container<T> {
             next_commit: now + job.commit_interval,
             limits_moved: None,
             next_window: job.window_interval.map(|w| now + w),
+            next_gauges: now,
             id: model.id.clone(),
             job,
             systems,

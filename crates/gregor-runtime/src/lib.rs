@@ -29,6 +29,7 @@ pub mod offsets;
 mod producers;
 mod reporter;
 pub mod restart;
+pub mod run_lock;
 mod run_loop;
 pub mod schema;
 mod stores;
@@ -37,6 +38,7 @@ mod systems;
 pub use barrier::EndBarrier;
 pub use checkpoint::{
     CHECKPOINT_FORMAT, Checkpoint, StoreCheckpoint, decode_checkpoint, encode_checkpoint, read_checkpoints,
+    write_checkpoints,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use commit::CommitPoint;

@@ -64,24 +64,7 @@ impl LocalState {
     pub fn open(base: &Path, job: &str, store: &str, task: &str) -> Result<LocalState, RuntimeError> {
         let dir = base.join(job).join(store).join(task.replace('/', "_"));
         std::fs::create_dir_all(&dir).map_err(|e| io("creating the store directory", &dir, e))?;
-        let lock_path = dir.join("LOCK");
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| io("opening", &lock_path, e))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(RuntimeError::StoreLocked {
-                    store: store.to_owned(),
-                    task: task.to_owned(),
-                    lock: lock_path,
-                });
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(io("locking", &lock_path, e)),
-        }
+        let lock = lock_dir(&dir, store, task)?;
         let marker = format!("gregor-store 1\njob={job}\nstore={store}\ntask={task}\n");
         let marker_path = dir.join("MARKER");
         match std::fs::read_to_string(&marker_path) {
@@ -199,6 +182,48 @@ impl LocalState {
     }
 }
 
+/// Deletes one store's local state of one task (its live database and
+/// snapshots) if its directory exists on this machine, holding the store's
+/// lock meanwhile; the MARKER and LOCK stay, so a container opening it
+/// concurrently still excludes this. Returns whether there was a directory.
+/// For operator tools that reset a store (`gregor checkpoint set`): the next
+/// start restores the store from its changelog alone.
+///
+/// # Errors
+/// [`RuntimeError::StoreLocked`] while a container has the store open; I/O.
+pub fn discard_local_state(base: &Path, job: &str, store: &str, task: &str) -> Result<bool, RuntimeError> {
+    let dir = base.join(job).join(store).join(task.replace('/', "_"));
+    if !dir.is_dir() {
+        return Ok(false);
+    }
+    let _lock = lock_dir(&dir, store, task)?;
+    for sub in ["current", "snapshots"] {
+        let p = dir.join(sub);
+        if p.exists() {
+            std::fs::remove_dir_all(&p).map_err(|e| io("removing", &p, e))?;
+        }
+    }
+    Ok(true)
+}
+
+/// Takes the exclusive lock of a store directory without waiting.
+fn lock_dir(dir: &Path, store: &str, task: &str) -> Result<File, RuntimeError> {
+    let lock_path = dir.join("LOCK");
+    let lock = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| io("opening", &lock_path, e))?;
+    match lock.try_lock() {
+        Ok(()) => Ok(lock),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            Err(RuntimeError::StoreLocked { store: store.to_owned(), task: task.to_owned(), lock: lock_path })
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(io("locking", &lock_path, e)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -273,6 +298,24 @@ mod tests {
         let s = LocalState::open(base.path(), "wordcount-1", "counts", "Partition 0").unwrap();
         assert!(s.current().join("000007.sst").exists(), "state under a matching marker is kept");
         assert_eq!(std::fs::read_to_string(dir.join("MARKER")).unwrap(), marker, "the marker is left as it was");
+    }
+
+    #[test]
+    fn discarding_removes_the_data_but_not_while_the_store_is_open() {
+        let base = tempfile::tempdir().unwrap();
+        assert!(!discard_local_state(base.path(), "j-1", "s", "Partition 0").unwrap(), "nothing here");
+        let open = LocalState::open(base.path(), "j-1", "s", "Partition 0").unwrap();
+        open.snapshot(3, |d| std::fs::create_dir(d).map_err(|e| io("creating", d, e))).unwrap();
+        std::fs::create_dir_all(open.current()).unwrap();
+        let err = discard_local_state(base.path(), "j-1", "s", "Partition 0").unwrap_err();
+        assert!(matches!(err, RuntimeError::StoreLocked { .. }), "{err}");
+        drop(open);
+        assert!(discard_local_state(base.path(), "j-1", "s", "Partition 0").unwrap());
+        let dir = base.path().join("j-1/s/Partition 0");
+        assert!(!dir.join("current").exists() && !dir.join("snapshots").exists());
+        assert!(dir.join("MARKER").exists(), "the directory stays this store's");
+        let reopened = LocalState::open(base.path(), "j-1", "s", "Partition 0").unwrap();
+        assert!(reopened.snapshots().unwrap().is_empty());
     }
 
     #[test]

@@ -23,6 +23,9 @@ const MAX_WAIT: Duration = Duration::from_millis(100);
 /// message would cost more than many tasks' work).
 const PROCESS_SAMPLE: u64 = 64;
 
+/// How often input offset and lag gauges are refreshed.
+pub(crate) const GAUGE_REFRESH: Duration = Duration::from_secs(2);
+
 /// Runs a serde's decode, turning a panic in it (a custom serde or a user
 /// `Deserialize`) into an ordinary decoding error, subject to the policy.
 fn guarded_decode<T>(f: impl FnOnce() -> Result<T, SerdeError>) -> Result<T, SerdeError> {
@@ -441,13 +444,30 @@ impl<T: StreamTask> Container<T> {
         Ok(())
     }
 
+    /// Input offsets and lags every [`GAUGE_REFRESH`], from what the
+    /// consumers know without I/O; before a report, a consumer that knows
+    /// nothing is asked its system (a broker round trip, as before metrics
+    /// were served). A failed read leaves the gauge as it was.
     fn report(&mut self, now: Instant) -> Result<(), RuntimeError> {
-        if !self.reporters.iter().any(|r| now >= r.next) {
+        let reporting = self.reporters.iter().any(|r| now >= r.next);
+        if !reporting && now < self.next_gauges {
             return Ok(());
         }
+        self.next_gauges = now + GAUGE_REFRESH;
         for i in &self.inputs {
-            let next = self.systems.offsets(&i.ssp)?.next;
-            self.metrics.gauge(&format!("input.{}", i.ssp), "lag").set(next.saturating_sub(i.next_offset) as i64);
+            let group = gregor_api::Group::input(&i.ssp);
+            self.metrics.gauge(&group, "offset").set(i.next_offset as i64);
+            let end = match self.consumers[i.consumer].end_hint(&i.ssp) {
+                Some(end) => Some(end),
+                None if reporting => self.systems.offsets(&i.ssp).map(|o| o.next).ok(),
+                None => None,
+            };
+            if let Some(end) = end {
+                self.metrics.gauge(&group, "lag").set(end.saturating_sub(i.next_offset) as i64);
+            }
+        }
+        if !reporting {
+            return Ok(());
         }
         let mut producers = self.producers.borrow_mut();
         for r in &mut self.reporters {

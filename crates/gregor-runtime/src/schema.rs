@@ -351,6 +351,12 @@ pub const KEYS: &[Key] = &[
     ),
     key("metrics.reporter.*.stream", Kind::Stream, "(required for `stream`)", "Stream receiving the snapshots."),
     key("metrics.reporter.*.interval", Kind::Positive, "60", "Seconds between snapshots."),
+    key(
+        "metrics.http.address",
+        Kind::Text,
+        "127.0.0.1:0",
+        "Where the job serves its status page (`/`), `/status.json` and Prometheus `/metrics`: `host:port` (port 0 picks a free one; the URL is logged and shown by `gregor job status`), or `off`. In `process` mode the supervisor serves every container's; in `zookeeper` mode each processor serves its own.",
+    ),
 ];
 
 fn matches(pattern: &str, key: &str) -> bool {

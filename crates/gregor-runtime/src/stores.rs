@@ -140,7 +140,7 @@ pub(crate) fn open_store(
     };
 
     let started = Instant::now();
-    let (records, bytes) = replay(spec, task, &ssp, plan, engine.engine(), systems)?;
+    let (records, bytes) = replay(spec, task, &ssp, plan, engine.engine(), systems, Some(metrics))?;
     engine = match (engine, &spec.engine) {
         (Opened::Rocks(e), StoreEngine::RocksDb(opts)) if bulk(&plan) => {
             Opened::Rocks(e.end_bulk_load(&rocks_options(opts, tasks)).map_err(|e| engine_err("restore", e))?)
@@ -164,7 +164,7 @@ pub(crate) fn open_store(
         end = trim(spec, task, &ssp, plan.target, offsets.next, engine.engine(), systems, producers)?;
     }
     let elapsed = started.elapsed();
-    let group = format!("store.{}.{}", task.name, spec.name);
+    let group = gregor_api::Group::store(&task.name, &spec.name);
     metrics.gauge(&group, "restored-records").set(records as i64);
     metrics.gauge(&group, "restore-ms").set(elapsed.as_millis() as i64);
     tracing::info!(
@@ -191,7 +191,8 @@ pub(crate) fn open_store(
 /// Replays the changelog range of `plan` into the engine in large batches
 /// written straight to it (no changelog layer yet; message buffers are
 /// borrowed, not copied), applied by the engine while the next batch is
-/// read, and all applied before it returns. Shows progress on a terminal.
+/// read, and all applied before it returns. Shows progress on a terminal
+/// and, given `metrics`, in the store's `restore-*` gauges.
 /// Returns (records, bytes).
 pub(crate) fn replay(
     spec: &StoreSpec,
@@ -200,8 +201,22 @@ pub(crate) fn replay(
     plan: RestorePlan,
     engine: &mut dyn Engine,
     systems: &Systems,
+    metrics: Option<&MetricsRegistry>,
 ) -> Result<(u64, u64), RuntimeError> {
-    if plan.replay_from >= plan.target {
+    let total = plan.target.saturating_sub(plan.replay_from);
+    let gauges = metrics.map(|m| {
+        let group = gregor_api::Group::store(&task.name, &spec.name);
+        m.gauge(&group, "restore-target-records").set(total as i64);
+        [m.gauge(&group, "restore-done-records"), m.gauge(&group, "restore-done-bytes")]
+    });
+    let progress = |records: u64, bytes: u64| {
+        if let Some([r, b]) = &gauges {
+            r.set(records as i64);
+            b.set(bytes as i64);
+        }
+    };
+    progress(0, 0);
+    if total == 0 {
         return Ok((0, 0));
     }
     let bar = ProgressBar::new(plan.target - plan.replay_from);
@@ -241,6 +256,7 @@ pub(crate) fn replay(
         records += 1;
         if batch.len() >= RESTORE_BATCH {
             apply(engine, &mut batch)?;
+            progress(records, bytes);
             bar.set_position(m.offset - plan.replay_from);
             if bar.is_hidden() && last_log.elapsed() >= Duration::from_secs(5) {
                 last_log = Instant::now();
@@ -258,6 +274,7 @@ pub(crate) fn replay(
         source: Box::new(source),
     })?;
     bar.finish_and_clear();
+    progress(records, bytes);
     Ok((records, bytes))
 }
 

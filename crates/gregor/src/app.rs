@@ -1,6 +1,7 @@
 //! `App`: what a job's `main` builds and runs.
 
-use crate::args::{JobArgs, usage};
+use crate::args::{JobArgs, LogFormat, usage};
+use crate::monitor::Monitor;
 use gregor_api::{Serde, Serdes, StreamTask};
 use gregor_runtime::{
     ContainerOptions, EndBarrier, JobConfig, JobModel, RestartPolicy, RunSummary, RuntimeError, SystemKinds, Systems,
@@ -25,6 +26,16 @@ pub enum JobError {
     /// The `zookeeper` mode's processor failed.
     #[error(transparent)]
     ZooKeeper(#[from] gregor_coordinator::zookeeper::ZkError),
+    /// The status page and metrics cannot be served where configured.
+    #[error(
+        "metrics.http.address={address}: cannot serve the status page and metrics there: {reason} (choose another host:port, port 0 for any free one, or off)"
+    )]
+    MetricsServer {
+        /// The address asked for.
+        address: String,
+        /// Why it failed.
+        reason: String,
+    },
 }
 
 impl From<gregor_api::ConfigError> for JobError {
@@ -101,15 +112,21 @@ impl<T: StreamTask> App<T> {
     ) -> Result<RunSummary, JobError> {
         let job = Arc::new(self.job_config(config)?);
         let serdes = Arc::new(self.serdes.clone());
+        let address = crate::monitor::address(&job)?;
         match job.raw.get("job.coordinator") {
-            Some("process") => return self.supervise(&job, until_end, shutdown),
-            Some("zookeeper") => return self.run_processor(job, serdes, until_end, shutdown),
+            Some("process") => return self.supervise(&job, until_end, shutdown, address),
+            Some("zookeeper") => return self.run_processor(job, serdes, until_end, shutdown, address),
             _ => {}
         }
+        let monitor = Monitor::new(&job, "local", None);
+        let _server = match address {
+            Some(a) => Some(monitor.serve(a, Some(crate::monitor::published_path(&job)))?),
+            None => None,
+        };
         let options =
             ContainerOptions { until_end, partition_check: Some(partition_check(&job)?), ..Default::default() };
         let restart = RestartPolicy { count: retry_count(&job)?, window: retry_window(&job)? };
-        Ok(crate::local::run(job, &self.kinds, serdes, self.factory.clone(), options, restart, shutdown)?)
+        Ok(crate::local::run(job, &self.kinds, serdes, self.factory.clone(), options, restart, shutdown, &monitor)?)
     }
 
     /// The `zookeeper` mode: this process is one processor of the job.
@@ -119,6 +136,7 @@ impl<T: StreamTask> App<T> {
         serdes: Arc<Serdes>,
         until_end: bool,
         shutdown: Arc<AtomicBool>,
+        address: Option<std::net::SocketAddr>,
     ) -> Result<RunSummary, JobError> {
         if until_end {
             return Err(JobError::Usage(
@@ -126,23 +144,50 @@ impl<T: StreamTask> App<T> {
                     .into(),
             ));
         }
-        let options = gregor_coordinator::zookeeper::ZkOptions::from_job(&job)?;
+        let mut options = gregor_coordinator::zookeeper::ZkOptions::from_job(&job)?;
         let systems = Arc::new(Systems::new(&job, &self.kinds)?);
         // Once, here: the leader's model computations only query the systems.
         crate::local::create_intermediate_streams(&job, &systems)?;
-        let processor = crate::zk::ZkJob { job, systems, serdes, factory: self.factory.clone() };
+        // Each processor serves its own; ZooKeeper lists where.
+        let monitor = Monitor::new(&job, "zookeeper", None);
+        let _server = match address {
+            Some(a) => Some(monitor.serve(a, None)?),
+            None => None,
+        };
+        options.monitor_url = _server.as_ref().map(|s| s.url.clone());
+        let processor = crate::zk::ZkJob { job, systems, serdes, factory: self.factory.clone(), monitor };
         gregor_coordinator::zookeeper::run_processor(&options, &processor, shutdown)?;
         Ok(RunSummary::default())
     }
 
     /// The `process` mode's coordinator: this same binary, re-executed with
     /// the same arguments once per container.
-    fn supervise(&self, job: &JobConfig, until_end: bool, shutdown: Arc<AtomicBool>) -> Result<RunSummary, JobError> {
+    fn supervise(
+        &self,
+        job: &JobConfig,
+        until_end: bool,
+        shutdown: Arc<AtomicBool>,
+        address: Option<std::net::SocketAddr>,
+    ) -> Result<RunSummary, JobError> {
+        // `gregor checkpoint set` refuses while the coordinator runs.
+        let _running = crate::local::run_lock(job);
         let work_dir = job.state_dir.join(format!("{}-{}", job.name, job.id)).join("coordinator");
         // The last model of this job keeps tasks (and their local state) where they were.
         let previous = gregor_runtime::inspect::last_job_model(job);
         let systems = Systems::new(job, &self.kinds)?;
         let (_, model) = crate::local::prepare(job, &systems, previous.as_ref())?;
+        // Reports of an earlier run's containers would show as stale ones.
+        let reports = crate::monitor::reports_dir(job);
+        let _ = std::fs::remove_dir_all(&reports);
+        let monitor = Monitor::new(job, "process", Some(reports));
+        monitor.set_model(&model);
+        for c in &model.containers {
+            monitor.restarts_counter(&c.id);
+        }
+        let _server = match address {
+            Some(a) => Some(monitor.serve(a, Some(crate::monitor::published_path(job)))?),
+            None => None,
+        };
         let program = std::env::current_exe()
             .map_err(|e| JobError::Usage(format!("cannot find this program to start containers: {e}")))?;
         let c = &job.raw;
@@ -172,6 +217,7 @@ impl<T: StreamTask> App<T> {
             },
             cgroup_prefix: format!("{}-{}", job.name, job.id),
             cgroup_root: std::path::PathBuf::from("/sys/fs/cgroup"),
+            on_restart: Some(Arc::new(move |id: &str| monitor.restarted(id))),
         };
         gregor_coordinator::supervise(&model, &opts, shutdown)?;
         Ok(RunSummary::default())
@@ -207,7 +253,7 @@ impl<T: StreamTask> App<T> {
             }
             (id, model, barrier)
         });
-        init_logging("info");
+        init_logging_as("info", args.log_format);
         let result = match child {
             Some((id, model, barrier)) => self.run_container(&args, &id, model, barrier),
             None => self.run(&args),
@@ -238,7 +284,11 @@ impl<T: StreamTask> App<T> {
         let job = Arc::new(self.job_config(args.load_config().map_err(JobError::Usage)?)?);
         let ids = model.containers.iter().map(|c| c.id.clone()).collect();
         let barrier = barrier.map(|dir| Arc::new(EndBarrier::in_directory(std::path::Path::new(&dir), ids)));
+        // The supervisor serves this container's metrics from its reports.
+        let metrics = gregor_api::MetricsRegistry::new();
+        crate::monitor::publish_reports(crate::monitor::reports_dir(&job), id.to_owned(), metrics.clone());
         let options = ContainerOptions {
+            metrics: Some(metrics),
             until_end: args.until_end,
             end_barrier: barrier,
             model_version: model.version,
@@ -295,13 +345,27 @@ pub(crate) fn partition_check(job: &JobConfig) -> Result<std::time::Duration, Jo
     job.raw.get_millis(key, std::time::Duration::from_secs(60)).map_err(|e| JobError::Runtime(e.into()))
 }
 
-/// Logs to stderr, filtered by `RUST_LOG` (else by `default`, e.g. `info`).
+/// Logs to stderr, filtered by `RUST_LOG` (else by `default`, e.g. `info`),
+/// in the format `GREGOR_LOG_FORMAT` names (`text`, the default, or `json`).
 pub fn init_logging(default: &str) {
+    let format = std::env::var("GREGOR_LOG_FORMAT").ok().and_then(|f| LogFormat::parse(&f).ok());
+    init_logging_as(default, format.unwrap_or_default());
+}
+
+/// [`init_logging`] in a given format. Warnings and errors are also kept
+/// for the status page (`crate::monitor::events`).
+pub fn init_logging_as(default: &str, format: LogFormat) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(filter)
-        .with_target(false)
-        .compact()
-        .try_init();
+    let registry = tracing_subscriber::registry().with(filter).with(crate::monitor::events::RecentEvents);
+    let _ = match format {
+        LogFormat::Text => registry
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false).compact())
+            .try_init(),
+        // One JSON object per line, fields flattened, for log shippers.
+        LogFormat::Json => registry
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).json().flatten_event(true))
+            .try_init(),
+    };
 }

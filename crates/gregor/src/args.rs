@@ -3,7 +3,34 @@
 use gregor_api::Config;
 use std::path::PathBuf;
 
-/// A job's command line: `--config FILE [--set key=value]... [--until-end]`.
+/// How a job logs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One human-readable line per event (the default).
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+impl LogFormat {
+    /// `text` or `json`.
+    ///
+    /// # Errors
+    /// Anything else, described.
+    pub fn parse(text: &str) -> Result<LogFormat, String> {
+        match text {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => {
+                Err(format!("the log format (--log-format or GREGOR_LOG_FORMAT) must be text or json, not '{other}'"))
+            }
+        }
+    }
+}
+
+/// A job's command line: `--config FILE [--set key=value]... [--until-end]
+/// [--log-format text|json]`.
 #[derive(Debug, Clone, Default)]
 pub struct JobArgs {
     /// The config file.
@@ -12,16 +39,19 @@ pub struct JobArgs {
     pub overrides: Vec<String>,
     /// Stop once every input reached its newest offset as of start-up.
     pub until_end: bool,
+    /// The log format (`--log-format`, else `GREGOR_LOG_FORMAT`, else text).
+    pub log_format: LogFormat,
 }
 
 /// Usage text of a job binary.
 pub fn usage(job: &str) -> String {
     format!(
-        "usage: {job} --config FILE [--set key=value]... [--until-end]\n\n  \
+        "usage: {job} --config FILE [--set key=value]... [--until-end] [--log-format text|json]\n\n  \
          --config FILE      job configuration (Samza-style key=value properties)\n  \
          --set key=value    override a config key (repeatable)\n  \
          --until-end        stop once every input partition has been read up to the\n                     \
-         newest offset it had at start, after a final commit\n"
+         newest offset it had at start, after a final commit\n  \
+         --log-format F     text (default) or json: one JSON object per line\n"
     )
 }
 
@@ -32,7 +62,11 @@ impl JobArgs {
     /// A one-line description of the first bad argument. `Ok(None)` means
     /// `--help` was asked for.
     pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<JobArgs>, String> {
-        let mut out = JobArgs::default();
+        let env_format = std::env::var("GREGOR_LOG_FORMAT").ok();
+        let mut out = JobArgs {
+            log_format: env_format.as_deref().map(LogFormat::parse).transpose()?.unwrap_or_default(),
+            ..JobArgs::default()
+        };
         let mut it = args.into_iter();
         while let Some(arg) = it.next() {
             let (flag, inline) = match arg.split_once('=') {
@@ -45,6 +79,7 @@ impl JobArgs {
                 "--config" => out.config_file = Some(PathBuf::from(value("--config")?)),
                 "--set" => out.overrides.push(value("--set")?),
                 "--until-end" => out.until_end = true,
+                "--log-format" => out.log_format = LogFormat::parse(&value("--log-format")?)?,
                 "--help" | "-h" => return Ok(None),
                 other => return Err(format!("unexpected argument '{other}'")),
             }
@@ -83,6 +118,11 @@ mod tests {
         assert!(parse(&["--help"]).unwrap().is_none());
         assert_eq!(parse(&["--bogus"]).unwrap_err(), "unexpected argument '--bogus'");
         assert_eq!(parse(&["--set"]).unwrap_err(), "--set needs a value");
+        assert_eq!(parse(&["--log-format", "json"]).unwrap().unwrap().log_format, LogFormat::Json);
+        assert_eq!(
+            parse(&["--log-format=xml"]).unwrap_err(),
+            "the log format (--log-format or GREGOR_LOG_FORMAT) must be text or json, not 'xml'"
+        );
         assert_eq!(JobArgs::default().load_config().unwrap_err(), "--config FILE is required");
     }
 }

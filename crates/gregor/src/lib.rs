@@ -43,12 +43,13 @@ mod app;
 mod args;
 mod local;
 pub mod memory;
+pub mod monitor;
 pub mod systems;
 pub mod testing;
 mod zk;
 
-pub use app::{App, JobError, init_logging};
-pub use args::JobArgs;
+pub use app::{App, JobError, init_logging, init_logging_as};
+pub use args::{JobArgs, LogFormat};
 pub use gregor_api::{
     Config, Counter, Data, Gauge, IncomingEnvelope, KeyValueStore, MessageCollector, OutgoingEnvelope, Serde,
     SerdeError, ShutdownScope, Store, StreamTask, SystemStream, SystemStreamPartition, TaskContext, TaskCoordinator,

@@ -5,6 +5,10 @@
 //! commit and close; a second signal exits at once. If one container fails,
 //! the others are stopped the same graceful way and the first error is
 //! returned.
+//!
+//! While containers run, this process holds the job's run lock shared
+//! (`gregor_runtime::run_lock`), so `gregor checkpoint set` on this machine
+//! refuses to rewrite the checkpoints of a running job.
 
 use gregor_api::system::{StreamKind, SystemError};
 use gregor_api::{Serdes, StreamTask, SystemStream};
@@ -72,6 +76,21 @@ pub(crate) fn partition_counts(
     Ok(partitions)
 }
 
+/// Holds the job's run lock shared for as long as the result lives. A lock
+/// that cannot be taken (a read-only state directory) only costs the
+/// protection against operator tools, so it is a warning, not a failure.
+/// Checkpoints in the in-memory system are out of any tool's reach: no lock.
+pub(crate) fn run_lock(job: &JobConfig) -> Option<gregor_runtime::run_lock::RunLock> {
+    if job.systems.get(&*job.checkpoint_stream.system).is_some_and(|kind| kind == "memory") {
+        return None;
+    }
+    gregor_runtime::run_lock::RunLock::running(job)
+        .inspect_err(|e| {
+            tracing::warn!("{e}; running without the run lock (gregor checkpoint set cannot tell this job is running)")
+        })
+        .ok()
+}
+
 /// Runs one container of an already computed model on this thread (the
 /// `process` mode's child side).
 #[allow(clippy::too_many_arguments)]
@@ -90,9 +109,11 @@ pub(crate) fn run_one<T: StreamTask>(
         name: id.to_owned(),
         hint: " in the job model (a stale model file, or a leftover GREGOR_CONTAINER_ID in the environment?)".into(),
     })?;
+    let _running = run_lock(&job);
     Container::new(job, systems, cm, model.task_count, serdes, &*factory, shutdown, options).and_then(Container::run)
 }
 
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn run<T: StreamTask>(
     job: Arc<JobConfig>,
     kinds: &SystemKinds,
@@ -101,9 +122,12 @@ pub(crate) fn run<T: StreamTask>(
     options: ContainerOptions,
     restart: RestartPolicy,
     shutdown: Arc<AtomicBool>,
+    monitor: &crate::monitor::Monitor,
 ) -> Result<RunSummary, RuntimeError> {
+    let _running = run_lock(&job);
     let systems = Arc::new(Systems::new(&job, kinds)?);
     let (_, model) = prepare(&job, &systems, None)?;
+    monitor.set_model(&model);
     let options = ContainerOptions {
         end_barrier: Some(Arc::new(EndBarrier::new(model.containers.iter().map(|c| c.id.clone()).collect()))),
         model_version: model.version,
@@ -117,7 +141,9 @@ pub(crate) fn run<T: StreamTask>(
             let (job, systems, serdes, factory, shutdown) =
                 (job.clone(), systems.clone(), serdes.clone(), factory.clone(), shutdown.clone());
             let cm = cm.clone();
-            let options = options.clone();
+            let metrics = monitor.container(&cm.id);
+            let restart_count = metrics.counter("container", "restarts");
+            let options = ContainerOptions { metrics: Some(metrics), ..options.clone() };
             let task_count = model.task_count;
             let id = cm.id.clone();
             let spawned = std::thread::Builder::new().name(format!("gregor-container-{id}")).spawn(move || {
@@ -151,6 +177,7 @@ pub(crate) fn run<T: StreamTask>(
                                 break Err(RuntimeError::System(e));
                             };
                             tracing::warn!(container = %cm.id, "container failed: {e}; restarting it from its last checkpoint in {wait:?}");
+                            restart_count.inc();
                             let until = std::time::Instant::now() + wait;
                             while std::time::Instant::now() < until && !shutdown.load(Ordering::SeqCst) {
                                 std::thread::sleep(std::time::Duration::from_millis(50));

@@ -63,6 +63,13 @@ fn not_found(stream: &str) -> SystemError {
     }
 }
 
+fn existing_partition<'a>(data: &'a Data, ssp: &SystemStreamPartition) -> Result<&'a Partition, SystemError> {
+    let s = data.streams.get(&*ssp.stream.stream).ok_or_else(|| not_found(&ssp.stream.stream))?;
+    s.partitions
+        .get(ssp.partition as usize)
+        .ok_or_else(|| no_partition(&ssp.stream.stream, ssp.partition, s.partitions.len()))
+}
+
 fn no_partition(stream: &str, partition: u32, count: usize) -> SystemError {
     SystemError::other(format!("memory stream {stream}"), format!("has no partition {partition} (it has {count})"))
 }
@@ -204,12 +211,15 @@ impl MemoryStreams {
 
     fn offsets(&self, ssp: &SystemStreamPartition) -> Result<PartitionOffsets, SystemError> {
         let data = self.ns.lock();
-        let s = data.streams.get(&*ssp.stream.stream).ok_or_else(|| not_found(&ssp.stream.stream))?;
-        let p = s
-            .partitions
-            .get(ssp.partition as usize)
-            .ok_or_else(|| no_partition(&ssp.stream.stream, ssp.partition, s.partitions.len()))?;
+        let p = existing_partition(&data, ssp)?;
         Ok(PartitionOffsets { oldest: 0, next: p.messages.len() as u64 })
+    }
+
+    fn offset_for_time(&self, ssp: &SystemStreamPartition, timestamp_ms: i64) -> Result<u64, SystemError> {
+        let data = self.ns.lock();
+        let p = existing_partition(&data, ssp)?;
+        let first = p.messages.iter().find(|m| m.timestamp >= timestamp_ms);
+        Ok(first.map_or(p.messages.len() as u64, |m| m.offset))
     }
 }
 
@@ -276,6 +286,10 @@ impl SystemAdmin for MemoryAdmin {
 
     fn set_compaction_limit(&self, _ssp: &SystemStreamPartition, _offset: u64) -> Result<(), SystemError> {
         Ok(())
+    }
+
+    fn offset_for_time(&self, ssp: &SystemStreamPartition, timestamp_ms: i64) -> Result<u64, SystemError> {
+        self.0.offset_for_time(ssp, timestamp_ms)
     }
 }
 
@@ -363,6 +377,11 @@ impl SystemConsumer for MemoryConsumer {
 
     fn position(&self, ssp: &SystemStreamPartition) -> Option<u64> {
         self.parts.iter().find(|(s, _)| s == ssp).map(|(_, next)| *next)
+    }
+
+    fn end_hint(&self, ssp: &SystemStreamPartition) -> Option<u64> {
+        let data = self.streams.ns.lock();
+        data.streams.get(&*ssp.stream.stream)?.partitions.get(ssp.partition as usize).map(|p| p.messages.len() as u64)
     }
 
     fn end_of_stream(&self, ssp: &SystemStreamPartition) -> Option<u64> {
@@ -466,6 +485,19 @@ mod tests {
         assert_eq!(consumer.position(&ssp("s", 1)), Some(5));
         let err = consumer.register(&ssp("s", 0), StartOffset::At(1)).unwrap_err();
         assert!(matches!(err, SystemError::OffsetOutOfRange { requested: 1, next: 0, .. }), "{err}");
+    }
+
+    #[test]
+    fn offsets_are_found_by_time() {
+        let streams = MemoryStreams::open("memory-tests-time");
+        streams.create_stream("s", 2).unwrap();
+        let at = |ts: i64| (None, Some(Bytes::from_static(b"v")), ts);
+        streams.append("s", 0, [at(10), at(20), at(15), at(30)]).unwrap();
+        let admin = MemorySystemFactory::new(streams).admin().unwrap();
+        let find = |ts| admin.offset_for_time(&ssp("s", 0), ts).unwrap();
+        assert_eq!((find(0), find(10), find(11), find(16), find(21), find(31)), (0, 0, 1, 1, 3, 4));
+        assert_eq!(admin.offset_for_time(&ssp("s", 1), 0).unwrap(), 0, "empty: the next offset");
+        assert!(matches!(admin.offset_for_time(&ssp("nope", 0), 0), Err(SystemError::StreamNotFound { .. })));
     }
 
     #[test]

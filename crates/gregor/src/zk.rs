@@ -15,6 +15,8 @@ pub(crate) struct ZkJob<T: StreamTask> {
     pub(crate) systems: Arc<Systems>,
     pub(crate) serdes: Arc<Serdes>,
     pub(crate) factory: Arc<dyn Fn() -> T + Send + Sync>,
+    /// What this processor's status page and metrics show.
+    pub(crate) monitor: crate::monitor::Monitor,
 }
 
 impl<T: StreamTask> ProcessorJob for ZkJob<T> {
@@ -33,8 +35,17 @@ impl<T: StreamTask> ProcessorJob for ZkJob<T> {
         let (job, systems, serdes, factory) =
             (self.job.clone(), self.systems.clone(), self.serdes.clone(), self.factory.clone());
         let (model, id) = (model.clone(), id.to_owned());
+        // A new model may move tasks: the old container's numbers go.
+        self.monitor.set_model(&model);
+        self.monitor.clear_containers();
+        let metrics = self.monitor.container(&id);
         std::thread::Builder::new().name(format!("gregor-container-{id}")).spawn(move || {
-            let options = ContainerOptions { model_version: model.version, lease: Some(lease), ..Default::default() };
+            let options = ContainerOptions {
+                model_version: model.version,
+                lease: Some(lease),
+                metrics: Some(metrics),
+                ..Default::default()
+            };
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 crate::local::run_one(job, systems, serdes, factory, &model, &id, options, stop).map(|_| ())
             }))

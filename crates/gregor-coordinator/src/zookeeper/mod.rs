@@ -53,6 +53,9 @@ pub struct ZkOptions {
     pub debounce: Duration,
     /// How often the leader recomputes the model from partition counts.
     pub partition_check: Duration,
+    /// This processor's status page, registered (ephemeral) under
+    /// `<job_path>/monitors/<processor id>` for `gregor job status`.
+    pub monitor_url: Option<String>,
 }
 
 impl ZkOptions {
@@ -88,6 +91,7 @@ impl ZkOptions {
             debounce: c.get_millis("job.debounce.time.ms", Duration::from_secs(20))?,
             partition_check: c
                 .get_millis("job.coordinator.monitor-partition-change.frequency.ms", Duration::from_secs(60))?,
+            monitor_url: None,
         })
     }
 }
@@ -228,6 +232,8 @@ pub struct GroupState {
     pub model: Option<JobModel>,
     /// Live processors' ids, leader first.
     pub processors: Vec<String>,
+    /// Live processors' status pages: (processor id, URL).
+    pub monitors: Vec<(String, String)>,
 }
 
 /// Reads the job's group state from ZooKeeper (without joining it).
@@ -260,6 +266,14 @@ pub fn group_state(opts: &ZkOptions) -> Result<GroupState, ZkError> {
             Err(ZkErr::NoNode) => None,
             Err(e) => return Err(op("read", &path)(e)),
         };
-        Ok(GroupState { model, processors })
+        let dir = format!("{}/monitors", opts.job_path);
+        let mut monitors = Vec::new();
+        for id in client.list_children(&dir).await.unwrap_or_default() {
+            if let Ok((data, _)) = client.get_data(&format!("{dir}/{id}")).await {
+                monitors.push((id, String::from_utf8_lossy(&data).into_owned()));
+            }
+        }
+        monitors.sort();
+        Ok(GroupState { model, processors, monitors })
     })
 }

@@ -129,6 +129,9 @@ impl<'a> Session<'a> {
             session.leave().await;
             return Err(e);
         }
+        if let Some(url) = &opts.monitor_url {
+            session.register_monitor(url).await;
+        }
         tracing::info!(processor = %opts.processor_id, node = %session.node, session_timeout = ?opts.session_timeout, "joined the job's processors in ZooKeeper");
         Ok(session)
     }
@@ -147,6 +150,22 @@ impl<'a> Session<'a> {
             }
             tracing::info!(node = %node, "waiting for an older session with this processor.id to end");
             tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Registers this processor's status page (ephemeral: it goes with the
+    /// session). Best effort: a failure costs `gregor job status` the URL only.
+    async fn register_monitor(&self, url: &str) {
+        let dir = self.path("monitors");
+        let path = format!("{dir}/{}", self.opts.processor_id);
+        let persistent = CreateMode::Persistent.with_acls(Acls::anyone_all());
+        let ephemeral = CreateMode::Ephemeral.with_acls(Acls::anyone_all());
+        let _ = self.client.mkdir(&dir, &persistent).await;
+        // A previous life of this processor id (its session is over: see
+        // wait_for_unique_id) may have left its node until expiry.
+        let _ = self.client.delete(&path, None).await;
+        if let Err(e) = self.client.create(&path, url.as_bytes(), &ephemeral).await {
+            tracing::warn!("cannot register the status page {url} in ZooKeeper at {path}: {e}");
         }
     }
 
