@@ -18,10 +18,16 @@ const MINUTE: Duration = Duration::from_secs(60);
 /// Loads `n` lines into `words`; returns what the word count processes:
 /// every line (stage 1) and every word (stage 2).
 fn load(dir: &Path, n: usize) -> u64 {
+    load_counted(dir, n).0
+}
+
+/// [`load`], also returning the number of distinct words.
+fn load_counted(dir: &Path, n: usize) -> (u64, usize) {
     let lines = common::text(n, 0x5eed_0b5e_7ab1_e000);
     let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
     load_lines(dir, "words", 4, &refs).unwrap();
-    (lines.len() + lines.iter().map(|l| words(l).count()).sum::<usize>()) as u64
+    let distinct = gregor_examples::word_counts(&lines).len();
+    ((lines.len() + lines.iter().map(|l| words(l).count()).sum::<usize>()) as u64, distinct)
 }
 
 /// A running job, killed if the test fails before stopping it.
@@ -71,7 +77,7 @@ fn sum_metric(text: &str, name: &str) -> f64 {
 #[test]
 fn prometheus_and_a_browser_see_what_a_running_job_did() {
     let dir = tempfile::tempdir().unwrap();
-    let expected = load(dir.path(), 3000);
+    let (expected, distinct) = load_counted(dir.path(), 3000);
     let job = start(dir.path(), &[]);
     let url = wait_for("the job's status page URL", MINUTE, || published_url(&dir.path().join("__state"), "wordcount"));
     wait_for("the job to process all input", MINUTE, || {
@@ -116,6 +122,18 @@ fn prometheus_and_a_browser_see_what_a_running_job_did() {
         }
     }
     assert_eq!(dom.matches(r#"<td class="num lag">0</td>"#).count(), 8, "every lag shown as 0: {dom}");
+    // Every distinct word has one entry in exactly one task's `counts` store.
+    let s = status(&url).unwrap();
+    let entries: i64 = s["containers"][0]["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|t| t["stores"].as_array().unwrap())
+        .filter(|st| st["name"] == "counts")
+        .map(|st| st["entries"].as_i64().unwrap())
+        .sum();
+    assert_eq!(entries as usize, distinct, "store entries on the status page");
+    assert_eq!(dom.matches(r#"data-store="counts""#).count(), 4, "{dom}");
     assert!(std::fs::metadata(&png).is_ok_and(|m| m.len() > 10_000), "no screenshot at {}", png.display());
 
     stop(job);

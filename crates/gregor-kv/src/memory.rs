@@ -252,6 +252,16 @@ impl MemoryStore {
         }
     }
 
+    /// Number of keys with a value.
+    pub fn len(&self) -> usize {
+        self.engine.len()
+    }
+
+    /// Whether no key has a value.
+    pub fn is_empty(&self) -> bool {
+        self.engine.is_empty()
+    }
+
     /// Fails: memory keeps no local files to snapshot.
     ///
     /// # Errors

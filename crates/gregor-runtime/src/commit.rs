@@ -152,7 +152,9 @@ impl<T: StreamTask> Container<T> {
         self.check_lease()?;
         for task in &self.tasks {
             for store in &task.stores {
-                store.store.borrow_mut().flush()?;
+                let mut s = store.store.borrow_mut();
+                s.flush()?;
+                store.entries.set(s.entries() as i64);
             }
         }
         self.commit_point(CommitPoint::StoresFlushed)?;

@@ -42,6 +42,8 @@ pub(crate) struct TaskStore {
     pub snapshot_at: Option<u64>,
     /// When the container took or found it (the container's clock).
     pub snapshot_taken: Instant,
+    /// The `entries` gauge of the store, set at each commit.
+    pub entries: gregor_api::Gauge,
 }
 
 const RESTORE_BATCH: usize = 10_000;
@@ -101,6 +103,7 @@ pub(crate) fn open_store(
             local,
             snapshot_at: None,
             snapshot_taken: Instant::now(),
+            entries: metrics.gauge(gregor_api::Group::store(&task.name, &spec.name), "entries"),
         });
     };
     let ssp = changelog.partition(task.changelog_partition);
@@ -185,6 +188,7 @@ pub(crate) fn open_store(
         // The snapshot kept above: `plan.snapshot` may be one `retain` just deleted.
         snapshot_at,
         snapshot_taken: Instant::now(),
+        entries: metrics.gauge(gregor_api::Group::store(&task.name, &spec.name), "entries"),
     })
 }
 

@@ -27,6 +27,15 @@ impl StoreStack {
         }
     }
 
+    /// Keys with a value: exact in memory, RocksDB's estimate (of what
+    /// reached it: entries still only in the cache are not counted).
+    pub fn entries(&mut self) -> u64 {
+        match self {
+            StoreStack::Cached(s) => s.engine_mut().len_hint(),
+            StoreStack::Memory(s) => s.len() as u64,
+        }
+    }
+
     fn raw(&mut self) -> &mut dyn RawStore {
         match self {
             StoreStack::Cached(s) => s,

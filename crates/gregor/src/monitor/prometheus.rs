@@ -69,6 +69,7 @@ fn help(kind: &str, name: &str) -> String {
         ("store", "restore-target-records") => "Changelog records the store's restore replays.",
         ("store", "restore-done-records") => "Changelog records the store's restore has replayed so far.",
         ("store", "restore-done-bytes") => "Bytes of changelog the store's restore has replayed so far.",
+        ("store", "entries") => "Keys with a value in the store (RocksDB: its estimate), as of the last commit.",
         ("store", "restored-records") => "Changelog records replayed by the store's last restore.",
         ("store", "restore-ms") => "Duration of the store's last restore.",
         _ => "",

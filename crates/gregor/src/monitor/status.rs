@@ -6,7 +6,7 @@
 //! started_ms, url}, "containers": [{id, reported_ms, stale, processed,
 //! sends, commits, last_commit_ms, restarts, tasks: [{name, processed,
 //! inputs: [{system, stream, partition, offset, lag, processed}], stores: [{name,
-//! restore_done, restore_total, restored_records, restore_ms}]}]}],
+//! entries, restore_done, restore_total, restored_records, restore_ms}]}]}],
 //! "totals": {processed, lag}, "throughput": [{t_ms, messages_per_s}],
 //! "events": [{timestamp_ms, level, message}]}`.
 
@@ -99,6 +99,7 @@ struct InputDoc {
 #[derive(Serialize)]
 struct StoreDoc {
     name: String,
+    entries: Option<i64>,
     restore_done: Option<i64>,
     restore_total: Option<i64>,
     restored_records: Option<i64>,
@@ -202,6 +203,7 @@ pub fn status(
                         let labels = [("task", t.name.as_str()), ("store", name)];
                         StoreDoc {
                             name: name.to_owned(),
+                            entries: gauge(find(s, "store", &labels, "entries")),
                             restore_done: gauge(find(s, "store", &labels, "restore-done-records")),
                             restore_total: gauge(find(s, "store", &labels, "restore-target-records")),
                             restored_records: gauge(find(s, "store", &labels, "restored-records")),
@@ -275,6 +277,7 @@ mod tests {
         r.counter(Group::task("Partition 3"), "messages-processed").add(90);
         r.gauge(Group::store("Partition 3", "counts"), "restore-done-records").set(5);
         r.gauge(Group::store("Partition 3", "counts"), "restore-target-records").set(8);
+        r.gauge(Group::store("Partition 3", "counts"), "entries").set(6);
         r.gauge("container", "last-commit-timestamp-ms").set(1_000);
         let job = JobInfo { name: "wc".into(), id: "1".into(), mode: "local".into(), started_ms: 0, url: "u".into() };
         let views = [ContainerView { id: "0".into(), reported_ms: Some(0), samples: r.samples() }];
@@ -296,6 +299,7 @@ mod tests {
         assert_eq!(t["stores"][0]["name"], "counts");
         assert_eq!(t["stores"][0]["restore_done"], 5);
         assert_eq!(t["stores"][0]["restore_total"], 8);
+        assert_eq!(t["stores"][0]["entries"], 6);
         assert_eq!(doc["totals"]["processed"], 90);
         assert_eq!(doc["totals"]["lag"], 10);
         assert_eq!(doc["throughput"][0]["messages_per_s"], 45.0);
