@@ -6,18 +6,28 @@
 //! ```text
 //!  0  base_offset        u64   offset of the first record slot in the batch
 //!  8  batch_len          u32   bytes that follow this field (batch = 12 + batch_len)
-//! 12  magic              u8    format version, currently 1
-//! 13  attributes         u8    reserved (compression), 0
+//! 12  magic              u8    format version: 1, or 2 for a transactional batch
+//! 13  attributes         u8    0x20: a control batch (version 2 only); other bits 0
 //! 14  reserved           u16   0
 //! 16  crc                u32   CRC32C of bytes 20.. then of bytes 0..8 and 12..16
 //! 20  last_offset_delta  u32
 //! 24  first_timestamp    i64   ms since the epoch
 //! 32  max_timestamp      i64
 //! 40  record_count       u32
-//! 44  records: length varint, then ts_delta (zig-zag), offset_delta, key_len
-//!     (zig-zag, -1 = none), key, value_len (zig-zag, -1 = tombstone), value,
-//!     header_count, then per header: name_len, name (UTF-8), value_len, value
+//! version 2 only:
+//! 44  producer_id        u64   the transactional producer
+//! 52  producer_epoch     u32   its epoch (a successor has a larger one)
+//! 56  transaction        u32   the producer's transaction number in that epoch
+//! 44 (60 in version 2): records: length varint, then ts_delta (zig-zag),
+//!     offset_delta, key_len (zig-zag, -1 = none), key, value_len (zig-zag,
+//!     -1 = tombstone), value, header_count, then per header: name_len, name
+//!     (UTF-8), value_len, value
 //! ```
+//!
+//! Non-transactional batches are written in version 1, so logs and readers
+//! that never use transactions see the format they always had. A control
+//! batch holds one record whose key is a [`Marker`] byte: it ends the
+//! transaction of its stamp in this partition (see `crate::txn`).
 //!
 //! Offsets are per record (`base_offset + offset_delta`), so compaction can drop
 //! records and keep every survivor's offset. The CRC covers the base offset too,
@@ -28,12 +38,56 @@
 
 use crate::varint;
 
-/// Size of the fixed batch header.
+/// Size of the fixed batch header (version 1).
 pub const HEADER_LEN: usize = 44;
+/// Size of a transactional (version 2) batch header.
+pub const TXN_HEADER_LEN: usize = 60;
 /// Bytes before `batch_len` ends: the length prefix needed to size a batch.
 pub const PREFIX_LEN: usize = 12;
-/// Current format version.
+/// The format version of non-transactional batches.
 pub const MAGIC: u8 = 1;
+/// The format version of transactional batches (data and control).
+pub const MAGIC_TXN: u8 = 2;
+/// The attribute bit of a control batch.
+const ATTR_CONTROL: u8 = 0x20;
+
+/// Which transaction a transactional batch belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TxnStamp {
+    /// The transactional producer.
+    pub producer_id: u64,
+    /// Its epoch: bumped when a successor takes the producer over.
+    pub epoch: u32,
+    /// The transaction's number within the epoch.
+    pub transaction: u32,
+}
+
+/// What a control batch says about its transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Marker {
+    /// The transaction's records are visible to read-committed readers.
+    Commit,
+    /// The transaction's records are never visible to them.
+    Abort,
+}
+
+impl Marker {
+    fn byte(self) -> u8 {
+        match self {
+            Marker::Commit => b'C',
+            Marker::Abort => b'A',
+        }
+    }
+
+    /// The marker a control record's key encodes.
+    pub fn from_key(key: Option<&[u8]>) -> Option<Marker> {
+        match key {
+            Some(b"C") => Some(Marker::Commit),
+            Some(b"A") => Some(Marker::Abort),
+            _ => None,
+        }
+    }
+}
 
 /// Why bytes are not a valid batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,6 +144,12 @@ pub struct BatchHeader {
     pub max_timestamp: i64,
     /// Number of records.
     pub record_count: u32,
+    /// Where the records start (the header's length: 44, or 60 in version 2).
+    pub header_len: usize,
+    /// The transaction of a version-2 batch.
+    pub txn: Option<TxnStamp>,
+    /// A control batch (its record is a [`Marker`]).
+    pub control: bool,
 }
 
 impl BatchHeader {
@@ -116,9 +176,25 @@ impl BatchHeader {
         if buf.len() < HEADER_LEN {
             return Err(FormatError::Incomplete { needed: HEADER_LEN.max(total_len) });
         }
-        if buf[12] != MAGIC {
-            return Err(invalid(format!("unknown batch format version {} (expected {MAGIC})", buf[12])));
-        }
+        let (header_len, txn, control) = match buf[12] {
+            MAGIC => (HEADER_LEN, None, false),
+            MAGIC_TXN => {
+                if total_len < TXN_HEADER_LEN {
+                    return Err(invalid(format!("batch length {total_len} is shorter than a transactional header")));
+                }
+                if buf.len() < TXN_HEADER_LEN {
+                    return Err(FormatError::Incomplete { needed: total_len });
+                }
+                let stamp =
+                    TxnStamp { producer_id: u64_at(buf, 44), epoch: u32_at(buf, 52), transaction: u32_at(buf, 56) };
+                (TXN_HEADER_LEN, Some(stamp), buf[13] & ATTR_CONTROL != 0)
+            }
+            v => {
+                return Err(invalid(format!(
+                    "unknown batch format version {v} (this gregor reads {MAGIC} and {MAGIC_TXN}; written by a newer gregor?)"
+                )));
+            }
+        };
         let header = BatchHeader {
             base_offset: u64_at(buf, 0),
             total_len,
@@ -127,11 +203,17 @@ impl BatchHeader {
             first_timestamp: u64_at(buf, 24) as i64,
             max_timestamp: u64_at(buf, 32) as i64,
             record_count: u32_at(buf, 40),
+            header_len,
+            txn,
+            control,
         };
         if header.record_count == 0 {
             return Err(invalid("batch holds no records"));
         }
-        if header.record_count as usize > total_len - HEADER_LEN {
+        if header.control && header.record_count != 1 {
+            return Err(invalid("a control batch holds one record"));
+        }
+        if header.record_count as usize > total_len - header_len {
             return Err(invalid("record count larger than the batch can hold"));
         }
         if header.base_offset.checked_add(u64::from(header.last_offset_delta)).is_none() {
@@ -173,6 +255,10 @@ pub fn seal(batch: &mut [u8], base_offset: u64) {
 #[derive(Debug, Default)]
 pub struct BatchEncoder {
     buf: Vec<u8>,
+    /// The transaction of the batch being built (a version-2 batch).
+    txn: Option<TxnStamp>,
+    /// The batch is a control batch (see [`Self::begin_control`]).
+    control: bool,
     count: u32,
     /// Records without a key (a compacted stream refuses them).
     unkeyed: u32,
@@ -189,15 +275,46 @@ impl BatchEncoder {
         e
     }
 
-    /// Forgets the current batch, keeping the buffer's capacity.
+    /// Forgets the current batch, keeping the buffer's capacity. The next
+    /// batch is non-transactional unless [`Self::begin_transaction`] says otherwise.
     pub fn clear(&mut self) {
         self.buf.clear();
         self.buf.resize(HEADER_LEN, 0);
+        self.txn = None;
+        self.control = false;
         self.count = 0;
         self.unkeyed = 0;
         self.first_timestamp = 0;
         self.max_timestamp = i64::MIN;
         self.last_offset_delta = 0;
+    }
+
+    /// Makes the (empty) batch being built a transactional one of `stamp`.
+    ///
+    /// # Panics
+    /// If records were pushed already (the header size would change under them).
+    pub fn begin_transaction(&mut self, stamp: TxnStamp) {
+        assert!(self.is_empty(), "begin_transaction on a batch that has records");
+        self.buf.resize(TXN_HEADER_LEN, 0);
+        self.txn = Some(stamp);
+    }
+
+    /// Makes the (empty) batch being built the control batch ending
+    /// transaction `stamp` with `marker`; push nothing more to it.
+    pub fn begin_control(&mut self, stamp: TxnStamp, marker: Marker, timestamp: i64) {
+        self.begin_transaction(stamp);
+        let key = [marker.byte()];
+        self.push(
+            0,
+            timestamp,
+            &crate::Record { key: Some(&key), value: None, timestamp: Some(timestamp), headers: &[] },
+        );
+        self.control = true;
+    }
+
+    /// The transaction of the batch being built, if it is transactional.
+    pub fn transaction(&self) -> Option<TxnStamp> {
+        self.txn
     }
 
     /// Records pushed since the last `clear`.
@@ -298,15 +415,28 @@ impl BatchEncoder {
         let batch_len = (self.buf.len() - PREFIX_LEN) as u32;
         let b = &mut self.buf;
         b[8..12].copy_from_slice(&batch_len.to_le_bytes());
-        b[12] = MAGIC;
-        b[13] = 0;
+        b[12] = if self.txn.is_some() { MAGIC_TXN } else { MAGIC };
+        b[13] = if self.control { ATTR_CONTROL } else { 0 };
         b[14..16].copy_from_slice(&[0, 0]);
+        if let Some(t) = self.txn {
+            b[44..52].copy_from_slice(&t.producer_id.to_le_bytes());
+            b[52..56].copy_from_slice(&t.epoch.to_le_bytes());
+            b[56..60].copy_from_slice(&t.transaction.to_le_bytes());
+        }
         b[20..24].copy_from_slice(&self.last_offset_delta.to_le_bytes());
         b[24..32].copy_from_slice(&self.first_timestamp.to_le_bytes());
         b[32..40].copy_from_slice(&self.max_timestamp.to_le_bytes());
         b[40..44].copy_from_slice(&self.count.to_le_bytes());
         &mut self.buf
     }
+}
+
+/// An unsealed control batch ending transaction `stamp` with `marker`
+/// (seal it with its base offset, as any batch).
+pub fn control_batch(stamp: TxnStamp, marker: Marker, timestamp: i64) -> Vec<u8> {
+    let mut e = BatchEncoder::new();
+    e.begin_control(stamp, marker, timestamp);
+    e.finish().to_vec()
 }
 
 /// A record decoded in place from a batch.
@@ -368,7 +498,7 @@ pub struct RecordIter<'a> {
 impl<'a> RecordIter<'a> {
     /// Records of `batch`, whose header is `header`.
     pub fn new(header: BatchHeader, batch: &'a [u8]) -> Self {
-        RecordIter { header, buf: &batch[..header.total_len], pos: HEADER_LEN, index: 0, previous_delta: None }
+        RecordIter { header, buf: &batch[..header.total_len], pos: header.header_len, index: 0, previous_delta: None }
     }
 
     fn decode_next(&mut self) -> Result<RecordRef<'a>, FormatError> {

@@ -71,6 +71,11 @@ impl Partition {
             let end = self.readable_end(seg, &snap)?;
             let mut scan = BatchScanner::new(&seg.file, &seg.path, 0, end);
             while let Some((pos, header, bytes)) = scan.next_batch(true)? {
+                // A transactional record may be aborted: it supersedes nothing
+                // (see `clean_segment`).
+                if header.txn.is_some() {
+                    continue;
+                }
                 for record in RecordIter::new(header, bytes) {
                     let record = record.map_err(|e| corrupt(seg, pos, e))?;
                     if record.offset >= limit {
@@ -164,6 +169,17 @@ impl Partition {
         let mut encoder = BatchEncoder::new();
         let mut scan = BatchScanner::new(&seg.file, &seg.path, 0, end);
         while let Some((pos, header, bytes)) = scan.next_batch(true)? {
+            // Transactional batches (data and markers) are kept as written:
+            // which of them were committed is not resolved here yet, and
+            // dropping a marker would leave its records undecided for ever.
+            if header.txn.is_some() {
+                let batch = &bytes[..header.total_len];
+                out.write_all_at(batch, out_len).context(|| format!("writing {}", out_path.display()))?;
+                out_len += batch.len() as u64;
+                before += u64::from(header.record_count);
+                after += u64::from(header.record_count);
+                continue;
+            }
             encoder.clear();
             let mut base = None;
             for record in RecordIter::new(header, bytes) {

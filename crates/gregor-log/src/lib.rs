@@ -52,6 +52,7 @@ mod record;
 mod retention;
 mod segment;
 pub mod system;
+pub mod txn;
 mod varint;
 
 pub use compaction::CompactionOutcome;
@@ -60,7 +61,7 @@ pub use error::{LogError, Result};
 pub use log::{Log, Stream, validate_stream_name};
 pub use maintenance::{Maintenance, MaintenanceOptions};
 pub use partition::{AppendInfo, Partition, RecoveryReport};
-pub use reader::{Fetch, PartitionReader};
+pub use reader::{Entry, Fetch, PartitionReader};
 pub use record::{Message, Record};
 pub use retention::RetentionOutcome;
 

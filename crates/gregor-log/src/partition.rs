@@ -251,6 +251,22 @@ impl Partition {
         result
     }
 
+    /// Appends the control batch that ends transaction `stamp` in this
+    /// partition with `marker` (see `crate::txn`).
+    ///
+    /// # Errors
+    /// As [`Self::append`].
+    pub fn append_marker(&self, stamp: crate::batch::TxnStamp, marker: crate::batch::Marker) -> Result<AppendInfo> {
+        let mut w = lock(&self.writer);
+        let now = now_ms();
+        let Writer { encoder, active } = &mut *w;
+        encoder.clear();
+        encoder.begin_control(stamp, marker, now);
+        let result = self.write_encoded(encoder, active, now);
+        encoder.clear();
+        result
+    }
+
     /// Checks and writes an encoded batch (the writer's lock held).
     fn write_encoded(
         &self,

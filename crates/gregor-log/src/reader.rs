@@ -55,9 +55,22 @@ impl Fetch {
 
     /// The records in place, in offset order (as [`Self::messages`], without
     /// building a [`Message`]; take what is needed with [`Self::share`]).
+    /// Transaction markers are left out; records of aborted or open
+    /// transactions are not (read-uncommitted: see [`Self::entries`]).
     pub fn records(&self) -> impl Iterator<Item = Result<batch::RecordRef<'_>>> + '_ {
+        self.entries().filter_map(|e| match e {
+            Ok(Entry::Record(_, r)) => Some(Ok(r)),
+            Ok(Entry::Marker(..)) => None,
+            Err(e) => Some(Err(e)),
+        })
+    }
+
+    /// Records with their transaction, and transaction markers, in offset
+    /// order: what a read-committed reader feeds its
+    /// [`crate::txn::CommittedFilter`].
+    pub fn entries(&self) -> impl Iterator<Item = Result<Entry<'_>>> + '_ {
         let mut at = 0usize;
-        let mut current: Option<(usize, RecordIter<'_>)> = None;
+        let mut current: Option<(usize, Option<batch::TxnStamp>, RecordIter<'_>)> = None;
         let mut failed = false;
         // Offsets only grow: anything at or below the last one served is a
         // duplicate (never expected; a guard against a damaged layout).
@@ -67,12 +80,12 @@ impl Fetch {
                 if failed {
                     return None;
                 }
-                if let Some((batch_at, iter)) = &mut current {
+                if let Some((batch_at, txn, iter)) = &mut current {
                     match iter.next() {
                         Some(Ok(r)) if r.offset < floor => continue,
                         Some(Ok(r)) => {
                             floor = r.offset + 1;
-                            return Some(Ok(r));
+                            return Some(Ok(Entry::Record(*txn, r)));
                         }
                         Some(Err(e)) => {
                             failed = true;
@@ -85,8 +98,27 @@ impl Fetch {
                     return None;
                 }
                 match BatchHeader::parse(&self.data[at..]) {
+                    Ok(h) if h.control => {
+                        let batch_at = at;
+                        at += h.total_len;
+                        if h.base_offset < floor {
+                            continue; // before where this read starts
+                        }
+                        floor = h.base_offset + 1;
+                        let marker = RecordIter::new(h, &self.data[batch_at..])
+                            .next()
+                            .and_then(|r| r.ok())
+                            .and_then(|r| batch::Marker::from_key(r.key));
+                        match (h.txn, marker) {
+                            (Some(stamp), Some(m)) => return Some(Ok(Entry::Marker(stamp, m))),
+                            _ => {
+                                failed = true;
+                                return Some(Err(self.corrupt(batch_at, "a control batch without a marker".into())));
+                            }
+                        }
+                    }
                     Ok(h) => {
-                        current = Some((at, RecordIter::new(h, &self.data[at..])));
+                        current = Some((at, h.txn, RecordIter::new(h, &self.data[at..])));
                         at += h.total_len;
                     }
                     Err(e) => {
@@ -121,6 +153,16 @@ impl Fetch {
             reason,
         }
     }
+}
+
+/// One entry of a [`Fetch`]: a record (with its transaction, if it has
+/// one) or the marker that ends a transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry<'a> {
+    /// A record.
+    Record(Option<batch::TxnStamp>, batch::RecordRef<'a>),
+    /// A transaction marker.
+    Marker(batch::TxnStamp, batch::Marker),
 }
 
 struct Cursor {
@@ -338,7 +380,7 @@ impl Partition {
             let end = self.readable_end(seg, &snap)?;
             let mut scan = BatchScanner::new(&seg.file, &seg.path, seg.scan_start_for_time(ts, end), end);
             while let Some((pos, header, bytes)) = scan.next_batch(true)? {
-                if header.max_timestamp < ts {
+                if header.max_timestamp < ts || header.control {
                     continue;
                 }
                 for record in RecordIter::new(header, bytes) {

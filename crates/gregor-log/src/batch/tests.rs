@@ -111,3 +111,50 @@ fn torn_batch_is_incomplete() {
         }
     }
 }
+
+proptest! {
+    /// Transactional batches (version 2) carry their stamp, decode the same
+    /// records, and take damage like version 1; control batches carry their marker.
+    #[test]
+    fn transactional_roundtrip(records in proptest::collection::vec(owned_record(), 1..10), producer_id in any::<u64>(), epoch in any::<u32>(), transaction in any::<u32>(), flip in any::<prop::sample::Index>(), commit in any::<bool>()) {
+        let stamp = TxnStamp { producer_id, epoch, transaction };
+        let mut enc = BatchEncoder::new();
+        enc.begin_transaction(stamp);
+        for (i, r) in records.iter().enumerate() {
+            let headers: Vec<(&str, &[u8])> = r.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())).collect();
+            enc.push(i as u32, r.timestamp, &Record { key: r.key.as_deref(), value: r.value.as_deref(), timestamp: None, headers: &headers });
+        }
+        let bytes = { let b = enc.finish(); seal(b, 9); b.to_vec() };
+        let h = BatchHeader::parse_verified(&bytes).unwrap();
+        prop_assert_eq!((h.txn, h.control, h.header_len, bytes[12]), (Some(stamp), false, TXN_HEADER_LEN, MAGIC_TXN));
+        let decoded: Vec<_> = RecordIter::new(h, &bytes).collect::<Result<_, _>>().unwrap();
+        prop_assert_eq!(decoded.len(), records.len());
+        for (got, want) in decoded.iter().zip(&records) {
+            prop_assert_eq!(got.value, want.value.as_deref());
+            prop_assert_eq!(got.key, want.key.as_deref());
+        }
+        let mut damaged = bytes.clone();
+        let i = flip.index(damaged.len());
+        damaged[i] ^= 0x41;
+        prop_assert!(BatchHeader::parse_verified(&damaged).is_err(), "damage at {} must fail the CRC", i);
+
+        let marker = if commit { Marker::Commit } else { Marker::Abort };
+        let mut control = control_batch(stamp, marker, 5);
+        seal(&mut control, 30);
+        let h = BatchHeader::parse_verified(&control).unwrap();
+        prop_assert!(h.control);
+        prop_assert_eq!(h.txn, Some(stamp));
+        let r = RecordIter::new(h, &control).next().unwrap().unwrap();
+        prop_assert_eq!(Marker::from_key(r.key), Some(marker));
+        prop_assert_eq!(r.offset, 30);
+    }
+}
+
+#[test]
+fn unknown_versions_are_refused_by_name() {
+    let rec = OwnedRecord { key: None, value: Some(vec![1]), timestamp: 5, headers: vec![] };
+    let mut bytes = encode(&[rec], &[0], 0);
+    bytes[12] = 3;
+    let err = BatchHeader::parse(&bytes).unwrap_err().to_string();
+    assert!(err.contains("unknown batch format version 3"), "{err}");
+}
