@@ -22,7 +22,7 @@ pub fn words(line: &str) -> impl Iterator<Item = String> + '_ {
 /// If the stream cannot be read.
 pub fn latest_values(data_dir: &Path, stream: &str) -> Result<BTreeMap<String, String>, gregor_log::LogError> {
     let mut out = BTreeMap::new();
-    for_each_message(data_dir, stream, |_, key, value| {
+    for_each_message(data_dir, stream, true, |_, key, value| {
         let key = String::from_utf8_lossy(key.unwrap_or_default()).into_owned();
         match value {
             Some(v) => out.insert(key, String::from_utf8_lossy(v).into_owned()),
@@ -32,26 +32,45 @@ pub fn latest_values(data_dir: &Path, stream: &str) -> Result<BTreeMap<String, S
     Ok(out)
 }
 
-/// The values of every partition of a stream, in offset order.
+/// The values of every partition of a stream, in offset order
+/// (read-committed, as gregor jobs read).
 ///
 /// # Errors
 /// If the stream cannot be read.
 pub fn values_by_partition(data_dir: &Path, stream: &str) -> Result<Vec<Vec<String>>, gregor_log::LogError> {
-    let mut out: Vec<Vec<String>> = Vec::new();
-    for_each_message(data_dir, stream, |p, _, value| {
+    keyed_values_by_partition(data_dir, stream, true)
+        .map(|ps| ps.into_iter().map(|p| p.into_iter().map(|(_, v)| v).collect()).collect())
+}
+
+/// (key, value) of every message of every partition, in offset order;
+/// `read_committed` leaves out records of aborted and open transactions.
+///
+/// # Errors
+/// If the stream cannot be read.
+pub fn keyed_values_by_partition(
+    data_dir: &Path,
+    stream: &str,
+    read_committed: bool,
+) -> Result<Vec<Vec<(String, String)>>, gregor_log::LogError> {
+    let mut out: Vec<Vec<(String, String)>> = Vec::new();
+    for_each_message(data_dir, stream, read_committed, |p, key, value| {
         if out.len() <= p as usize {
             out.resize(p as usize + 1, Vec::new());
         }
-        out[p as usize].push(String::from_utf8_lossy(value.unwrap_or_default()).into_owned());
+        let text = |b: Option<&[u8]>| String::from_utf8_lossy(b.unwrap_or_default()).into_owned();
+        out[p as usize].push((text(key), text(value)));
     })?;
     Ok(out)
 }
 
 /// Calls `f(partition, key, value)` for every message of a stream, up to
-/// the end of each partition as of the call.
+/// the end of each partition as of the call (read-committed: through a
+/// [`gregor_log::txn::CommittedFilter`]; a transaction still open at the
+/// end holds back what follows it).
 fn for_each_message(
     data_dir: &Path,
     stream: &str,
+    read_committed: bool,
     mut f: impl FnMut(u32, Option<&[u8]>, Option<&[u8]>),
 ) -> Result<(), gregor_log::LogError> {
     let log = Log::open(data_dir)?;
@@ -60,10 +79,25 @@ fn for_each_message(
         let partition = stream.partition(p)?;
         let end = partition.next_offset()?;
         let mut reader = PartitionReader::new(partition.clone(), partition.oldest_offset()?);
+        let mut filter: gregor_log::txn::CommittedFilter<gregor_log::Message> = gregor_log::txn::CommittedFilter::new();
         while reader.next_offset() < end {
-            for m in reader.poll(1 << 20)?.messages() {
-                let m = m?;
-                if m.offset < end {
+            let fetch = reader.poll(1 << 20)?;
+            for e in fetch.entries() {
+                match e? {
+                    gregor_log::Entry::Record(txn, r) if r.offset < end => {
+                        let m = gregor_log::Message {
+                            offset: r.offset,
+                            timestamp: r.timestamp,
+                            key: r.key.map(|k| fetch.share(k)),
+                            value: r.value.map(|v| fetch.share(v)),
+                            headers: Vec::new(),
+                        };
+                        filter.push_record(if read_committed { txn } else { None }, m);
+                    }
+                    gregor_log::Entry::Marker(stamp, marker) => filter.push_marker(stamp, marker),
+                    gregor_log::Entry::Record(..) => {}
+                }
+                while let Some(m) = filter.pop() {
                     f(p, m.key.as_deref(), m.value.as_deref());
                 }
             }

@@ -175,8 +175,20 @@ fn the_process_supervisor_serves_every_container_and_counts_a_killed_one() {
         metrics.contains(r#"gregor_container_restarts_total{job="wordcount",job_id="1",container="1"} 1"#),
         "{metrics}"
     );
-    // The new container reports again and nothing is processed twice.
-    wait_for("the restarted container's reports", MINUTE, || status(&url).filter(done));
+    // A new process of container 1 reports (its counters start again at 0);
+    // the killed one's last report is never served as current.
+    let report_path = dir.path().join("__state/wordcount-1/coordinator/reports/1.json");
+    wait_for("the restarted container's own report", MINUTE, || {
+        let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report_path).ok()?).ok()?;
+        (r["pid"].as_i64()? != i64::from(pid)).then_some(())
+    });
+    // Both live again, and caught up (lags refresh every 2 s).
+    wait_for("two live containers again, caught up", MINUTE, || {
+        status(&url).filter(|s| {
+            s["totals"]["lag"] == 0
+                && s["containers"].as_array().is_some_and(|c| c.len() == 2 && c.iter().all(|c| c["stale"] == false))
+        })
+    });
     stop(job);
 }
 

@@ -16,6 +16,7 @@
 
 pub mod collector;
 pub mod config;
+pub mod failpoint;
 pub mod metrics;
 pub mod partitioner;
 pub mod serde;

@@ -204,6 +204,17 @@ pub trait SystemAdmin: Send + Sync {
     /// Creates a stream if it does not exist; if it exists, checks it has
     /// `partitions` partitions (when `Some`).
     fn ensure_stream(&self, stream: &SystemStream, partitions: u32, kind: StreamKind) -> Result<(), SystemError>;
+    /// Ends the open transactions of every transactional producer whose id
+    /// is `prefix` followed by a number (a job's containers, some of which
+    /// may be gone for good: their successors never start). Returns how
+    /// many it found. Default: none.
+    ///
+    /// # Errors
+    /// The system's transaction state cannot be read or written.
+    fn recover_transactions(&self, prefix: &str) -> Result<usize, SystemError> {
+        let _ = prefix;
+        Ok(0)
+    }
     /// Tells a changelog that compaction must keep everything needed to
     /// restore up to `offset` (see [`StreamKind::Changelog`]).
     fn set_compaction_limit(&self, ssp: &SystemStreamPartition, offset: u64) -> Result<(), SystemError>;
@@ -253,6 +264,11 @@ pub trait SystemConsumer {
     fn end_of_stream(&self, _ssp: &SystemStreamPartition) -> Option<u64> {
         None
     }
+    /// Reads every record, those of aborted and open transactions included
+    /// (the default is read-committed, where a system has transactions).
+    /// Called before [`Self::register`]. Default: nothing (a system
+    /// without transactions has nothing uncommitted).
+    fn read_uncommitted(&mut self) {}
     /// The partition's next offset as this consumer last learned it,
     /// without any I/O (the lag metrics read it every few seconds on the
     /// container's thread). `None` (the default) if the consumer does not
@@ -305,6 +321,28 @@ pub trait SystemProducer {
     /// Flushes and releases resources.
     fn stop(&mut self) -> Result<(), SystemError> {
         self.flush()
+    }
+    /// Makes this producer transactional as `transactional_id` (for
+    /// `task.processing.guarantee=exactly-once`): fences any earlier
+    /// producer of that id, ends its open transaction, and opens one.
+    /// Everything sent from now on becomes visible to read-committed
+    /// readers at [`Self::commit_transaction`], or never.
+    ///
+    /// # Errors
+    /// The default refuses: the system has no transactions gregor can use.
+    fn init_transactions(&mut self, transactional_id: &str) -> Result<(), SystemError> {
+        Err(SystemError::other(
+            format!("starting transactions as '{transactional_id}'"),
+            "this system has no transactions gregor can use (task.processing.guarantee=exactly-once needs the embedded log)",
+        ))
+    }
+    /// Flushes, then commits the open transaction (everything sent since
+    /// the last commit, in every partition) and opens the next.
+    ///
+    /// # Errors
+    /// A fenced producer (a successor took over), or I/O; the default refuses.
+    fn commit_transaction(&mut self) -> Result<(), SystemError> {
+        Err(SystemError::other("committing a transaction", "this system has no transactions"))
     }
 }
 

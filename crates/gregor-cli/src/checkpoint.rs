@@ -14,7 +14,7 @@ mod stores;
 
 use crate::job::zookeeper_group;
 use crate::state::{JobArgs, load};
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand};
 use gregor_api::SystemStreamPartition;
 use gregor_api::system::SystemError;
@@ -81,7 +81,7 @@ pub fn run(command: CheckpointCommand) -> Result<()> {
 }
 
 fn job_name(job: &JobConfig) -> String {
-    format!("{}-{}", job.name, job.id)
+    job.dir_name()
 }
 
 /// The tasks of the job model as the job computes it now (an intermediate
@@ -195,31 +195,32 @@ fn show(args: &ShowArgs) -> Result<()> {
     Ok(())
 }
 
-/// Refuses while the job runs (unless forced); holds the run lock
-/// exclusively, so the job cannot start meanwhile.
+/// Refuses while the job runs; holds the run lock exclusively, so the job
+/// cannot start meanwhile. A held run lock is a live process: `--force`
+/// never overrides it. `--force` only accepts a state directory in which
+/// the job never ran on this machine (it may run elsewhere: the tool cannot
+/// tell) and processors ZooKeeper still lists (their sessions may be stale).
 fn ensure_stopped(job: &JobConfig, force: bool) -> Result<Option<RunLock>> {
-    let lock = RunLock::exclusive(job)?;
-    if lock.is_none() {
-        let path = run_lock_path(job);
-        if !force {
-            bail!(
-                "job {} is running ({} is locked by a running job); stop it first or pass --force",
-                job_name(job),
-                path.display()
-            );
-        }
-        eprintln!(
-            "gregor: warning: job {} is running ({} is locked); going on because of --force",
+    let path = run_lock_path(job);
+    let zookeeper = job.raw.get("job.coordinator") == Some("zookeeper");
+    if !zookeeper && !path.exists() && !force {
+        bail!(
+            "job {} never ran with the state directory {} on this machine (no {}), so this tool cannot tell whether it runs (here from another directory, or elsewhere); run it where the job runs, with the same job.logged.store.base.dir, or pass --force if the job is stopped",
             job_name(job),
+            job.state_dir.display(),
             path.display()
         );
+    }
+    let lock = RunLock::exclusive(job)?;
+    if lock.is_none() {
+        bail!("job {} is running ({} is locked by a running job); stop it first", job_name(job), path.display());
     }
     if !force
         && let Some(group) = zookeeper_group(job)?
         && !group.processors.is_empty()
     {
         bail!(
-            "job {} is running (live processors in ZooKeeper: {}); stop them first or pass --force",
+            "job {} is running (live processors in ZooKeeper: {}); stop them first, or pass --force if their sessions are stale",
             job_name(job),
             group.processors.join(", ")
         );
@@ -286,6 +287,13 @@ fn plural(n: u64, what: &str) -> String {
 fn set(args: &SetArgs) -> Result<()> {
     let (job, systems) = load(&args.job)?;
     let _lock = if args.dry_run { None } else { ensure_stopped(&job, args.force)? };
+    if job.exactly_once && !args.dry_run {
+        // The job is stopped (the lock says so): end the transactions its
+        // containers left open, which would hold every read-committed read
+        // of its streams back.
+        let prefix = format!("{}-", job.dir_name());
+        systems.admin(&job.checkpoint_stream.system)?.recover_transactions(&prefix)?;
+    }
     let checkpoints = read_checkpoints(&systems, &job.checkpoint_stream)?;
     if checkpoints.is_empty() && !args.create {
         bail!(
@@ -314,30 +322,48 @@ fn set(args: &SetArgs) -> Result<()> {
         args.to
     )?;
     let mut written = Vec::new();
+    let mut resets: Vec<(String, Vec<stores::StoreReset>)> = Vec::new();
+    let pending = |resets: &[(String, Vec<stores::StoreReset>)]| {
+        let tasks: Vec<&str> = resets.iter().map(|(t, _)| t.as_str()).collect();
+        if tasks.is_empty() {
+            "nothing was changed; run the command again".to_owned()
+        } else {
+            format!(
+                "the stores of {} were emptied but no checkpoint was written: run the same command again (it is safe to repeat) before starting the job",
+                tasks.join(", ")
+            )
+        }
+    };
     for (task, moves) in &plans {
         for m in moves {
             let ignored = job.inputs.iter().any(|i| i.stream == m.ssp.stream && i.reset_offset);
-            let note = if ignored { "samza.reset.offset=true: the job ignores this checkpoint" } else { m.why.note() };
+            let skipped = match (m.why, m.old) {
+                (plan::Why::IntermediateSkipped, Some(old)) if m.new > old => {
+                    format!("; {} not processed yet are skipped", plural(m.new - old, "message"))
+                }
+                _ => String::new(),
+            };
+            let note = if ignored {
+                "samza.reset.offset=true: the job ignores this checkpoint".to_owned()
+            } else {
+                format!("{}{skipped}", m.why.note())
+            };
+            let note = note.as_str();
             row(&mut out, &task.name, &m.ssp.to_string(), m.old, Some(m.new), note)?;
         }
         let old = checkpoints.get(&task.name);
         let new_stores = match old {
             Some(cp) if reset && !args.dry_run => {
-                let (done, entries) = stores::reset_stores(&job, &systems, task, &cp.stores, args.force)
-                    .map_err(|e| e.context("no checkpoint was changed; run the command again"))?;
-                for s in done {
-                    let mut note = match &s.changelog {
+                let (done, entries) =
+                    stores::reset_stores(&job, &systems, task, &cp.stores).map_err(|e| e.context(pending(&resets)))?;
+                for s in &done {
+                    let note = match &s.changelog {
                         Some(c) => format!("reset: {} deleted in {c}", plural(s.deleted, "key")),
                         None => "reset (no changelog)".to_owned(),
                     };
-                    if s.local_removed {
-                        note.push_str("; local state removed");
-                    }
-                    if let Some(why) = &s.local_kept {
-                        note.push_str(&format!("; local state kept: {why}"));
-                    }
                     row(&mut out, &task.name, &format!("store {}", s.store), s.old_offset, s.new_offset, &note)?;
                 }
+                resets.push((task.name.clone(), done));
                 Some(entries)
             }
             Some(cp) if reset => {
@@ -354,7 +380,29 @@ fn set(args: &SetArgs) -> Result<()> {
     if args.dry_run {
         return Ok(());
     }
-    write_checkpoints(&systems, &job.checkpoint_stream, &written)?;
+    // A processor may have joined (on another machine) while the stores were
+    // reset: it would overwrite these checkpoints with its own.
+    if !args.force
+        && let Some(group) = zookeeper_group(&job)?
+        && !group.processors.is_empty()
+    {
+        bail!(
+            "processors joined job {} while its checkpoints were being moved ({}): {}",
+            job_name(&job),
+            group.processors.join(", "),
+            pending(&resets)
+        );
+    }
+    write_checkpoints(&systems, &job.checkpoint_stream, &written).map_err(|e| anyhow!(e).context(pending(&resets)))?;
     writeln!(out, "wrote {} to {}", plural(written.len() as u64, "checkpoint"), job.checkpoint_stream)?;
+    // Only now may compaction drop what the old checkpoints needed.
+    stores::finish_resets(&job, &systems, &mut resets).context(
+        "the new checkpoints are written; cleaning up after the reset failed (run the command again to finish)",
+    )?;
+    let removed = resets.iter().flat_map(|(_, s)| s).filter(|s| s.local_removed).count();
+    if removed > 0 {
+        let dirs = if removed == 1 { "directory" } else { "directories" };
+        writeln!(out, "removed {removed} local store {dirs} on this machine")?;
+    }
     Ok(())
 }

@@ -103,7 +103,12 @@ pub fn run(target: &KafkaTarget, command: StreamCommand) -> Result<()> {
                 std::io::stdin().lock(),
             )?;
         }
-        StreamCommand::Consume { stream: name, partition, from, until_end, format } => {
+        StreamCommand::Consume { stream: name, partition, from, until_end, format, isolation } => {
+            if isolation == crate::stream::Isolation::ReadUncommitted {
+                bail!(
+                    "--isolation read-uncommitted: gregor reads Kafka read-committed (librdkafka's default); gregor writes no Kafka transactions, so both show the same records"
+                );
+            }
             consume(&kafka, &stream(&name), partition, from, until_end, format)?;
         }
         StreamCommand::Compact { .. } => {

@@ -10,7 +10,8 @@ use clap::{Subcommand, ValueEnum};
 use gregor_api::system::{SystemFactory, SystemProducer};
 use gregor_api::{SystemStream, SystemStreamPartition};
 use gregor_log::system::LogSystemFactory;
-use gregor_log::{CleanupPolicy, Durability, Log, Message, PartitionReader, Stream, StreamConfig};
+use gregor_log::txn::CommittedFilter;
+use gregor_log::{CleanupPolicy, Durability, Entry, Log, Message, PartitionReader, Stream, StreamConfig};
 use std::io::{BufRead, Write};
 use std::path::Path;
 use std::sync::Arc;
@@ -75,6 +76,11 @@ pub enum StreamCommand {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
+        /// read-committed: leave out records of aborted transactions and
+        /// wait for open ones (as gregor jobs read); read-uncommitted: every
+        /// record written.
+        #[arg(long, value_enum, default_value_t = Isolation::ReadCommitted)]
+        isolation: Isolation,
     },
     /// Compact a compacted stream now (including its newest data).
     Compact {
@@ -160,9 +166,9 @@ pub fn run(data_dir: &Path, command: StreamCommand) -> Result<()> {
         StreamCommand::Produce { stream, key_separator, partition } => {
             produce(open_existing(data_dir)?, &stream, key_separator.as_deref(), partition, std::io::stdin().lock())
         }
-        StreamCommand::Consume { stream, partition, from, until_end, format } => {
+        StreamCommand::Consume { stream, partition, from, until_end, format, isolation } => {
             let log = open_existing(data_dir)?;
-            consume(&log.stream(&stream)?, partition, from, until_end, format)
+            consume(&log.stream(&stream)?, partition, from, until_end, format, isolation)
         }
         StreamCommand::Compact { stream } => {
             let log = open_existing(data_dir)?;
@@ -309,7 +315,23 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-fn consume(stream: &Arc<Stream>, partition: Option<u32>, from: Start, until_end: bool, format: Format) -> Result<()> {
+/// Which records `consume` shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Isolation {
+    /// Committed records only (and every non-transactional one).
+    ReadCommitted,
+    /// Every record, aborted and open transactions included.
+    ReadUncommitted,
+}
+
+fn consume(
+    stream: &Arc<Stream>,
+    partition: Option<u32>,
+    from: Start,
+    until_end: bool,
+    format: Format,
+    isolation: Isolation,
+) -> Result<()> {
     let partitions: Vec<u32> = match partition {
         Some(p) => vec![p],
         None => (0..stream.partition_count()).collect(),
@@ -324,12 +346,13 @@ fn consume(stream: &Arc<Stream>, partition: Option<u32>, from: Start, until_end:
         };
         part.check_offset(start)?;
         let end = part.next_offset()?;
-        readers.push((PartitionReader::new(part, start), end));
+        readers.push((PartitionReader::new(part, start), end, CommittedFilter::<Message>::new()));
     }
+    let committed = isolation == Isolation::ReadCommitted;
     let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
     loop {
         let mut got_any = false;
-        for (reader, end) in &mut readers {
+        for (reader, end, held) in &mut readers {
             if until_end && reader.next_offset() >= *end {
                 continue;
             }
@@ -338,16 +361,25 @@ fn consume(stream: &Arc<Stream>, partition: Option<u32>, from: Start, until_end:
                 *end = 0; // nothing left below the end (compaction removed it)
             }
             got_any |= !fetch.is_empty();
-            for m in fetch.messages() {
-                let m = m?;
-                if until_end && m.offset >= *end {
-                    break;
+            let id = reader.partition().id();
+            for e in fetch.entries() {
+                match e? {
+                    Entry::Record(txn, r) => {
+                        if until_end && r.offset >= *end {
+                            break;
+                        }
+                        held.push_record(txn.filter(|_| committed), fetch.message(&r));
+                    }
+                    Entry::Marker(stamp, marker) => held.push_marker(stamp, marker),
                 }
-                write_message(&mut out, reader.partition().id(), &m, format)?;
+                while let Some(m) = held.pop() {
+                    write_message(&mut out, id, &m, format)?;
+                }
             }
         }
         if until_end {
-            if readers.iter().all(|(r, end)| r.next_offset() >= *end) {
+            // A transaction still open at the end holds back what follows it.
+            if readers.iter().all(|(r, end, _)| r.next_offset() >= *end) {
                 break;
             }
             continue;
@@ -356,7 +388,7 @@ fn consume(stream: &Arc<Stream>, partition: Option<u32>, from: Start, until_end:
             // Following: show what we have, then sleep until any partition
             // receives data (one wait on all of them).
             out.flush()?;
-            let waiting: Vec<&PartitionReader> = readers.iter().map(|(r, _)| r).collect();
+            let waiting: Vec<&PartitionReader> = readers.iter().map(|(r, ..)| r).collect();
             PartitionReader::wait_any(&waiting, Duration::from_secs(1));
         }
     }

@@ -135,6 +135,11 @@ impl Fetch {
         self.data.slice_ref(part)
     }
 
+    /// A record of this fetch as a [`Message`] (its buffers shared, not copied).
+    pub fn message(&self, r: &batch::RecordRef<'_>) -> Message {
+        self.to_message(r)
+    }
+
     fn to_message(&self, r: &batch::RecordRef<'_>) -> Message {
         let slice = |b: &[u8]| self.data.slice_ref(b);
         Message {

@@ -12,8 +12,11 @@
 //! caches, which measured faster than larger polls) and sleeps on all its
 //! partitions at once when idle.
 
-use crate::batch::BatchEncoder;
-use crate::{CleanupPolicy, Log, LogError, Maintenance, MaintenanceOptions, PartitionReader, Record, StreamConfig};
+use crate::txn::CommittedFilter;
+use crate::{CleanupPolicy, Entry, Log, LogError, Maintenance, MaintenanceOptions, PartitionReader, StreamConfig};
+use producer::LogProducer;
+
+mod producer;
 use gregor_api::system::{
     PartitionOffsets, StreamKind, SystemAdmin, SystemConsumer, SystemError, SystemFactory, SystemProducer,
 };
@@ -120,17 +123,17 @@ impl SystemFactory for LogSystemFactory {
     }
 
     fn consumer(&self) -> Result<Box<dyn SystemConsumer>, SystemError> {
-        Ok(Box::new(LogConsumer { shared: self.shared.clone(), readers: Vec::new(), index: HashMap::new(), next: 0 }))
+        Ok(Box::new(LogConsumer {
+            shared: self.shared.clone(),
+            readers: Vec::new(),
+            index: HashMap::new(),
+            next: 0,
+            read_committed: true,
+        }))
     }
 
     fn producer(&self) -> Result<Box<dyn SystemProducer>, SystemError> {
-        Ok(Box::new(LogProducer {
-            shared: self.shared.clone(),
-            slots: Vec::new(),
-            index: HashMap::new(),
-            filled: Vec::new(),
-            next_offsets: HashMap::new(),
-        }))
+        Ok(Box::new(LogProducer::new(self.shared.clone())))
     }
 }
 
@@ -197,6 +200,29 @@ impl SystemAdmin for LogAdmin {
         partition(&self.shared, ssp)?.set_compaction_limit(offset).map_err(|e| to_system_error(e, &ssp.stream))
     }
 
+    /// Takes over (and so ends the open transaction of) every producer in
+    /// `<data dir>/.transactions/` whose id is `prefix` and a number.
+    fn recover_transactions(&self, prefix: &str) -> Result<usize, SystemError> {
+        let dir = self.shared.log.root().join(".transactions");
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(SystemError::other(format!("reading {}", dir.display()), e)),
+        };
+        let mut found = 0;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let numbered = |id: &&str| {
+                id.strip_prefix(prefix).is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            };
+            let Some(id) = name.strip_suffix(".json").filter(numbered) else { continue };
+            crate::txn::Coordinator::init(self.shared.log.clone(), id)
+                .map_err(|e| SystemError::other(format!("recovering transactions of '{id}'"), e))?;
+            found += 1;
+        }
+        Ok(found)
+    }
+
     /// Skips whole segments and batches whose largest timestamp is older
     /// (and uses the sparse time index within a segment), then scans records.
     fn offset_for_time(&self, ssp: &SystemStreamPartition, timestamp_ms: i64) -> Result<u64, SystemError> {
@@ -209,12 +235,22 @@ impl SystemAdmin for LogAdmin {
     }
 }
 
+/// A partition being read: its reader and, read-committed, what waits for
+/// a transaction's marker.
+struct Reading {
+    ssp: SystemStreamPartition,
+    reader: PartitionReader,
+    held: CommittedFilter<RawMessage>,
+}
+
 struct LogConsumer {
     shared: Arc<Shared>,
-    readers: Vec<(SystemStreamPartition, PartitionReader)>,
+    readers: Vec<Reading>,
     index: HashMap<SystemStreamPartition, usize>,
     /// Where the next poll starts, so no partition starves the others.
     next: usize,
+    /// Records of aborted and open transactions are held back or dropped.
+    read_committed: bool,
 }
 
 impl LogConsumer {
@@ -228,7 +264,7 @@ impl LogConsumer {
         let mut delivered = 0;
         let n = self.readers.len();
         for i in 0..n {
-            let (ssp, reader) = &mut self.readers[(self.next + i) % n];
+            let Reading { ssp, reader, held } = &mut self.readers[(self.next + i) % n];
             if !wants(ssp) {
                 continue;
             }
@@ -241,11 +277,25 @@ impl LogConsumer {
                 }
                 Err(e) => return Err(to_system_error(e, &ssp.stream)),
             };
-            for r in fetch.records() {
-                let r = r.map_err(|e| to_system_error(e, &ssp.stream))?;
-                let (key, value) = (r.key.map(|k| fetch.share(k)), r.value.map(|v| fetch.share(v)));
-                deliver(ssp, RawMessage { offset: r.offset, timestamp: r.timestamp, key, value });
-                delivered += 1;
+            for e in fetch.entries() {
+                match e.map_err(|e| to_system_error(e, &ssp.stream))? {
+                    Entry::Record(txn, r) => {
+                        let (key, value) = (r.key.map(|k| fetch.share(k)), r.value.map(|v| fetch.share(v)));
+                        let m = RawMessage { offset: r.offset, timestamp: r.timestamp, key, value };
+                        // Nothing waits, nothing to wait for: straight through.
+                        if !self.read_committed || (txn.is_none() && held.held() == 0) {
+                            deliver(ssp, m);
+                            delivered += 1;
+                        } else {
+                            held.push_record(txn, m);
+                        }
+                    }
+                    Entry::Marker(stamp, marker) => held.push_marker(stamp, marker),
+                }
+                while let Some(m) = held.pop() {
+                    deliver(ssp, m);
+                    delivered += 1;
+                }
             }
         }
         self.next = (self.next + 1) % n.max(1);
@@ -265,7 +315,11 @@ impl SystemConsumer for LogConsumer {
             StartOffset::Upcoming => p.next_offset().map_err(|e| to_system_error(e, &ssp.stream))?,
         };
         self.index.insert(ssp.clone(), self.readers.len());
-        self.readers.push((ssp.clone(), PartitionReader::new(p, offset)));
+        self.readers.push(Reading {
+            ssp: ssp.clone(),
+            reader: PartitionReader::new(p, offset),
+            held: CommittedFilter::new(),
+        });
         Ok(())
     }
 
@@ -283,7 +337,7 @@ impl SystemConsumer for LogConsumer {
         if delivered > 0 || timeout.is_zero() {
             return Ok(delivered);
         }
-        let waiting: Vec<&PartitionReader> = self.readers.iter().filter(|(s, _)| wants(s)).map(|(_, r)| r).collect();
+        let waiting: Vec<&PartitionReader> = self.readers.iter().filter(|r| wants(&r.ssp)).map(|r| &r.reader).collect();
         if waiting.is_empty() {
             return Ok(0);
         }
@@ -292,97 +346,26 @@ impl SystemConsumer for LogConsumer {
     }
 
     fn position(&self, ssp: &SystemStreamPartition) -> Option<u64> {
-        self.index.get(ssp).map(|&i| self.readers[i].1.next_offset())
+        // Past everything delivered, dropped and decided; at the first record
+        // still waiting for its transaction's marker.
+        let r = &self.readers[*self.index.get(ssp)?];
+        Some(r.held.front().map_or_else(|| r.reader.next_offset(), |m| m.offset))
+    }
+
+    fn read_uncommitted(&mut self) {
+        self.read_committed = false;
     }
 
     fn end_hint(&self, ssp: &SystemStreamPartition) -> Option<u64> {
         // The partition's shared head: memory only.
-        self.index.get(ssp).and_then(|&i| self.readers[i].1.partition().next_offset().ok())
-    }
-}
-
-/// One partition this producer writes to: its batch being built.
-struct Slot {
-    ssp: SystemStreamPartition,
-    partition: Arc<crate::Partition>,
-    encoder: BatchEncoder,
-}
-
-struct LogProducer {
-    shared: Arc<Shared>,
-    slots: Vec<Slot>,
-    index: HashMap<SystemStreamPartition, u32>,
-    /// Slots with records not appended yet.
-    filled: Vec<u32>,
-    next_offsets: HashMap<SystemStreamPartition, u64>,
-}
-
-impl LogProducer {
-    const MAX_RECORDS: u32 = 5000;
-    const MAX_BYTES: usize = 1 << 20;
-
-    fn append(&mut self, slot: u32) -> Result<(), SystemError> {
-        let s = &mut self.slots[slot as usize];
-        if s.encoder.is_empty() {
-            return Ok(());
-        }
-        let at = s.partition.append_encoded(&mut s.encoder).map_err(|e| to_system_error(e, &s.ssp.stream))?;
-        match self.next_offsets.get_mut(&s.ssp) {
-            Some(n) => *n = at.last_offset + 1,
-            None => {
-                self.next_offsets.insert(s.ssp.clone(), at.last_offset + 1);
-            }
-        }
-        Ok(())
-    }
-}
-
-impl SystemProducer for LogProducer {
-    fn slot(&mut self, ssp: &SystemStreamPartition) -> Result<u32, SystemError> {
-        if let Some(&slot) = self.index.get(ssp) {
-            return Ok(slot);
-        }
-        let partition = partition(&self.shared, ssp)?;
-        let slot = self.slots.len() as u32;
-        self.slots.push(Slot { ssp: ssp.clone(), partition, encoder: BatchEncoder::new() });
-        self.index.insert(ssp.clone(), slot);
-        Ok(slot)
-    }
-
-    fn send(&mut self, slot: u32, key: Option<&[u8]>, value: Option<&[u8]>, timestamp: i64) -> Result<(), SystemError> {
-        let s = &mut self.slots[slot as usize];
-        if s.encoder.is_empty() {
-            self.filled.push(slot);
-        }
-        let n = s.encoder.count();
-        s.encoder.push(n, timestamp, &Record { key, value, timestamp: Some(timestamp), headers: &[] });
-        if n + 1 >= Self::MAX_RECORDS || s.encoder.len() >= Self::MAX_BYTES {
-            self.append(slot)?;
-        }
-        Ok(())
-    }
-
-    fn flush(&mut self) -> Result<(), SystemError> {
-        let mut filled = std::mem::take(&mut self.filled);
-        for (i, &slot) in filled.iter().enumerate() {
-            if let Err(e) = self.append(slot) {
-                self.filled = filled.split_off(i); // still to append
-                return Err(e);
-            }
-        }
-        filled.clear();
-        self.filled = filled; // keeps its capacity
-        Ok(())
-    }
-
-    fn next_offset(&self, ssp: &SystemStreamPartition) -> Option<u64> {
-        self.next_offsets.get(ssp).copied()
+        self.index.get(ssp).and_then(|&i| self.readers[i].reader.partition().next_offset().ok())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Record;
     use gregor_api::system::SystemFactory;
 
     #[test]

@@ -35,8 +35,25 @@ pub enum CommitPoint {
     OutputsFlushed,
     /// Checkpoints sent but not yet acknowledged.
     CheckpointsSent,
-    /// Checkpoints acknowledged; compaction limits not yet moved.
+    /// Checkpoints acknowledged; compaction limits not yet moved (and,
+    /// under exactly-once, the transaction not yet committed).
     CheckpointsFlushed,
+    /// Under exactly-once: the transaction committed (markers written).
+    TransactionCommitted,
+}
+
+impl CommitPoint {
+    /// The point's name (as `GREGOR_FAILPOINT` takes it).
+    pub fn name(self) -> &'static str {
+        match self {
+            CommitPoint::Start => "Start",
+            CommitPoint::StoresFlushed => "StoresFlushed",
+            CommitPoint::OutputsFlushed => "OutputsFlushed",
+            CommitPoint::CheckpointsSent => "CheckpointsSent",
+            CommitPoint::CheckpointsFlushed => "CheckpointsFlushed",
+            CommitPoint::TransactionCommitted => "TransactionCommitted",
+        }
+    }
 }
 
 /// How often commits move the changelogs' compaction limits (and the final
@@ -244,6 +261,11 @@ impl<T: StreamTask> Container<T> {
             self.producers.borrow_mut().flush()?;
             self.commit_point(CommitPoint::CheckpointsFlushed)?;
             checkpoints_flushed = started.elapsed();
+        }
+        // Exactly-once: everything above becomes visible now, together.
+        self.producers.borrow_mut().commit_transaction()?;
+        if writes {
+            self.commit_point(CommitPoint::TransactionCommitted)?;
             for (ssp, offset) in &plan.compaction_limits {
                 self.systems.admin(&ssp.stream.system)?.set_compaction_limit(ssp, *offset)?;
             }

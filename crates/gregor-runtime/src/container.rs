@@ -219,7 +219,9 @@ impl<T: StreamTask> Container<T> {
         options: ContainerOptions,
     ) -> Result<Container<T>, RuntimeError> {
         let clock = options.clock.clone().unwrap_or_else(|| Arc::new(SystemClock));
-        let producers: SharedProducers = Rc::new(RefCell::new(Producers::new(&job, &systems, clock.wall_ms())?));
+        let transactional_id = format!("{}-{}", job.dir_name(), model.id);
+        let producers: SharedProducers =
+            Rc::new(RefCell::new(Producers::new(&job, &systems, clock.wall_ms(), &transactional_id)?));
         let checkpoints = read_checkpoints(&systems, &job.checkpoint_stream)?;
         for spec in &job.stores {
             if let Some(cl) = &spec.changelog {
@@ -465,6 +467,7 @@ impl<T: StreamTask> Container<T> {
 
     /// Checks the commit hook at `point`.
     pub(crate) fn commit_point(&self, point: CommitPoint) -> Result<(), RuntimeError> {
+        gregor_api::failpoint::failpoint(point.name());
         match &self.commit_hook {
             Some(hook) if hook(&self.id, point) => {
                 Err(RuntimeError::InjectedCrash { container: self.id.clone(), point })

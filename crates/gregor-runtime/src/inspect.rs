@@ -96,7 +96,7 @@ fn task<'a>(model: &'a JobModel, name: &str) -> Result<&'a TaskModel, RuntimeErr
 }
 
 fn job_dir(job: &JobConfig) -> String {
-    format!("{}-{}", job.name, job.id)
+    job.dir_name()
 }
 
 /// Every store of every task, with its local state and checkpoint.

@@ -128,6 +128,10 @@ pub struct JobConfig {
     pub checkpoint_stream: SystemStream,
     /// `task.commit.ms`.
     pub commit_interval: Duration,
+    /// `task.processing.guarantee=exactly-once`: each commit's outputs,
+    /// changelog writes and checkpoints become visible together or not at
+    /// all (one transaction per container and commit interval).
+    pub exactly_once: bool,
     /// `task.window.ms`.
     pub window_interval: Option<Duration>,
     /// Stores, by name.
@@ -224,6 +228,7 @@ impl JobConfig {
             checkpoint_stream: SystemStream::new(&checkpoint_system, &format!("__gregor-checkpoints-{name}-{id}")),
             container_count: c.get_parsed("job.container.count", "a positive integer")?.unwrap_or(1),
             commit_interval: c.get_millis("task.commit.ms", Duration::from_secs(60))?,
+            exactly_once: c.get("task.processing.guarantee") == Some("exactly-once"),
             window_interval: c
                 .get_parsed::<u64>("task.window.ms", "a positive number of milliseconds")?
                 .map(Duration::from_millis),
@@ -285,6 +290,18 @@ impl JobConfig {
             }
         }
         Ok(())
+    }
+
+    /// `<job.name>-<job.id>`: the job's directory under `state_dir` (local
+    /// stores, run lock, monitor file, `process` coordinator) and the prefix
+    /// of its transactional ids.
+    pub fn dir_name(&self) -> String {
+        format!("{}-{}", self.name, self.id)
+    }
+
+    /// The job's own directory under `job.logged.store.base.dir`.
+    pub fn job_dir(&self) -> std::path::PathBuf {
+        self.state_dir.join(self.dir_name())
     }
 
     /// A per-stream setting: `streams.<id>.<suffix>` for the stream's id,

@@ -27,6 +27,9 @@ pub(crate) struct Producers {
     names: Vec<String>,
     /// Something was sent since the last publish.
     sent: bool,
+    /// Under exactly-once: the transactional producer (the checkpoint
+    /// system's), the only one the job may write through.
+    transactional: Option<usize>,
     /// The time stamped on changelog and checkpoint messages (updated per loop turn).
     pub now_ms: i64,
 }
@@ -41,14 +44,46 @@ pub(crate) struct Target {
 }
 
 impl Producers {
-    pub fn new(job: &JobConfig, systems: &Systems, now_ms: i64) -> Result<Producers, SystemError> {
+    /// The container's producers. Under exactly-once, the checkpoint
+    /// system's becomes transactional as `transactional_id` first (which
+    /// ends the open transaction of the container's previous run: do this
+    /// before reading checkpoints or restoring stores).
+    pub fn new(
+        job: &JobConfig,
+        systems: &Systems,
+        now_ms: i64,
+        transactional_id: &str,
+    ) -> Result<Producers, SystemError> {
         let mut producers = Vec::new();
         let mut names = Vec::new();
         for name in job.systems.keys() {
             producers.push(systems.factory(name)?.producer()?);
             names.push(name.clone());
         }
-        Ok(Producers { producers, names, sent: false, now_ms })
+        let mut p = Producers { producers, names, sent: false, transactional: None, now_ms };
+        if job.exactly_once {
+            let t = p.producer_of(&job.checkpoint_stream.system)?;
+            p.producers[t].init_transactions(transactional_id).map_err(|e| match e {
+                SystemError::Other { context, message } => SystemError::Other {
+                    context,
+                    message: format!(
+                        "{message} (task.processing.guarantee=exactly-once on system '{}', which holds the checkpoints)",
+                        job.checkpoint_stream.system
+                    ),
+                },
+                other => other,
+            })?;
+            p.transactional = Some(t);
+        }
+        Ok(p)
+    }
+
+    /// Under exactly-once: commits the open transaction (after a flush).
+    pub fn commit_transaction(&mut self) -> Result<(), SystemError> {
+        match self.transactional {
+            Some(t) => self.producers[t].commit_transaction(),
+            None => Ok(()),
+        }
     }
 
     fn producer_of(&self, system: &str) -> Result<usize, SystemError> {
@@ -60,6 +95,17 @@ impl Producers {
     /// The target of `ssp` (looked up once; then use [`Self::send_to`]).
     pub fn target(&mut self, ssp: &SystemStreamPartition) -> Result<Target, SystemError> {
         let producer = self.producer_of(&ssp.stream.system)?;
+        if let Some(t) = self.transactional
+            && t != producer
+        {
+            return Err(SystemError::other(
+                format!("sending to {ssp}"),
+                format!(
+                    "task.processing.guarantee=exactly-once: everything the job writes (outputs, changelogs, checkpoints) must be on system '{}', whose transactions make it visible together; this stream is on '{}'",
+                    self.names[t], ssp.stream.system
+                ),
+            ));
+        }
         let slot = self.producers[producer].slot(ssp)?;
         Ok(Target { producer, slot })
     }

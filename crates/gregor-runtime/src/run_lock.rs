@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 
 /// The run lock file of a job.
 pub fn run_lock_path(job: &JobConfig) -> PathBuf {
-    job.state_dir.join(format!("{}-{}", job.name, job.id)).join("RUNNING")
+    job.job_dir().join("RUNNING")
 }
 
 /// A held run lock (released when dropped).
@@ -108,19 +108,15 @@ mod tests {
         drop((a, b));
         let tool = RunLock::exclusive(&job).unwrap().expect("free once the job stopped");
         assert!(RunLock::exclusive(&job).unwrap().is_none(), "one tool at a time");
-        // A job starting now waits for the tool.
-        let started = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let waiter = {
-            let (job, started) = (job.clone(), started.clone());
-            std::thread::spawn(move || {
-                let lock = RunLock::running(&job).unwrap();
-                started.store(true, std::sync::atomic::Ordering::SeqCst);
-                lock
-            })
-        };
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        assert!(!started.load(std::sync::atomic::Ordering::SeqCst), "the job waited for the tool");
+        // A job starting now would wait for the tool: its shared lock is
+        // refused while the tool holds the file (checked without blocking).
+        let probe = File::options().write(true).open(run_lock_path(&job)).unwrap();
+        assert!(matches!(probe.try_lock_shared(), Err(TryLockError::WouldBlock)), "the job must wait for the tool");
         drop(tool);
+        let waiter = {
+            let job = job.clone();
+            std::thread::spawn(move || RunLock::running(&job).unwrap())
+        };
         let lock = waiter.join().unwrap();
         assert_eq!(lock.path(), dir.path().join("j-1/RUNNING"));
     }

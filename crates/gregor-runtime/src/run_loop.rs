@@ -454,16 +454,23 @@ impl<T: StreamTask> Container<T> {
             return Ok(());
         }
         self.next_gauges = now + GAUGE_REFRESH;
-        for i in &self.inputs {
+        for (n, i) in self.inputs.iter().enumerate() {
             let group = gregor_api::Group::input(&i.ssp);
             self.metrics.gauge(&group, "offset").set(i.next_offset as i64);
-            let end = match self.consumers[i.consumer].end_hint(&i.ssp) {
+            // Past what the consumer skipped (transaction markers, aborted
+            // records, compaction gaps) once nothing of it waits here.
+            let consumer = &self.consumers[i.consumer];
+            let read = match consumer.position(&i.ssp) {
+                Some(p) if self.chooser.len(n) == 0 => p.max(i.next_offset),
+                _ => i.next_offset,
+            };
+            let end = match consumer.end_hint(&i.ssp) {
                 Some(end) => Some(end),
                 None if reporting => self.systems.offsets(&i.ssp).map(|o| o.next).ok(),
                 None => None,
             };
             if let Some(end) = end {
-                self.metrics.gauge(&group, "lag").set(end.saturating_sub(i.next_offset) as i64);
+                self.metrics.gauge(&group, "lag").set(end.saturating_sub(read) as i64);
             }
         }
         if !reporting {

@@ -138,6 +138,12 @@ pub const KEYS: &[Key] = &[
     ),
     key("task.window.ms", Kind::Positive, "(off)", "Call each task's `window` this often."),
     key(
+        "task.processing.guarantee",
+        Kind::OneOf(&["at-least-once", "exactly-once"]),
+        "at-least-once",
+        "`exactly-once`: each commit's outputs, changelog writes and checkpoints become visible to read-committed readers together, or not at all (embedded log only; `local` and `process` modes). See guarantees.md.",
+    ),
+    key(
         "task.checkpoint.system",
         Kind::Text,
         "job.default.system",

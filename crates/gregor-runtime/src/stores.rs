@@ -87,15 +87,19 @@ pub(crate) fn open_store(
         source: Box::new(source),
     };
     let local = match spec.engine {
-        StoreEngine::RocksDb(_) => {
-            Some(LocalState::open(&job.state_dir, &format!("{}-{}", job.name, job.id), &spec.name, &task.name)?)
-        }
+        StoreEngine::RocksDb(_) => Some(LocalState::open(&job.state_dir, &job.dir_name(), &spec.name, &task.name)?),
         StoreEngine::Memory => None,
     };
     let Some(changelog) = &spec.changelog else {
         // No changelog: the engine's own files are the whole state.
         let engine = open_engine(spec, local.as_ref(), tasks, false).map_err(|e| engine_err("open", e))?;
-        let store = engine.into_store(spec, tasks, None);
+        let mut store = engine.into_store(spec, tasks, None);
+        let group = gregor_api::Group::store(&task.name, &spec.name);
+        for name in ["restore-target-records", "restore-done-records", "restore-done-bytes", "restore-ms"] {
+            metrics.gauge(&group, name).set(0); // nothing to restore
+        }
+        let entries = metrics.gauge(&group, "entries");
+        entries.set(store.entries() as i64);
         return Ok(TaskStore {
             spec: spec.clone(),
             store: Rc::new(RefCell::new(store)),
@@ -103,7 +107,7 @@ pub(crate) fn open_store(
             local,
             snapshot_at: None,
             snapshot_taken: Instant::now(),
-            entries: metrics.gauge(gregor_api::Group::store(&task.name, &spec.name), "entries"),
+            entries,
         });
     };
     let ssp = changelog.partition(task.changelog_partition);
@@ -120,6 +124,11 @@ pub(crate) fn open_store(
         None => Vec::new(),
     };
     let mut plan = plan_restore(checkpointed, &snapshots, offsets.oldest, offsets.next);
+    if job.exactly_once {
+        // Read committed to the end: exactly the state of the last commit
+        // (aborted writes never show), so nothing is trimmed.
+        plan.target = offsets.next.max(plan.replay_from);
+    }
     // Bulk mode costs a reopening (milliseconds): only for long replays.
     let bulk = |plan: &RestorePlan| plan.target.saturating_sub(plan.replay_from) >= spec.bulk_restore_records;
     let mut engine = match &local {
@@ -153,17 +162,20 @@ pub(crate) fn open_store(
     // A snapshot of exactly the checkpointed state, so that the next restart
     // on this machine replays nothing.
     let mut snapshot_at = plan.snapshot;
+    // Under exactly-once the state read to the end is the state at the
+    // checkpoint (only markers and aborted writes follow it).
+    let matches = if job.exactly_once { checkpointed.unwrap_or(plan.target) } else { plan.target };
     if let Some(l) = &local
         && checkpointed.is_some()
-        && plan.snapshot != Some(plan.target)
+        && plan.snapshot != Some(matches)
     {
-        match l.snapshot(plan.target, |dir| engine.engine().snapshot(dir).map_err(|e| engine_err("snapshot", e))) {
-            Ok(()) => snapshot_at = Some(plan.target),
+        match l.snapshot(matches, |dir| engine.engine().snapshot(dir).map_err(|e| engine_err("snapshot", e))) {
+            Ok(()) => snapshot_at = Some(matches),
             Err(e) => tracing::warn!(store = %spec.name, task = %task.name, "no snapshot after the restore: {e}"),
         }
     }
     let mut end = plan.target;
-    if offsets.next > plan.target {
+    if !job.exactly_once && offsets.next > plan.target {
         end = trim(spec, task, &ssp, plan.target, offsets.next, engine.engine(), systems, producers)?;
     }
     let elapsed = started.elapsed();
@@ -179,7 +191,9 @@ pub(crate) fn open_store(
     }
     let target = producers.borrow_mut().target(&ssp)?;
     let writer = ChangelogWriter { producers: producers.clone(), target };
-    let store = engine.into_store(spec, tasks, Some(Box::new(writer)));
+    let mut store = engine.into_store(spec, tasks, Some(Box::new(writer)));
+    let entries = metrics.gauge(&group, "entries");
+    entries.set(store.entries() as i64);
     Ok(TaskStore {
         spec: spec.clone(),
         store: Rc::new(RefCell::new(store)),
@@ -188,7 +202,7 @@ pub(crate) fn open_store(
         // The snapshot kept above: `plan.snapshot` may be one `retain` just deleted.
         snapshot_at,
         snapshot_taken: Instant::now(),
-        entries: metrics.gauge(gregor_api::Group::store(&task.name, &spec.name), "entries"),
+        entries,
     })
 }
 
@@ -207,15 +221,18 @@ pub(crate) fn replay(
     systems: &Systems,
     metrics: Option<&MetricsRegistry>,
 ) -> Result<(u64, u64), RuntimeError> {
+    // Progress counts changelog offsets (a compacted changelog has gaps:
+    // fewer records than offsets), so done reaches the target at the end.
     let total = plan.target.saturating_sub(plan.replay_from);
     let gauges = metrics.map(|m| {
         let group = gregor_api::Group::store(&task.name, &spec.name);
         m.gauge(&group, "restore-target-records").set(total as i64);
+        m.gauge(&group, "restore-ms").set(-1); // restoring
         [m.gauge(&group, "restore-done-records"), m.gauge(&group, "restore-done-bytes")]
     });
-    let progress = |records: u64, bytes: u64| {
+    let progress = |done: u64, bytes: u64| {
         if let Some([r, b]) = &gauges {
-            r.set(records as i64);
+            r.set(done.min(total) as i64);
             b.set(bytes as i64);
         }
     };
@@ -260,7 +277,7 @@ pub(crate) fn replay(
         records += 1;
         if batch.len() >= RESTORE_BATCH {
             apply(engine, &mut batch)?;
-            progress(records, bytes);
+            progress(m.offset + 1 - plan.replay_from, bytes);
             bar.set_position(m.offset - plan.replay_from);
             if bar.is_hidden() && last_log.elapsed() >= Duration::from_secs(5) {
                 last_log = Instant::now();
@@ -278,7 +295,7 @@ pub(crate) fn replay(
         source: Box::new(source),
     })?;
     bar.finish_and_clear();
-    progress(records, bytes);
+    progress(total, bytes);
     Ok((records, bytes))
 }
 

@@ -138,6 +138,11 @@ impl<T: StreamTask> App<T> {
         shutdown: Arc<AtomicBool>,
         address: Option<std::net::SocketAddr>,
     ) -> Result<RunSummary, JobError> {
+        if job.exactly_once {
+            return Err(JobError::Usage(
+                "task.processing.guarantee=exactly-once is not available with job.coordinator=zookeeper yet (processors come and go, and a departed one's open transaction would hold readers back); use the local or process mode, or at-least-once".into(),
+            ));
+        }
         if until_end {
             return Err(JobError::Usage(
                 "--until-end does not apply with job.coordinator=zookeeper (processors join and leave; stop each with SIGTERM)"
@@ -171,7 +176,7 @@ impl<T: StreamTask> App<T> {
     ) -> Result<RunSummary, JobError> {
         // `gregor checkpoint set` refuses while the coordinator runs.
         let _running = crate::local::run_lock(job);
-        let work_dir = job.state_dir.join(format!("{}-{}", job.name, job.id)).join("coordinator");
+        let work_dir = job.job_dir().join("coordinator");
         // The last model of this job keeps tasks (and their local state) where they were.
         let previous = gregor_runtime::inspect::last_job_model(job);
         let systems = Systems::new(job, &self.kinds)?;
@@ -215,7 +220,7 @@ impl<T: StreamTask> App<T> {
                     .get_parsed("cluster-manager.container.memory.mb", "a number of MiB")
                     .map_err(|e| JobError::Runtime(e.into()))?,
             },
-            cgroup_prefix: format!("{}-{}", job.name, job.id),
+            cgroup_prefix: job.dir_name(),
             cgroup_root: std::path::PathBuf::from("/sys/fs/cgroup"),
             on_restart: Some(Arc::new(move |id: &str| monitor.restarted(id))),
         };
@@ -286,7 +291,9 @@ impl<T: StreamTask> App<T> {
         let barrier = barrier.map(|dir| Arc::new(EndBarrier::in_directory(std::path::Path::new(&dir), ids)));
         // The supervisor serves this container's metrics from its reports.
         let metrics = gregor_api::MetricsRegistry::new();
-        crate::monitor::publish_reports(crate::monitor::reports_dir(&job), id.to_owned(), metrics.clone());
+        if crate::monitor::address(&job)?.is_some() {
+            crate::monitor::publish_reports(crate::monitor::reports_dir(&job), id.to_owned(), metrics.clone());
+        }
         let options = ContainerOptions {
             metrics: Some(metrics),
             until_end: args.until_end,
@@ -355,17 +362,32 @@ pub fn init_logging(default: &str) {
 /// [`init_logging`] in a given format. Warnings and errors are also kept
 /// for the status page (`crate::monitor::events`).
 pub fn init_logging_as(default: &str, format: LogFormat) {
+    use tracing_subscriber::Layer;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
-    let registry = tracing_subscriber::registry().with(filter).with(crate::monitor::events::RecentEvents);
+    let filter = || tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
+    // The status page keeps warnings whatever RUST_LOG says.
+    let recent = crate::monitor::events::RecentEvents.with_filter(tracing_subscriber::filter::LevelFilter::WARN);
+    let registry = tracing_subscriber::registry().with(recent);
     let _ = match format {
         LogFormat::Text => registry
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false).compact())
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_target(false)
+                    .compact()
+                    .with_filter(filter()),
+            )
             .try_init(),
         // One JSON object per line, fields flattened, for log shippers.
         LogFormat::Json => registry
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).json().flatten_event(true))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .json()
+                    .flatten_event(true)
+                    .with_filter(filter()),
+            )
             .try_init(),
     };
 }

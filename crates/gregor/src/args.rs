@@ -62,11 +62,8 @@ impl JobArgs {
     /// A one-line description of the first bad argument. `Ok(None)` means
     /// `--help` was asked for.
     pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<JobArgs>, String> {
-        let env_format = std::env::var("GREGOR_LOG_FORMAT").ok();
-        let mut out = JobArgs {
-            log_format: env_format.as_deref().map(LogFormat::parse).transpose()?.unwrap_or_default(),
-            ..JobArgs::default()
-        };
+        let mut out = JobArgs::default();
+        let mut format_given = false;
         let mut it = args.into_iter();
         while let Some(arg) = it.next() {
             let (flag, inline) = match arg.split_once('=') {
@@ -79,10 +76,16 @@ impl JobArgs {
                 "--config" => out.config_file = Some(PathBuf::from(value("--config")?)),
                 "--set" => out.overrides.push(value("--set")?),
                 "--until-end" => out.until_end = true,
-                "--log-format" => out.log_format = LogFormat::parse(&value("--log-format")?)?,
+                "--log-format" => {
+                    out.log_format = LogFormat::parse(&value("--log-format")?)?;
+                    format_given = true;
+                }
                 "--help" | "-h" => return Ok(None),
                 other => return Err(format!("unexpected argument '{other}'")),
             }
+        }
+        if !format_given && let Ok(env) = std::env::var("GREGOR_LOG_FORMAT") {
+            out.log_format = LogFormat::parse(&env)?;
         }
         Ok(Some(out))
     }

@@ -42,6 +42,14 @@ pub(crate) fn prepare(
     previous: Option<&JobModel>,
 ) -> Result<(BTreeMap<SystemStream, u32>, JobModel), RuntimeError> {
     create_intermediate_streams(job, systems)?;
+    if job.exactly_once {
+        // Containers of an earlier run that this run has no more (fewer
+        // containers now) would leave their open transactions holding
+        // readers back for ever: end them all before any container starts.
+        let prefix = format!("{}-", job.dir_name());
+        let n = systems.admin(&job.checkpoint_stream.system)?.recover_transactions(&prefix)?;
+        tracing::debug!(producers = n, "ended the open transactions of the job's previous run");
+    }
     let partitions = partition_counts(job, systems)?;
     let model = job_model_after(job, &partitions, previous);
     Ok((partitions, model))

@@ -16,7 +16,10 @@
 //! per source partition and skips anything at or before it: after a crash,
 //! stage 1 re-sends the words of uncommitted lines, and these duplicates must
 //! not be counted twice. Both stores are checkpointed with the input offsets,
-//! so the counts stay exact however often the job is killed.
+//! so the counts stay exact however often the job is killed. Under
+//! `task.processing.guarantee=exactly-once` stage 1's uncommitted words are
+//! never seen by stage 2, so `wordcount.deduplicate=false` (this check off)
+//! stays exact too.
 
 use gregor::{
     App, Config, IncomingEnvelope, KeyValueStore, MessageCollector, OutgoingEnvelope, Store, StreamTask, SystemStream,
@@ -28,6 +31,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 struct Ready {
+    deduplicate: bool,
     words: SystemStream,
     output: SystemStream,
     counts: Store<String, i64>,
@@ -56,7 +60,17 @@ impl StreamTask for WordCount {
     type Message = String;
 
     fn init(&mut self, ctx: &mut TaskContext<'_>) -> Result<(), TaskError> {
+        let deduplicate = match ctx.config().get("wordcount.deduplicate") {
+            None | Some("true") => true,
+            Some("false") => false,
+            Some(other) => {
+                return Err(TaskError::msg(format!(
+                    "config key 'wordcount.deduplicate': '{other}' is not true or false"
+                )));
+            }
+        };
         self.ready = Some(Ready {
+            deduplicate,
             words: stream(ctx, "wordcount.words")?,
             output: stream(ctx, "wordcount.output")?,
             counts: ctx.store("counts")?,
@@ -87,12 +101,14 @@ impl StreamTask for WordCount {
         let (source, at) = tag.split_once(' ').ok_or_else(|| TaskError::msg(format!("malformed word tag '{tag}'")))?;
         let at_pos = position(at).ok_or_else(|| TaskError::msg(format!("malformed word position '{at}'")))?;
         let source = source.to_owned();
-        if let Some(last) = r.positions.get(&source)?.as_deref().and_then(position)
-            && at_pos <= last
-        {
-            return Ok(()); // re-sent by a restarted stage 1: already counted
+        if r.deduplicate {
+            if let Some(last) = r.positions.get(&source)?.as_deref().and_then(position)
+                && at_pos <= last
+            {
+                return Ok(()); // re-sent by a restarted stage 1: already counted
+            }
+            r.positions.put(&source, &at.to_owned())?;
         }
-        r.positions.put(&source, &at.to_owned())?;
         let count = r.counts.get(&word)?.unwrap_or(0) + 1;
         r.counts.put(&word, &count)?;
         collector.send(OutgoingEnvelope::keyed(&r.output, word, count))?;
@@ -101,7 +117,10 @@ impl StreamTask for WordCount {
 }
 
 fn app() -> App<WordCount> {
-    App::new("wordcount", WordCount::default).config_key("wordcount.output").config_key("wordcount.words")
+    App::new("wordcount", WordCount::default)
+        .config_key("wordcount.output")
+        .config_key("wordcount.words")
+        .config_key("wordcount.deduplicate")
 }
 
 fn main() -> ExitCode {

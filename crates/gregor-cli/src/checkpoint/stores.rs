@@ -6,6 +6,12 @@
 //! (nothing, or an old local snapshot on any machine). Local directories on
 //! this machine are removed as well, which only saves that replay.
 //!
+//! Two phases, around the caller's checkpoint write: [`reset_stores`]
+//! writes the tombstones only; [`finish_resets`], once the new checkpoints
+//! are written, moves the changelogs' compaction limits past them and
+//! removes local directories. Until the checkpoints are written, the old
+//! ones stay restorable: nothing may compact below them.
+//!
 //! This must never run beside a running job (the caller checks), never
 //! leave a checkpoint pointing before a tombstone it wrote, and never touch
 //! a store directory a container has locked.
@@ -35,8 +41,6 @@ pub struct StoreReset {
     pub new_offset: Option<u64>,
     /// Local directory removed on this machine.
     pub local_removed: bool,
-    /// Why the local directory was left, if it was.
-    pub local_kept: Option<String>,
 }
 
 /// Keys with a value at the end of a changelog partition read from its
@@ -81,22 +85,20 @@ fn tombstone_all(systems: &Systems, ssp: &SystemStreamPartition) -> Result<(u64,
     Ok((keys.len() as u64, end))
 }
 
-/// Resets every store of `task` to empty (see the module doc); returns what
-/// was done and the store entries of its new checkpoint. `old` are the
-/// task's current store entries. With `force`, a store directory that a
-/// container holds is left (and reported) instead of failing.
+/// Writes a tombstone for every live key of every store of `task` (see the
+/// module doc); returns what was done and the store entries of its new
+/// checkpoint. `old` are the task's current store entries. Moves no
+/// compaction limit and removes nothing: [`finish_resets`] does, after the
+/// checkpoints.
 ///
 /// # Errors
-/// A changelog that cannot be read or written, or a local directory that
-/// cannot be removed.
+/// A changelog that cannot be read or written.
 pub fn reset_stores(
     job: &JobConfig,
     systems: &Systems,
     task: &TaskModel,
     old: &BTreeMap<String, StoreCheckpoint>,
-    force: bool,
 ) -> Result<(Vec<StoreReset>, BTreeMap<String, StoreCheckpoint>)> {
-    let job_dir = format!("{}-{}", job.name, job.id);
     let mut done = Vec::new();
     let mut entries = BTreeMap::new();
     for spec in &job.stores {
@@ -107,13 +109,11 @@ pub fn reset_stores(
             deleted: 0,
             new_offset: None,
             local_removed: false,
-            local_kept: None,
         };
         if let Some(changelog) = &spec.changelog {
             let ssp = changelog.partition(task.changelog_partition);
             match tombstone_all(systems, &ssp) {
                 Ok((deleted, end)) => {
-                    systems.admin(&ssp.stream.system)?.set_compaction_limit(&ssp, end)?;
                     entries.insert(spec.name.clone(), StoreCheckpoint { changelog: ssp.clone(), offset: end });
                     (reset.deleted, reset.new_offset) = (deleted, Some(end));
                 }
@@ -125,14 +125,29 @@ pub fn reset_stores(
             }
             reset.changelog = Some(ssp);
         }
-        if matches!(spec.engine, StoreEngine::RocksDb(_)) {
-            match discard_local_state(&job.state_dir, &job_dir, &spec.name, &task.name) {
-                Ok(removed) => reset.local_removed = removed,
-                Err(e @ RuntimeError::StoreLocked { .. }) if force => reset.local_kept = Some(e.to_string()),
-                Err(e) => return Err(e.into()),
-            }
-        }
         done.push(reset);
     }
     Ok((done, entries))
+}
+
+/// After the new checkpoints are written: lets compaction go up to the
+/// tombstones and removes this machine's local state of the reset stores
+/// (a container that holds a store directory is an error: the job runs).
+///
+/// # Errors
+/// A compaction limit that cannot be set, or a local directory that cannot
+/// be removed.
+pub fn finish_resets(job: &JobConfig, systems: &Systems, resets: &mut [(String, Vec<StoreReset>)]) -> Result<()> {
+    for (task, stores) in resets {
+        for s in stores.iter_mut() {
+            if let (Some(ssp), Some(end)) = (&s.changelog, s.new_offset) {
+                systems.admin(&ssp.stream.system)?.set_compaction_limit(ssp, end)?;
+            }
+            let spec = job.stores.iter().find(|spec| spec.name == s.store);
+            if spec.is_some_and(|spec| matches!(spec.engine, StoreEngine::RocksDb(_))) {
+                s.local_removed = discard_local_state(&job.state_dir, &job.dir_name(), &s.store, task)?;
+            }
+        }
+    }
+    Ok(())
 }

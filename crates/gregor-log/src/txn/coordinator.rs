@@ -348,6 +348,7 @@ impl Coordinator {
         let path = self.state_path();
         Self::save(&path, &ending)?;
         self.state = ending;
+        gregor_api::failpoint::failpoint("txn-decided");
         self.markers(stamp, marker)?;
         let next = State { state: Phase::Ongoing, transaction: stamp.transaction + 1, ..self.state.clone() };
         Self::save(&path, &next)?;

@@ -127,6 +127,11 @@ impl<T> CommittedFilter<T> {
         }
     }
 
+    /// The oldest record held (delivered next, or dropped, once decided).
+    pub fn front(&self) -> Option<&T> {
+        self.queue.front().map(|(_, item)| item)
+    }
+
     /// The transaction the reader waits for, if it is blocked.
     pub fn blocked_by(&self) -> Option<TxnStamp> {
         self.queue.iter().find_map(|(s, _)| match s {

@@ -106,10 +106,11 @@ struct StoreDoc {
     restore_ms: Option<i64>,
 }
 
-#[derive(Serialize, Default)]
+#[derive(Serialize)]
 struct Totals {
     processed: u64,
-    lag: i64,
+    /// `null` while any input's lag is not known yet.
+    lag: Option<i64>,
 }
 
 #[derive(Serialize)]
@@ -161,7 +162,7 @@ pub fn status(
     events: &[Event],
     now_ms: i64,
 ) -> serde_json::Value {
-    let mut totals = Totals::default();
+    let mut totals = Totals { processed: 0, lag: Some(0) };
     let mut docs = Vec::new();
     for view in containers {
         let s = &view.samples;
@@ -180,7 +181,7 @@ pub fn status(
                         let labels =
                             [("system", &*ssp.stream.system), ("stream", &*ssp.stream.stream), ("partition", &*p)];
                         let lag = gauge(find(s, "input", &labels, "lag"));
-                        totals.lag += lag.unwrap_or(0);
+                        totals.lag = totals.lag.zip(lag).map(|(t, l)| t + l);
                         InputDoc {
                             system: ssp.stream.system.to_string(),
                             stream: ssp.stream.stream.to_string(),
