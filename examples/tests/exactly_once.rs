@@ -113,35 +113,56 @@ fn local_mode_survives_kill_9_exactly_once() {
 #[test]
 fn process_mode_survives_kill_9_of_containers_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
-    let lines = load(dir.path(), 4000, 0x0e05_4321_8765_cba9);
-    let extra: Vec<&str> =
-        EXACTLY_ONCE.iter().copied().chain(["job.coordinator=process", "job.container.count=2"]).collect();
-    // Kill one container process (the supervisor restarts it) at each step.
+    let mut lines = load(dir.path(), 500, 0x0e05_4321_8765_cba9);
+    // A short failure window keeps the restart backoff at its first step.
+    let extra: Vec<&str> = EXACTLY_ONCE
+        .iter()
+        .copied()
+        .chain(["job.coordinator=process", "job.container.count=2", "cluster-manager.container.retry.window.ms=50"])
+        .collect();
+    // The job runs (no --until-end) while input keeps arriving; a container
+    // process is killed (the supervisor restarts it) after each growth.
     let reports = dir.path().join("__state/wordcount-1/coordinator/reports");
-    let mut child = spawn(dir.path(), &extra, None);
-    let mut kills = 0;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(240);
-    let mut target = written(dir.path()) + 300;
-    while child.try_wait().unwrap().is_none() {
-        assert!(std::time::Instant::now() < deadline, "no progress after {kills} kills");
-        if written(dir.path()) < target || kills >= 24 {
-            std::thread::sleep(std::time::Duration::from_millis(1));
-            continue;
-        }
-        let id = kills % 2;
-        let pid = std::fs::read(reports.join(format!("{id}.json")))
+    let log = dir.path().join("supervisor.log");
+    let mut supervisor = common::job(WORDCOUNT, "wordcount.properties", dir.path(), &extra)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let live_pid = |id: usize| {
+        std::fs::read(reports.join(format!("{id}.json")))
             .ok()
             .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-            .and_then(|r| r["pid"].as_i64());
-        if let Some(pid) = pid.filter(|p| std::path::Path::new(&format!("/proc/{p}")).exists()) {
+            .and_then(|r| r["pid"].as_i64())
+            .filter(|p| Path::new(&format!("/proc/{p}")).exists())
+    };
+    let mut kills = 0;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(240);
+    while kills < 80 {
+        assert!(supervisor.try_wait().unwrap().is_none(), "the supervisor stopped");
+        assert!(std::time::Instant::now() < deadline, "no progress after {kills} kills");
+        lines.extend(load(dir.path(), 100, 0x0e05_4321_0000_0000 + kills as u64));
+        let target = written(dir.path()) + 200;
+        while written(dir.path()) < target && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        if let Some(pid) = live_pid(kills % 2).or_else(|| live_pid((kills + 1) % 2)) {
             // SAFETY: signalling a container process of the job this test started.
             unsafe { kill(pid as i32, 9) };
             kills += 1;
-            target = written(dir.path()) + 200;
         }
     }
-    assert!(child.wait().unwrap().success(), "the supervisor failed");
-    assert!(kills >= 10, "only {kills} container kills");
+    // Both containers run again (a stop during a restart is reported as a failure).
+    while live_pid(0).is_none() || live_pid(1).is_none() {
+        assert!(std::time::Instant::now() < deadline, "the containers did not come back");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // SAFETY: as above, the supervisor.
+    unsafe { kill(supervisor.id() as i32, 15) };
+    let status = supervisor.wait().unwrap();
+    assert!(status.success(), "the supervisor did not stop cleanly: {}", std::fs::read_to_string(&log).unwrap());
+    let out = common::run_to_end(WORDCOUNT, "wordcount.properties", dir.path(), &extra);
+    assert!(out.status.success());
     check_sequences(dir.path(), &lines);
 }
 
