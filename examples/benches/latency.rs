@@ -21,7 +21,8 @@
 mod plot;
 
 use gregor_examples::bench::{Keys, PARTITIONS, VALUE_LEN, load};
-use gregor_log::{Durability, Log, PartitionReader, Record, StreamConfig};
+use gregor_log::txn::CommittedFilter;
+use gregor_log::{Durability, Entry, Log, PartitionReader, Record, StreamConfig};
 use hdrhistogram::Histogram;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -142,17 +143,26 @@ fn consume(log: &Log, measure_from: u64, expected: &dyn Fn() -> Option<u64>) -> 
     };
     let mut readers: Vec<PartitionReader> =
         (0..output.partition_count()).map(|p| output.reader(p, 0).expect("reader")).collect();
+    // Read-committed, as a downstream gregor job reads: under exactly-once a
+    // result counts when its transaction commits.
+    let mut held: Vec<CommittedFilter<u64>> = readers.iter().map(|_| CommittedFilter::new()).collect();
     let mut hist = Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3).expect("histogram");
     let mut received = 0u64;
     let mut last_progress = Instant::now();
     loop {
         let mut got = 0;
-        for r in &mut readers {
+        for (r, held) in readers.iter_mut().zip(&mut held) {
             let fetch = r.poll(1 << 20).expect("poll");
-            for rec in fetch.records() {
-                let rec = rec.expect("record");
-                let value = rec.value.expect("value");
-                let stamp = u64::from_le_bytes(value[..8].try_into().expect("stamp"));
+            for e in fetch.entries() {
+                match e.expect("record") {
+                    Entry::Record(txn, rec) => {
+                        let value = rec.value.expect("value");
+                        held.push_record(txn, u64::from_le_bytes(value[..8].try_into().expect("stamp")));
+                    }
+                    Entry::Marker(stamp, marker) => held.push_marker(stamp, marker),
+                }
+            }
+            while let Some(stamp) = held.pop() {
                 if stamp >= measure_from {
                     hist.record(now_ns().saturating_sub(stamp).max(1_000)).expect("record");
                 }
