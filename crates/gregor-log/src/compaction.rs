@@ -10,14 +10,23 @@
 //! atomic rename; consecutive small segments are then concatenated. Readers
 //! holding the old files keep reading them; new reads see the new ones.
 //! The active segment is never rewritten.
+//!
+//! Transactions (see `crate::txn`): a first pass collects every marker.
+//! Records of a committed transaction count like any record (and are
+//! rewritten as plain records: they are decided); those of an aborted one are
+//! dropped and supersede nothing; those of a transaction without a marker yet
+//! are kept as written. Markers are kept for `delete_retention_ms` (as
+//! tombstones), so that a reader holding a transaction's records still finds
+//! its marker. Compaction never changes what a read-committed reader replaying
+//! the partition ends with, key by key.
 
-use crate::batch::{BatchEncoder, RecordIter, seal};
+use crate::batch::{BatchEncoder, Marker, RecordIter, TxnStamp, seal};
 use crate::config::CleanupPolicy;
 use crate::error::{IoContext, LogError, Result};
 use crate::fsutil::sync_dir;
 use crate::partition::Partition;
 use crate::segment::{self, BatchScanner, Segment};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use xxhash_rust::xxh3::xxh3_128;
@@ -66,15 +75,42 @@ impl Partition {
             return Ok(outcome);
         }
         let limit = self.compaction_limit()?;
-        let mut latest: HashMap<u128, u64> = HashMap::new();
+        // Every transaction's end (its first marker's offset), wherever it lies.
+        let mut decided: HashMap<TxnStamp, (Marker, u64)> = HashMap::new();
         for seg in &set.list {
             let end = self.readable_end(seg, &snap)?;
             let mut scan = BatchScanner::new(&seg.file, &seg.path, 0, end);
             while let Some((pos, header, bytes)) = scan.next_batch(true)? {
-                // A transactional record may be aborted: it supersedes nothing
-                // (see `clean_segment`).
-                if header.txn.is_some() {
-                    continue;
+                if let (true, Some(stamp)) = (header.control, header.txn) {
+                    let record = RecordIter::new(header, bytes).next().and_then(|r| r.ok());
+                    let marker = record.and_then(|r| Marker::from_key(r.key));
+                    let marker = marker.ok_or_else(|| {
+                        corrupt(seg, pos, crate::batch::FormatError::Invalid("a control batch without a marker".into()))
+                    })?;
+                    decided.entry(stamp).or_insert((marker, header.base_offset));
+                }
+            }
+        }
+        let mut latest: HashMap<u128, u64> = HashMap::new();
+        // Keys of records whose transaction is still open: when it commits,
+        // a later tombstone of the key must still be there to delete them.
+        let mut open_keys: HashSet<u128> = HashSet::new();
+        for seg in &set.list {
+            let end = self.readable_end(seg, &snap)?;
+            let mut scan = BatchScanner::new(&seg.file, &seg.path, 0, end);
+            while let Some((pos, header, bytes)) = scan.next_batch(true)? {
+                // Only committed transactional records supersede anything.
+                match fate(&decided, &header) {
+                    _ if header.control => continue,
+                    Fate::Open => {
+                        for record in RecordIter::new(header, bytes) {
+                            let record = record.map_err(|e| corrupt(seg, pos, e))?;
+                            open_keys.insert(xxh3_128(record.key.unwrap_or_default()));
+                        }
+                        continue;
+                    }
+                    Fate::Dropped => continue,
+                    Fate::Committed | Fate::Plain => {}
                 }
                 for record in RecordIter::new(header, bytes) {
                     let record = record.map_err(|e| corrupt(seg, pos, e))?;
@@ -87,7 +123,8 @@ impl Partition {
         }
         let mut sizes = Vec::with_capacity(sealed.len());
         for seg in &sealed {
-            let (before, after, bytes_before, bytes_after) = self.clean_segment(seg, &latest, limit, now_ms)?;
+            let (before, after, bytes_before, bytes_after) =
+                self.clean_segment(seg, &latest, &decided, &open_keys, limit, now_ms)?;
             outcome.records_before += before;
             outcome.records_after += after;
             outcome.bytes_before += bytes_before;
@@ -158,6 +195,8 @@ impl Partition {
         &self,
         seg: &Segment,
         latest: &HashMap<u128, u64>,
+        decided: &HashMap<TxnStamp, (Marker, u64)>,
+        open_keys: &HashSet<u128>,
         limit: u64,
         now_ms: i64,
     ) -> Result<(u64, u64, u64, u64)> {
@@ -168,26 +207,44 @@ impl Partition {
         let (mut before, mut after) = (0u64, 0u64);
         let mut encoder = BatchEncoder::new();
         let mut scan = BatchScanner::new(&seg.file, &seg.path, 0, end);
+        // Whether the rewrite differs from the segment (beyond dropped records).
+        let mut changed = false;
         while let Some((pos, header, bytes)) = scan.next_batch(true)? {
-            // Transactional batches (data and markers) are kept as written:
-            // which of them were committed is not resolved here yet, and
-            // dropping a marker would leave its records undecided for ever.
-            if header.txn.is_some() {
-                let batch = &bytes[..header.total_len];
-                out.write_all_at(batch, out_len).context(|| format!("writing {}", out_path.display()))?;
-                out_len += batch.len() as u64;
+            let expired = |ts: i64| now_ms.saturating_sub(ts) >= self.config.delete_retention_ms as i64;
+            let verbatim = match (header.control, fate(decided, &header)) {
+                // A marker stays while readers may still need it.
+                (true, _) => !expired(header.max_timestamp),
+                // Not decided yet: kept as written, for its marker to come.
+                (false, Fate::Open) => true,
+                (false, Fate::Dropped) => {
+                    before += u64::from(header.record_count);
+                    changed = true;
+                    continue;
+                }
+                // Committed (rewritten below as plain records) or plain.
+                (false, Fate::Committed | Fate::Plain) => false,
+            };
+            if verbatim || header.control {
                 before += u64::from(header.record_count);
-                after += u64::from(header.record_count);
+                if verbatim {
+                    let batch = &bytes[..header.total_len];
+                    out.write_all_at(batch, out_len).context(|| format!("writing {}", out_path.display()))?;
+                    out_len += batch.len() as u64;
+                    after += u64::from(header.record_count);
+                }
                 continue;
             }
+            changed |= header.txn.is_some();
             encoder.clear();
             let mut base = None;
             for record in RecordIter::new(header, bytes) {
                 let record = record.map_err(|e| corrupt(seg, pos, e))?;
                 before += 1;
-                let newest = latest.get(&xxh3_128(record.key.unwrap_or_default())) == Some(&record.offset);
+                let hash = xxh3_128(record.key.unwrap_or_default());
+                let newest = latest.get(&hash) == Some(&record.offset);
                 let expired_tombstone = record.value.is_none()
-                    && now_ms.saturating_sub(record.timestamp) >= self.config.delete_retention_ms as i64;
+                    && now_ms.saturating_sub(record.timestamp) >= self.config.delete_retention_ms as i64
+                    && !open_keys.contains(&hash);
                 if record.offset >= limit || (newest && !expired_tombstone) {
                     let base = *base.get_or_insert(record.offset);
                     encoder.push_decoded((record.offset - base) as u32, &record);
@@ -201,7 +258,7 @@ impl Partition {
                 out_len += batch.len() as u64;
             }
         }
-        if after == before {
+        if after == before && !changed {
             drop(out);
             std::fs::remove_file(&out_path).context(|| format!("removing {}", out_path.display()))?;
             return Ok((before, after, end, end));
@@ -318,6 +375,29 @@ impl Partition {
 }
 
 /// Creates (truncating) a file opened for reading and writing.
+/// What becomes of a data batch's records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    /// Not transactional.
+    Plain,
+    /// Its transaction committed, and it came before the marker.
+    Committed,
+    /// Aborted, or written after its transaction's marker (a fenced
+    /// producer's): a read-committed reader never sees it.
+    Dropped,
+    /// No marker yet.
+    Open,
+}
+
+fn fate(decided: &HashMap<TxnStamp, (Marker, u64)>, header: &crate::batch::BatchHeader) -> Fate {
+    let Some(stamp) = header.txn else { return Fate::Plain };
+    match decided.get(&stamp) {
+        None => Fate::Open,
+        Some((Marker::Commit, at)) if header.base_offset < *at => Fate::Committed,
+        Some(_) => Fate::Dropped,
+    }
+}
+
 fn create_rw(path: &std::path::Path) -> Result<std::fs::File> {
     std::fs::OpenOptions::new()
         .read(true)
