@@ -153,7 +153,8 @@ pub fn read_store(
         checkpoints.get(task_name).and_then(|c| c.stores.get(store)).filter(|s| s.changelog == ssp).map(|s| s.offset);
     let plan = plan_restore(checkpointed, &[], offsets.oldest, offsets.next);
     let mut engine: Box<dyn Engine> = Box::new(MemoryEngine::new());
-    crate::stores::replay(spec, t, &ssp, plan, &mut engine, systems, None)?;
+    let read_end = crate::stores::read_end(job, &plan, offsets.next);
+    crate::stores::replay(spec, t, &ssp, plan, read_end, &mut engine, systems, None)?;
     let mut out = Vec::new();
     engine.scan(Bound::Unbounded, None, usize::MAX, &mut out).map_err(|source| RuntimeError::StoreEngine {
         store: store.to_owned(),
@@ -196,7 +197,8 @@ pub fn rebuild_store(job: &JobConfig, systems: &Systems, store: &str, task_name:
         source: Box::new(source),
     };
     let mut engine: Box<dyn Engine> = Box::new(RocksDbEngine::open(&current, opts).map_err(|e| engine_err("open", e))?);
-    let (records, _) = crate::stores::replay(spec, t, &ssp, plan, &mut engine, systems, None)?;
+    let read_end = crate::stores::read_end(job, &plan, offsets.next);
+    let (records, _) = crate::stores::replay(spec, t, &ssp, plan, read_end, &mut engine, systems, None)?;
     if checkpointed.is_some() {
         local.snapshot(plan.target, |dir| engine.snapshot(dir).map_err(|e| engine_err("snapshot", e)))?;
     }

@@ -124,11 +124,6 @@ pub(crate) fn open_store(
         None => Vec::new(),
     };
     let mut plan = plan_restore(checkpointed, &snapshots, offsets.oldest, offsets.next);
-    if job.exactly_once {
-        // Read committed to the end: exactly the state of the last commit
-        // (aborted writes never show), so nothing is trimmed.
-        plan.target = offsets.next.max(plan.replay_from);
-    }
     // Bulk mode costs a reopening (milliseconds): only for long replays.
     let bulk = |plan: &RestorePlan| plan.target.saturating_sub(plan.replay_from) >= spec.bulk_restore_records;
     let mut engine = match &local {
@@ -152,7 +147,8 @@ pub(crate) fn open_store(
     };
 
     let started = Instant::now();
-    let (records, bytes) = replay(spec, task, &ssp, plan, engine.engine(), systems, Some(metrics))?;
+    let read_end = read_end(job, &plan, offsets.next);
+    let (records, bytes) = replay(spec, task, &ssp, plan, read_end, engine.engine(), systems, Some(metrics))?;
     engine = match (engine, &spec.engine) {
         (Opened::Rocks(e), StoreEngine::RocksDb(opts)) if bulk(&plan) => {
             Opened::Rocks(e.end_bulk_load(&rocks_options(opts, tasks)).map_err(|e| engine_err("restore", e))?)
@@ -162,9 +158,7 @@ pub(crate) fn open_store(
     // A snapshot of exactly the checkpointed state, so that the next restart
     // on this machine replays nothing.
     let mut snapshot_at = plan.snapshot;
-    // Under exactly-once the state read to the end is the state at the
-    // checkpoint (only markers and aborted writes follow it).
-    let matches = if job.exactly_once { checkpointed.unwrap_or(plan.target) } else { plan.target };
+    let matches = plan.target;
     if let Some(l) = &local
         && checkpointed.is_some()
         && plan.snapshot != Some(matches)
@@ -175,7 +169,7 @@ pub(crate) fn open_store(
         }
     }
     let mut end = plan.target;
-    if !job.exactly_once && offsets.next > plan.target {
+    if offsets.next > plan.target {
         end = trim(spec, task, &ssp, plan.target, offsets.next, engine.engine(), systems, producers)?;
     }
     let elapsed = started.elapsed();
@@ -206,17 +200,29 @@ pub(crate) fn open_store(
     })
 }
 
+/// How far a restore reads: to the checkpointed offset, or, under
+/// exactly-once, to the changelog's end. The last committed transaction's
+/// changelog records lie below the checkpoint but its markers above, so a
+/// read-committed replay must read past the checkpoint to see them; it
+/// applies only what lies below it (plain records after the checkpoint, left
+/// by an at-least-once run of the job, are not part of the committed state).
+pub(crate) fn read_end(job: &JobConfig, plan: &RestorePlan, next: u64) -> u64 {
+    if job.exactly_once { next.max(plan.target) } else { plan.target }
+}
+
 /// Replays the changelog range of `plan` into the engine in large batches
 /// written straight to it (no changelog layer yet; message buffers are
 /// borrowed, not copied), applied by the engine while the next batch is
 /// read, and all applied before it returns. Shows progress on a terminal
 /// and, given `metrics`, in the store's `restore-*` gauges.
 /// Returns (records, bytes).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn replay(
     spec: &StoreSpec,
     task: &TaskModel,
     ssp: &SystemStreamPartition,
     plan: RestorePlan,
+    read_end: u64,
     engine: &mut dyn Engine,
     systems: &Systems,
     metrics: Option<&MetricsRegistry>,
@@ -263,7 +269,10 @@ pub(crate) fn replay(
         })
     };
     let start = if plan.replay_from > 0 { StartOffset::At(plan.replay_from) } else { StartOffset::Oldest };
-    systems.read_until(ssp, start, plan.target, STALL, |m| {
+    systems.read_until(ssp, start, read_end, STALL, |m| {
+        if m.offset >= plan.target {
+            return Ok(()); // read for its transaction's marker only
+        }
         let Some(key) = m.key else {
             return Err(RuntimeError::BadChangelog {
                 store: spec.name.clone(),

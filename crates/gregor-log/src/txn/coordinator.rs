@@ -132,12 +132,17 @@ pub struct State {
 }
 
 impl State {
-    /// The state of a producer never seen before: epoch 0 is bumped to 1 by its first `init`.
+    /// The state of a producer never seen before: epoch 0 is bumped to 1 by
+    /// its first `init`. Its producer id is new too (not derived from the
+    /// name): were the state file ever lost, a recreated producer must not
+    /// look like an older epoch of the lost one to readers.
     pub fn new(transactional_id: &str) -> State {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let seed = format!("{transactional_id}/{nanos}/{}", std::process::id());
         State {
             format_version: STATE_FORMAT,
             transactional_id: transactional_id.to_owned(),
-            producer_id: xxhash_rust::xxh3::xxh3_64(transactional_id.as_bytes()),
+            producer_id: xxhash_rust::xxh3::xxh3_64(seed.as_bytes()),
             epoch: 0,
             transaction: 0,
             state: Phase::Ending(Marker::Abort),
