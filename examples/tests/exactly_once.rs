@@ -134,7 +134,11 @@ fn process_mode_survives_kill_9_of_containers_exactly_once() {
             .ok()
             .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
             .and_then(|r| r["pid"].as_i64())
-            .filter(|p| Path::new(&format!("/proc/{p}")).exists())
+            // Running, not a zombie waiting for the supervisor to reap it.
+            .filter(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/stat"))
+                    .is_ok_and(|s| !s.split(") ").nth(1).is_some_and(|r| r.starts_with('Z')))
+            })
     };
     let mut kills = 0;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(240);

@@ -30,8 +30,8 @@ pub(super) struct LogProducer {
     next_offsets: HashMap<SystemStreamPartition, u64>,
     /// The coordinator, once transactional.
     txn: Option<Coordinator>,
-    /// Something was appended in the open transaction.
-    wrote: bool,
+    /// The partitions appended to in the open transaction.
+    written: std::collections::BTreeSet<(String, u32)>,
 }
 
 fn txn_error(e: TxnError) -> SystemError {
@@ -50,7 +50,7 @@ impl LogProducer {
             filled: Vec::new(),
             next_offsets: HashMap::new(),
             txn: None,
-            wrote: false,
+            written: std::collections::BTreeSet::new(),
         }
     }
 
@@ -60,7 +60,9 @@ impl LogProducer {
             return Ok(());
         }
         let at = s.partition.append_encoded(&mut s.encoder).map_err(|e| to_system_error(e, &s.ssp.stream))?;
-        self.wrote |= self.txn.is_some();
+        if self.txn.is_some() && !self.written.contains(&(s.ssp.stream.stream.to_string(), s.ssp.partition)) {
+            self.written.insert((s.ssp.stream.stream.to_string(), s.ssp.partition));
+        }
         match self.next_offsets.get_mut(&s.ssp) {
             Some(n) => *n = at.last_offset + 1,
             None => {
@@ -125,7 +127,7 @@ impl SystemProducer for LogProducer {
         let mut c = Coordinator::init(self.shared.log.clone(), transactional_id).map_err(txn_error)?;
         c.add_partitions(self.slots.iter().map(|s| (&*s.ssp.stream.stream, s.ssp.partition))).map_err(txn_error)?;
         self.txn = Some(c);
-        self.wrote = false;
+        self.written.clear();
         Ok(())
     }
 
@@ -134,10 +136,10 @@ impl SystemProducer for LogProducer {
         let Some(c) = &mut self.txn else {
             return Err(SystemError::other("committing a transaction", "init_transactions was not called"));
         };
-        // An idle interval writes no markers.
-        if self.wrote {
-            c.commit().map_err(txn_error)?;
-            self.wrote = false;
+        // Markers go where the transaction wrote; an idle one writes none.
+        if !self.written.is_empty() {
+            c.end_in(crate::txn::Marker::Commit, Some(&self.written)).map_err(txn_error)?;
+            self.written.clear();
         }
         Ok(())
     }

@@ -248,8 +248,10 @@ impl Coordinator {
         std::fs::rename(&tmp, path).map_err(|e| state_err(path, e))
     }
 
-    fn markers(&self, stamp: TxnStamp, marker: Marker) -> Result<(), TxnError> {
-        for (stream, partition) in &self.state.partitions {
+    /// Writes `marker` to `only` (those of the registered partitions the
+    /// transaction wrote to), or to every registered partition.
+    fn markers(&self, stamp: TxnStamp, marker: Marker, only: Option<&BTreeSet<(String, u32)>>) -> Result<(), TxnError> {
+        for (stream, partition) in only.unwrap_or(&self.state.partitions) {
             let err =
                 |source| TxnError::Marker { stream: stream.clone(), partition: *partition, marker, stamp, source };
             let p = match self.log.stream(stream).and_then(|s| s.partition(*partition)) {
@@ -280,7 +282,8 @@ impl Coordinator {
         Self::save(&path, &fenced)?;
         let mut c = Coordinator { log, dir, state: fenced };
         if let Some((stamp, marker)) = ending {
-            c.markers(stamp, marker)?;
+            // Which partitions it wrote is not known: all it registered.
+            c.markers(stamp, marker, None)?;
             tracing::info!(id = transactional_id, ?stamp, ?marker, "ended the previous instance's transaction");
         }
         Self::save(&path, &opened)?;
@@ -341,6 +344,17 @@ impl Coordinator {
     /// the transaction), or an I/O failure (then the decision, if it was
     /// recorded, is completed by the next `init`).
     pub fn end(&mut self, marker: Marker) -> Result<(), TxnError> {
+        self.end_in(marker, None)
+    }
+
+    /// [`Self::end`], writing markers only to `written` (the registered
+    /// partitions the transaction wrote to; a reader of any other partition
+    /// has nothing of it to decide). A crash before they are all written
+    /// leaves the decision to `init`, which writes markers everywhere.
+    ///
+    /// # Errors
+    /// As [`Self::end`].
+    pub fn end_in(&mut self, marker: Marker, written: Option<&BTreeSet<(String, u32)>>) -> Result<(), TxnError> {
         let _lock = Self::lock(&self.dir, &self.state.transactional_id)?;
         let current = self.current()?;
         let stamp = current.stamp();
@@ -354,7 +368,7 @@ impl Coordinator {
         Self::save(&path, &ending)?;
         self.state = ending;
         gregor_api::failpoint::failpoint("txn-decided");
-        self.markers(stamp, marker)?;
+        self.markers(stamp, marker, written)?;
         let next = State { state: Phase::Ongoing, transaction: stamp.transaction + 1, ..self.state.clone() };
         Self::save(&path, &next)?;
         self.state = next;
