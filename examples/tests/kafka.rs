@@ -101,7 +101,8 @@ fn wordcount_on_kafka_counts_exactly_across_kill_9() {
 fn survives_a_broker_restart(extra: &[&str]) {
     let mut broker = KafkaBroker::start();
     let state = tempfile::tempdir().unwrap();
-    let lines = common::text(3000, 0x2545_f491_4f6c_dd1d);
+    // Enough input that the job is still running when the broker stops.
+    let lines = common::text(10_000, 0x2545_f491_4f6c_dd1d);
     load(&broker, &lines);
     let log_path = state.path().join("job.log");
     let log = std::fs::File::create(&log_path).unwrap();

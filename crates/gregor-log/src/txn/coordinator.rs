@@ -22,13 +22,14 @@
 //!   was open; then writes those markers and opens transaction 0.
 //! - [`Coordinator::add_partitions`]: before the producer's first write to a
 //!   partition, so that whoever ends the transaction knows where to.
-//! - [`Coordinator::commit`]: records the decision (the commit point), writes
-//!   a commit marker to every partition, opens the next transaction.
+//! - [`Coordinator::commit`] / [`Coordinator::end_in`]: records the decision
+//!   (the commit point), writes a marker to every registered partition (or
+//!   to those the transaction wrote to), opens the next transaction.
 //!
 //! A crash between the decision and the last marker leaves the decision in
-//! the file; the next `init` writes the markers again (a repeated marker is
-//! harmless). Markers go to every partition the producer ever registered,
-//! written to in this transaction or not. This module never writes data
+//! the file; the next `init` writes the markers again, to every partition
+//! the producer ever registered, since it cannot know which were written (a
+//! repeated or needless marker is harmless). This module never writes data
 //! records and never decides what a transaction contains.
 
 use super::{Marker, TxnStamp};
