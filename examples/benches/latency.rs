@@ -22,7 +22,7 @@ mod plot;
 
 use gregor_examples::bench::{Keys, PARTITIONS, VALUE_LEN, load};
 use gregor_log::txn::CommittedFilter;
-use gregor_log::{Durability, Entry, Log, PartitionReader, Record, StreamConfig};
+use gregor_log::{Durability, Log, PartitionReader, Record, StreamConfig};
 use hdrhistogram::Histogram;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -154,13 +154,9 @@ fn consume(log: &Log, measure_from: u64, expected: &dyn Fn() -> Option<u64>) -> 
         for (r, held) in readers.iter_mut().zip(&mut held) {
             let fetch = r.poll(1 << 20).expect("poll");
             for e in fetch.entries() {
-                match e.expect("record") {
-                    Entry::Record(txn, rec) => {
-                        let value = rec.value.expect("value");
-                        held.push_record(txn, u64::from_le_bytes(value[..8].try_into().expect("stamp")));
-                    }
-                    Entry::Marker(stamp, marker) => held.push_marker(stamp, marker),
-                }
+                held.push_entry(e.expect("record"), |rec| {
+                    u64::from_le_bytes(rec.value.expect("value")[..8].try_into().expect("stamp"))
+                });
             }
             while let Some(stamp) = held.pop() {
                 if stamp >= measure_from {

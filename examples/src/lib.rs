@@ -6,6 +6,7 @@ pub mod kafka_broker;
 pub mod observe;
 pub mod zookeeper_server;
 
+use gregor_log::txn::CommittedFilter;
 use gregor_log::{Log, PartitionReader};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -79,26 +80,15 @@ fn for_each_message(
         let partition = stream.partition(p)?;
         let end = partition.next_offset()?;
         let mut reader = PartitionReader::new(partition.clone(), partition.oldest_offset()?);
-        let mut filter: gregor_log::txn::CommittedFilter<gregor_log::Message> = gregor_log::txn::CommittedFilter::new();
+        let mut filter = if read_committed { CommittedFilter::new() } else { CommittedFilter::read_uncommitted() };
         while reader.next_offset() < end {
             let fetch = reader.poll(1 << 20)?;
             for e in fetch.entries() {
-                match e? {
-                    gregor_log::Entry::Record(txn, r) if r.offset < end => {
-                        let m = gregor_log::Message {
-                            offset: r.offset,
-                            timestamp: r.timestamp,
-                            key: r.key.map(|k| fetch.share(k)),
-                            value: r.value.map(|v| fetch.share(v)),
-                            headers: Vec::new(),
-                        };
-                        filter.push_record(if read_committed { txn } else { None }, m);
-                    }
-                    gregor_log::Entry::Marker(stamp, marker) => filter.push_marker(stamp, marker),
-                    gregor_log::Entry::Record(..) => {}
-                }
+                filter.push_entry(e?, |r| fetch.message(&r));
                 while let Some(m) = filter.pop() {
-                    f(p, m.key.as_deref(), m.value.as_deref());
+                    if m.offset < end {
+                        f(p, m.key.as_deref(), m.value.as_deref());
+                    }
                 }
             }
         }

@@ -43,8 +43,7 @@ fn monitor_line(job: &gregor_runtime::JobConfig) -> String {
     let published =
         std::fs::read(&path).ok().and_then(|b| serde_json::from_slice::<gregor::monitor::Published>(&b).ok());
     match published {
-        // SAFETY: signal 0 only asks whether the process exists.
-        Some(p) if unsafe { libc::kill(p.pid as i32, 0) } == 0 => {
+        Some(p) if gregor::monitor::process_alive(p.pid) => {
             format!("status page: {} (metrics: {}metrics; pid {})", p.url, p.url, p.pid)
         }
         Some(p) => format!("status page: none (the job that served {} is gone)", p.url),

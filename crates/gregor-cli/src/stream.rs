@@ -11,7 +11,7 @@ use gregor_api::system::{SystemFactory, SystemProducer};
 use gregor_api::{SystemStream, SystemStreamPartition};
 use gregor_log::system::LogSystemFactory;
 use gregor_log::txn::CommittedFilter;
-use gregor_log::{CleanupPolicy, Durability, Entry, Log, Message, PartitionReader, Stream, StreamConfig};
+use gregor_log::{CleanupPolicy, Durability, Log, Message, PartitionReader, Stream, StreamConfig};
 use std::io::{BufRead, Write};
 use std::path::Path;
 use std::sync::Arc;
@@ -346,9 +346,12 @@ fn consume(
         };
         part.check_offset(start)?;
         let end = part.next_offset()?;
-        readers.push((PartitionReader::new(part, start), end, CommittedFilter::<Message>::new()));
+        let held = match isolation {
+            Isolation::ReadCommitted => CommittedFilter::<Message>::new(),
+            Isolation::ReadUncommitted => CommittedFilter::read_uncommitted(),
+        };
+        readers.push((PartitionReader::new(part, start), end, held));
     }
-    let committed = isolation == Isolation::ReadCommitted;
     let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
     loop {
         let mut got_any = false;
@@ -363,16 +366,11 @@ fn consume(
             got_any |= !fetch.is_empty();
             let id = reader.partition().id();
             for e in fetch.entries() {
-                match e? {
-                    Entry::Record(txn, r) => {
-                        if until_end && r.offset >= *end {
-                            break;
-                        }
-                        held.push_record(txn.filter(|_| committed), fetch.message(&r));
-                    }
-                    Entry::Marker(stamp, marker) => held.push_marker(stamp, marker),
-                }
+                held.push_entry(e?, |r| fetch.message(&r));
                 while let Some(m) = held.pop() {
+                    if until_end && m.offset >= *end {
+                        break;
+                    }
                     write_message(&mut out, id, &m, format)?;
                 }
             }

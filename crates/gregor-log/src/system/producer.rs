@@ -30,8 +30,8 @@ pub(super) struct LogProducer {
     next_offsets: HashMap<SystemStreamPartition, u64>,
     /// The coordinator, once transactional.
     txn: Option<Coordinator>,
-    /// The partitions appended to in the open transaction.
-    written: std::collections::BTreeSet<(String, u32)>,
+    /// The slots appended to in the open transaction.
+    written: std::collections::BTreeSet<u32>,
 }
 
 fn txn_error(e: TxnError) -> SystemError {
@@ -60,8 +60,8 @@ impl LogProducer {
             return Ok(());
         }
         let at = s.partition.append_encoded(&mut s.encoder).map_err(|e| to_system_error(e, &s.ssp.stream))?;
-        if self.txn.is_some() && !self.written.contains(&(s.ssp.stream.stream.to_string(), s.ssp.partition)) {
-            self.written.insert((s.ssp.stream.stream.to_string(), s.ssp.partition));
+        if self.txn.is_some() {
+            self.written.insert(slot);
         }
         match self.next_offsets.get_mut(&s.ssp) {
             Some(n) => *n = at.last_offset + 1,
@@ -138,7 +138,13 @@ impl SystemProducer for LogProducer {
         };
         // Markers go where the transaction wrote; an idle one writes none.
         if !self.written.is_empty() {
-            c.end_in(crate::txn::Marker::Commit, Some(&self.written)).map_err(txn_error)?;
+            let slots = &self.slots;
+            let written = self
+                .written
+                .iter()
+                .map(|&i| (slots[i as usize].ssp.stream.stream.to_string(), slots[i as usize].ssp.partition))
+                .collect();
+            c.end_in(crate::txn::Marker::Commit, Some(&written)).map_err(txn_error)?;
             self.written.clear();
         }
         Ok(())

@@ -10,7 +10,8 @@
 //! epoch a newer epoch of the same producer has replaced (its recovery
 //! decided them). This module never does I/O and never looks at payloads.
 
-use crate::batch::{Marker, TxnStamp};
+use crate::batch::{Marker, RecordRef, TxnStamp};
+use crate::reader::Entry;
 use std::collections::{HashMap, VecDeque};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,11 +36,13 @@ pub struct CommittedFilter<T> {
     queue: VecDeque<(State, T)>,
     producers: HashMap<u64, Producer>,
     dropped: u64,
+    /// `false`: read-uncommitted (every record passes, markers are ignored).
+    committed: bool,
 }
 
 impl<T> Default for CommittedFilter<T> {
     fn default() -> Self {
-        CommittedFilter { queue: VecDeque::new(), producers: HashMap::new(), dropped: 0 }
+        CommittedFilter { queue: VecDeque::new(), producers: HashMap::new(), dropped: 0, committed: true }
     }
 }
 
@@ -49,9 +52,25 @@ impl<T> CommittedFilter<T> {
         Self::default()
     }
 
+    /// A filter that lets every record through in order (a read-uncommitted
+    /// reader), so that one reading loop serves both isolation levels.
+    pub fn read_uncommitted() -> Self {
+        CommittedFilter { committed: false, ..Self::default() }
+    }
+
+    /// Feeds one entry of a fetch: a record becomes `item(record)`, a
+    /// marker decides its transaction.
+    pub fn push_entry<'a>(&mut self, entry: Entry<'a>, item: impl FnOnce(RecordRef<'a>) -> T) {
+        match entry {
+            Entry::Record(txn, r) => self.push_record(txn, item(r)),
+            Entry::Marker(stamp, marker) => self.push_marker(stamp, marker),
+        }
+    }
+
     /// The next record, `txn` its transaction (`None` for a
     /// non-transactional one).
     pub fn push_record(&mut self, txn: Option<TxnStamp>, item: T) {
+        let txn = txn.filter(|_| self.committed);
         let state = match txn {
             None => State::Ready,
             Some(s) => {
@@ -72,6 +91,9 @@ impl<T> CommittedFilter<T> {
 
     /// A marker ending transaction `stamp` in this partition.
     pub fn push_marker(&mut self, stamp: TxnStamp, marker: Marker) {
+        if !self.committed {
+            return;
+        }
         let p = self.producers.entry(stamp.producer_id).or_default();
         let key = (stamp.epoch, stamp.transaction);
         p.decided = Some(p.decided.map_or(key, |d| d.max(key)));

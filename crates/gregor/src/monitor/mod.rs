@@ -352,7 +352,7 @@ fn read_reports(dir: &Path) -> Vec<(String, Report)> {
             let id = name.strip_suffix(".json")?.to_owned();
             let report: Report = serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok()?;
             // A container process that died: its numbers are not current.
-            alive(report.pid).then_some((id, report))
+            process_alive(report.pid).then_some((id, report))
         })
         .collect()
 }
@@ -389,7 +389,8 @@ fn no_delay(listener: &std::net::TcpListener) {
     }
 }
 
-fn alive(pid: u32) -> bool {
+/// Whether process `pid` exists (for files that name their writer).
+pub fn process_alive(pid: u32) -> bool {
     let Ok(pid) = i32::try_from(pid) else { return false };
     // SAFETY: signal 0 only checks that the process exists.
     pid > 0

@@ -144,3 +144,13 @@ fn a_newer_epoch_releases_what_its_predecessor_left_undecided() {
     assert_eq!(f.pop(), Some(3));
     assert_eq!(f.dropped(), 1);
 }
+
+#[test]
+fn read_uncommitted_lets_everything_through_in_order() {
+    let t = TxnStamp { producer_id: 1, epoch: 0, transaction: 0 };
+    let mut f = CommittedFilter::read_uncommitted();
+    f.push_record(Some(t), "a");
+    f.push_record(None, "b");
+    f.push_marker(t, Marker::Abort);
+    assert_eq!((f.pop(), f.pop(), f.pop()), (Some("a"), Some("b"), None));
+}
