@@ -16,6 +16,12 @@ pub fn words(line: &str) -> impl Iterator<Item = String> + '_ {
     line.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_lowercase)
 }
 
+/// The words of `line` as the Streams API examples define them: maximal
+/// runs of ASCII letters and digits, lower-cased.
+pub fn ascii_words(line: &str) -> impl Iterator<Item = String> + '_ {
+    line.split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_ascii_lowercase)
+}
+
 /// The last value per key of a stream in the log at `data_dir` (what a
 /// changelog-like output means), reading every partition to its end.
 ///

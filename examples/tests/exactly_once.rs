@@ -129,11 +129,15 @@ fn process_mode_survives_kill_9_of_containers_exactly_once() {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
+    // A process just sent SIGKILL can still look alive for a moment: never
+    // count one of those as running.
+    let killed = std::cell::RefCell::new(std::collections::HashSet::new());
     let live_pid = |id: usize| {
         std::fs::read(reports.join(format!("{id}.json")))
             .ok()
             .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
             .and_then(|r| r["pid"].as_i64())
+            .filter(|p| !killed.borrow().contains(p))
             // Running, not a zombie waiting for the supervisor to reap it.
             .filter(|p| {
                 std::fs::read_to_string(format!("/proc/{p}/stat"))
@@ -153,6 +157,7 @@ fn process_mode_survives_kill_9_of_containers_exactly_once() {
         if let Some(pid) = live_pid(kills % 2).or_else(|| live_pid((kills + 1) % 2)) {
             // SAFETY: signalling a container process of the job this test started.
             unsafe { kill(pid as i32, 9) };
+            killed.borrow_mut().insert(pid);
             kills += 1;
         }
     }

@@ -208,7 +208,8 @@ impl MessageCollector {
         &self.streams
     }
 
-    /// Sends already-encoded bytes (the runtime uses this for dead letters).
+    /// Sends already-encoded bytes (dead letters, the Streams API's
+    /// intermediate streams); `timestamp` `None` means now.
     #[doc(hidden)]
     pub fn send_raw(
         &mut self,
@@ -216,6 +217,7 @@ impl MessageCollector {
         partition: Option<u32>,
         key: Option<&[u8]>,
         value: Option<&[u8]>,
+        timestamp: Option<i64>,
     ) {
         let mut range = |b: &[u8]| {
             let start = self.buf.len();
@@ -225,7 +227,7 @@ impl MessageCollector {
         let key = key.map(&mut range);
         let value = value.map(&mut range);
         let stream = self.stream_index(stream);
-        self.sends.push(PendingSend { stream, partition, key, value, timestamp: None });
+        self.sends.push(PendingSend { stream, partition, key, value, timestamp });
     }
 
     /// The recorded sends and the buffer their ranges point into.

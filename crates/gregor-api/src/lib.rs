@@ -28,7 +28,7 @@ pub use collector::{MessageCollector, OutgoingEnvelope, SendError};
 pub use config::{Config, ConfigError};
 pub use metrics::{Counter, Gauge, Group, MetricsRegistry, Timer};
 pub use partitioner::{murmur2, partition_for_key};
-pub use serde::{Data, Serde, SerdeError, Serdes};
+pub use serde::{Data, RawBytes, Serde, SerdeError, Serdes};
 pub use store::{KeyValueStore, RawStore, Store, StoreError, StoreIter};
 pub use system::{RawMessage, StartOffset, SystemStream, SystemStreamPartition};
 pub use task::{IncomingEnvelope, ShutdownScope, StreamTask, TaskContext, TaskCoordinator, TaskError};

@@ -31,6 +31,43 @@ use std::sync::Arc;
 pub trait Data: Serialize + DeserializeOwned + 'static {}
 impl<T: Serialize + DeserializeOwned + 'static> Data for T {}
 
+/// A message's key or value as it is on the wire, whatever serde its
+/// stream names: for tasks that decode for themselves (the Streams API's
+/// compiled task does, with the serdes of each input's declared types).
+/// [`Serdes::resolve`] gives a pass-through for it under any name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawBytes(pub Bytes);
+
+impl Serialize for RawBytes {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for RawBytes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v: Vec<u8> = serde::Deserialize::deserialize(d)?;
+        Ok(RawBytes(Bytes::from(v)))
+    }
+}
+
+struct RawSerde;
+impl Serde<RawBytes> for RawSerde {
+    fn encode(&self, value: &RawBytes, out: &mut Vec<u8>) -> Result<(), SerdeError> {
+        out.extend_from_slice(&value.0);
+        Ok(())
+    }
+    fn decode(&self, bytes: &[u8]) -> Result<RawBytes, SerdeError> {
+        Ok(RawBytes(Bytes::copy_from_slice(bytes)))
+    }
+    fn decode_shared(&self, bytes: &Bytes) -> Result<RawBytes, SerdeError> {
+        Ok(RawBytes(bytes.clone()))
+    }
+    fn decode_owned(&self, bytes: Bytes) -> Result<RawBytes, SerdeError> {
+        Ok(RawBytes(bytes))
+    }
+}
+
 /// Why bytes did not become a value, or a value bytes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -162,6 +199,9 @@ impl Serdes {
             self.custom.get(&(name.to_owned(), TypeId::of::<T>())).and_then(|a| a.downcast_ref::<Arc<dyn Serde<T>>>())
         {
             return Ok(s.clone());
+        }
+        if let Some(raw) = as_serde::<T, _, RawBytes>(RawSerde) {
+            return Ok(raw);
         }
         let found = match name {
             "json" => Some(Arc::new(JsonSerde::<T>::default()) as Arc<dyn Serde<T>>),

@@ -157,6 +157,18 @@ pub trait StreamTask: 'static {
         Ok(())
     }
 
+    /// Called at the start of every commit, before stores are flushed: a
+    /// task that keeps state in memory writes it to its stores here, so the
+    /// commit captures it with the input offsets. Sends made here are part
+    /// of the commit too.
+    fn before_commit(
+        &mut self,
+        _collector: &mut MessageCollector,
+        _coordinator: &mut TaskCoordinator,
+    ) -> Result<(), TaskError> {
+        Ok(())
+    }
+
     /// Called once every input partition of this task reached its end (bounded inputs).
     fn end_of_stream(
         &mut self,
@@ -198,6 +210,8 @@ pub struct TaskContext<'a> {
     metrics: &'a MetricsRegistry,
     container_id: &'a str,
     model_version: u64,
+    partition_counts: Option<&'a dyn Fn(&crate::system::SystemStream) -> Option<u32>>,
+    task_count: u32,
 }
 
 impl<'a> TaskContext<'a> {
@@ -210,7 +224,18 @@ impl<'a> TaskContext<'a> {
         serdes: &'a Serdes,
         metrics: &'a MetricsRegistry,
     ) -> Self {
-        TaskContext { config, task_name, partitions, stores, serdes, metrics, container_id: "", model_version: 0 }
+        TaskContext {
+            config,
+            task_name,
+            partitions,
+            stores,
+            serdes,
+            metrics,
+            container_id: "",
+            model_version: 0,
+            partition_counts: None,
+            task_count: 1,
+        }
     }
 
     #[doc(hidden)]
@@ -218,6 +243,28 @@ impl<'a> TaskContext<'a> {
         self.container_id = container_id;
         self.model_version = model_version;
         self
+    }
+
+    #[doc(hidden)]
+    pub fn with_partition_counts(mut self, counts: &'a dyn Fn(&crate::system::SystemStream) -> Option<u32>) -> Self {
+        self.partition_counts = Some(counts);
+        self
+    }
+
+    #[doc(hidden)]
+    pub fn with_task_count(mut self, task_count: u32) -> Self {
+        self.task_count = task_count;
+        self
+    }
+
+    /// How many tasks the job model has (in every container together).
+    pub fn task_count(&self) -> u32 {
+        self.task_count
+    }
+
+    /// How many partitions `stream` has now (asks its system), if it exists.
+    pub fn partition_count(&self, stream: &crate::system::SystemStream) -> Option<u32> {
+        self.partition_counts.and_then(|f| f(stream))
     }
 
     /// The id of the container running this task (in `zookeeper` mode, the
@@ -259,6 +306,17 @@ impl<'a> TaskContext<'a> {
         let k = self.serdes.resolve::<K>(&key_serde).map_err(|e| serde_err(&format!("stores.{name}.key.serde"), e))?;
         let v = self.serdes.resolve::<V>(&msg_serde).map_err(|e| serde_err(&format!("stores.{name}.msg.serde"), e))?;
         Ok(Store::new(name, raw, k, v))
+    }
+
+    /// The job's serdes (built-in and registered), for tasks that decode
+    /// for themselves.
+    pub fn serdes(&self) -> &Serdes {
+        self.serdes
+    }
+
+    /// The metrics registry of this task's container.
+    pub fn metrics(&self) -> &MetricsRegistry {
+        self.metrics
     }
 
     /// A counter in this task's metrics group.

@@ -167,6 +167,16 @@ impl<T: StreamTask> Container<T> {
         let started = std::time::Instant::now();
         self.commit_point(CommitPoint::Start)?;
         self.check_lease()?;
+        for t in 0..self.tasks.len() {
+            let task = &mut self.tasks[t];
+            if task.stopped {
+                continue;
+            }
+            crate::error::call_task(&task.name, "before_commit", || {
+                task.task.before_commit(&mut task.collector, &mut task.coordinator)
+            })?;
+            self.route(t)?;
+        }
         for task in &self.tasks {
             for store in &task.stores {
                 let mut s = store.store.borrow_mut();

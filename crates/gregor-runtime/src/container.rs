@@ -264,8 +264,11 @@ impl<T: StreamTask> Container<T> {
             })?;
             {
                 let provider = Stores(&stores);
+                let counts = |s: &SystemStream| systems.admin(&s.system).ok()?.partition_count(s).ok();
                 let mut ctx = TaskContext::new(&job.raw, &tm.name, &tm.inputs, &provider, &serdes, &metrics)
-                    .with_container(&model.id, options.model_version);
+                    .with_container(&model.id, options.model_version)
+                    .with_partition_counts(&counts)
+                    .with_task_count(task_count);
                 call_task(&tm.name, "init", || task.init(&mut ctx))?;
             }
             let names_job = names_job.clone();

@@ -311,7 +311,7 @@ impl<T: StreamTask> Container<T> {
             DeserializationPolicy::DeadLetter(stream) => {
                 tracing::warn!(%ssp, offset = m.offset, dead_letters = %stream, "setting aside a message whose {what} does not deserialize: {}", e.0);
                 let t = self.inputs[i].task;
-                self.tasks[t].collector.send_raw(stream, None, m.key.as_deref(), m.value.as_deref());
+                self.tasks[t].collector.send_raw(stream, None, m.key.as_deref(), m.value.as_deref(), Some(m.timestamp));
                 self.route(t)?;
             }
         }
@@ -329,7 +329,7 @@ impl<T: StreamTask> Container<T> {
     }
 
     /// Sends what task `t` collected.
-    fn route(&mut self, t: usize) -> Result<(), RuntimeError> {
+    pub(crate) fn route(&mut self, t: usize) -> Result<(), RuntimeError> {
         let task = &mut self.tasks[t];
         let (sends, buf) = task.collector.pending();
         if sends.is_empty() {

@@ -52,6 +52,12 @@ pub const KEYS: &[Key] = &[
     key("job.id", Kind::Text, "1", "Instance id, to run the same job twice side by side."),
     key("job.container.count", Kind::Positive, "1", "Number of containers the tasks are spread over."),
     key(
+        "job.intermediate.stream.partitions",
+        Kind::Positive,
+        "the largest input's partition count",
+        "Partitions of an intermediate stream (`samza.intermediate=true`) that gregor creates and whose `streams.<id>.partitions` is not set.",
+    ),
+    key(
         "job.default.system",
         Kind::Text,
         "system of the first input",

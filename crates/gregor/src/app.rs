@@ -49,9 +49,24 @@ pub struct App<T: StreamTask> {
     name: String,
     pub(crate) factory: Arc<dyn Fn() -> T + Send + Sync>,
     pub(crate) serdes: Serdes,
-    config_keys: Vec<&'static str>,
+    config_keys: Vec<String>,
     kinds: SystemKinds,
+    /// Adds generated keys to a config before it is validated (the Streams
+    /// API's inputs, intermediate streams and stores), and names the job's
+    /// own keys it read.
+    pub(crate) expand: Option<Expansion>,
+    /// Describes what the job would run, for `--plan`.
+    pub(crate) plan: Option<PlanPrinter>,
 }
+
+/// See [`App::expand`].
+pub(crate) type Expansion = Arc<dyn Fn(&mut gregor_api::Config) -> Result<Vec<String>, JobError> + Send + Sync>;
+/// See [`App::plan`].
+pub(crate) type PlanPrinter = Arc<
+    dyn Fn(&JobConfig, &std::collections::BTreeMap<gregor_api::SystemStream, u32>, &str) -> Result<String, JobError>
+        + Send
+        + Sync,
+>;
 
 impl<T: StreamTask> App<T> {
     /// A job called `name` whose tasks `factory` creates (once per task).
@@ -62,6 +77,8 @@ impl<T: StreamTask> App<T> {
             serdes: Serdes::new(),
             config_keys: Vec::new(),
             kinds: crate::systems::builtin_kinds(),
+            expand: None,
+            plan: None,
         }
     }
 
@@ -72,8 +89,8 @@ impl<T: StreamTask> App<T> {
     }
 
     /// Declares a config key of the job's own (unknown keys are errors).
-    pub fn config_key(mut self, key: &'static str) -> Self {
-        self.config_keys.push(key);
+    pub fn config_key(mut self, key: &str) -> Self {
+        self.config_keys.push(key.to_owned());
         self
     }
 
@@ -87,8 +104,14 @@ impl<T: StreamTask> App<T> {
     ///
     /// # Errors
     /// The first problem, naming the key.
-    pub fn job_config(&self, config: gregor_api::Config) -> Result<JobConfig, JobError> {
-        Ok(crate::systems::job_config(config, &self.config_keys)?)
+    pub fn job_config(&self, mut config: gregor_api::Config) -> Result<JobConfig, JobError> {
+        let mut keys: Vec<&str> = self.config_keys.iter().map(String::as_str).collect();
+        let generated = match &self.expand {
+            Some(expand) => expand(&mut config)?,
+            None => Vec::new(),
+        };
+        keys.extend(generated.iter().map(String::as_str));
+        Ok(crate::systems::job_config(config, &keys)?)
     }
 
     /// Runs with parsed arguments; SIGINT/SIGTERM stop it gracefully.
@@ -97,6 +120,23 @@ impl<T: StreamTask> App<T> {
     /// Bad arguments or config, or the job's failure.
     pub fn run(&self, args: &JobArgs) -> Result<RunSummary, JobError> {
         let config = args.load_config().map_err(JobError::Usage)?;
+        if let Some(format) = &args.plan {
+            let printer = self.plan.as_ref().ok_or_else(|| {
+                JobError::Usage(format!("--plan: job '{}' is a StreamTask, not a Streams API application", self.name))
+            })?;
+            let job = self.job_config(config)?;
+            // Partition counts as the systems know them now (a query: a
+            // stream that does not exist yet is planned from its config).
+            let systems = Systems::new(&job, &self.kinds)?;
+            let mut counts = std::collections::BTreeMap::new();
+            for input in &job.inputs {
+                if let Ok(n) = systems.admin(&input.stream.system).and_then(|a| a.partition_count(&input.stream)) {
+                    counts.insert(input.stream.clone(), n);
+                }
+            }
+            print!("{}", printer(&job, &counts, format)?);
+            return Ok(RunSummary::default());
+        }
         self.run_config(config, args.until_end, crate::local::shutdown_flag(true))
     }
 

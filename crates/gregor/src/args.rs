@@ -41,17 +41,21 @@ pub struct JobArgs {
     pub until_end: bool,
     /// The log format (`--log-format`, else `GREGOR_LOG_FORMAT`, else text).
     pub log_format: LogFormat,
+    /// `--plan[=text|json]`: print what a Streams API job would run, and exit.
+    pub plan: Option<String>,
 }
 
 /// Usage text of a job binary.
 pub fn usage(job: &str) -> String {
     format!(
-        "usage: {job} --config FILE [--set key=value]... [--until-end] [--log-format text|json]\n\n  \
+        "usage: {job} --config FILE [--set key=value]... [--until-end] [--log-format text|json] [--plan[=json]]\n\n  \
          --config FILE      job configuration (Samza-style key=value properties)\n  \
          --set key=value    override a config key (repeatable)\n  \
          --until-end        stop once every input partition has been read up to the\n                     \
          newest offset it had at start, after a final commit\n  \
-         --log-format F     text (default) or json: one JSON object per line\n"
+         --log-format F     text (default) or json: one JSON object per line\n  \
+         --plan[=FORMAT]    a Streams API job: print its operators, tasks, intermediate\n                     \
+         streams and stores (text, or json), and exit\n"
     )
 }
 
@@ -80,6 +84,11 @@ impl JobArgs {
                     out.log_format = LogFormat::parse(&value("--log-format")?)?;
                     format_given = true;
                 }
+                "--plan" => match inline.as_deref() {
+                    None | Some("text") => out.plan = Some("text".into()),
+                    Some("json") => out.plan = Some("json".into()),
+                    Some(other) => return Err(format!("--plan takes text or json, not '{other}'")),
+                },
                 "--help" | "-h" => return Ok(None),
                 other => return Err(format!("unexpected argument '{other}'")),
             }

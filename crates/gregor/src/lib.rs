@@ -44,6 +44,7 @@ mod args;
 mod local;
 pub mod memory;
 pub mod monitor;
+pub mod streams;
 pub mod systems;
 pub mod testing;
 mod zk;

@@ -61,13 +61,34 @@ pub(crate) fn create_intermediate_streams(job: &JobConfig, systems: &Systems) ->
     for input in &job.inputs {
         let admin = systems.admin(&input.stream.system)?;
         if let Err(SystemError::StreamNotFound { .. }) = admin.partition_count(&input.stream)
-            && let Some(n) = job.stream_partitions(&input.stream)?
+            && let Some(n) = match job.stream_partitions(&input.stream)? {
+                Some(n) => Some(n),
+                None if input.intermediate => Some(intermediate_partitions(job, systems)?),
+                None => None,
+            }
         {
             admin.ensure_stream(&input.stream, n, StreamKind::Regular)?;
             tracing::info!(stream = %input.stream, partitions = n, "created intermediate input stream");
         }
     }
     Ok(())
+}
+
+/// An intermediate stream's partition count when its config names none:
+/// `job.intermediate.stream.partitions`, else the largest partition count
+/// of the job's other inputs (Samza's rule).
+fn intermediate_partitions(job: &JobConfig, systems: &Systems) -> Result<u32, RuntimeError> {
+    let key = "job.intermediate.stream.partitions";
+    if let Some(n) = job.raw.get_parsed::<u32>(key, "a positive number of partitions")? {
+        return Ok(n.max(1));
+    }
+    let mut largest = 1;
+    for input in job.inputs.iter().filter(|i| !i.intermediate) {
+        if let Ok(n) = systems.admin(&input.stream.system)?.partition_count(&input.stream) {
+            largest = largest.max(n);
+        }
+    }
+    Ok(largest)
 }
 
 /// Every input's partition count, as the systems report it now (a query:

@@ -326,11 +326,18 @@ impl<T: StreamTask> TestJob<T> {
     pub fn run(&mut self) -> Result<u64, JobError> {
         self.start()?;
         let mut total = 0u64;
+        let mut idle_rounds = 0;
         loop {
             let (processed, buffered) = self.round(usize::MAX)?;
             total += processed as u64;
+            // Twice: a round's `window` call may send after it looked for input.
             if processed == 0 && buffered == 0 {
-                return Ok(total);
+                idle_rounds += 1;
+                if idle_rounds == 2 {
+                    return Ok(total);
+                }
+            } else {
+                idle_rounds = 0;
             }
         }
     }
