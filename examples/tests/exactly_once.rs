@@ -2,8 +2,9 @@
 //! word count *without* its duplicate suppression
 //! (`wordcount.deduplicate=false`) under
 //! `task.processing.guarantee=exactly-once`, killed with SIGKILL at random
-//! points and aborted inside commits (`GREGOR_FAILPOINT`), in the `local`
-//! and `process` modes. The check is stronger than final counts: a
+//! points and aborted inside commits (`GREGOR_FAILPOINT`), in the `local`,
+//! `process` and `zookeeper` modes (there also a processor frozen past its
+//! session that wakes up). The check is stronger than final counts: a
 //! read-committed reader of the output sees, for every word, the counts 1,
 //! 2, ..., n exactly once each and in order. A read-uncommitted reader sees
 //! the aborted outputs (so the test can tell the difference), and the same
@@ -96,8 +97,8 @@ fn kill_rounds(dir: &Path, lines: &mut Vec<String>, extra: &[&str], rounds: usiz
 fn local_mode_survives_kill_9_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let mut lines = load(dir.path(), 1000, 0x0e05_1234_5678_9abc);
-    let kills = kill_rounds(dir.path(), &mut lines, EXACTLY_ONCE, 40, 300);
-    assert!(kills >= 25, "only {kills} runs were killed mid-way");
+    let kills = kill_rounds(dir.path(), &mut lines, EXACTLY_ONCE, 60, 300);
+    assert!(kills >= 40, "only {kills} runs were killed mid-way");
     let out = common::run_to_end(WORDCOUNT, "wordcount.properties", dir.path(), EXACTLY_ONCE);
     assert!(out.status.success());
     let committed = check_sequences(dir.path(), &lines);
@@ -177,6 +178,142 @@ fn process_mode_survives_kill_9_of_containers_exactly_once() {
 
 unsafe extern "C" {
     fn kill(pid: i32, sig: i32) -> i32;
+}
+
+/// Processors of the word count in the `zookeeper` mode, each with its own
+/// state directory (as on its own machine) and with the lease check
+/// switched off (`GREGOR_FAILPOINT_SKIP=lease-check`): only the log's epoch
+/// fencing stands between a frozen processor that wakes up and the output.
+struct Processors {
+    zk: gregor_examples::zookeeper_server::ZkServer,
+    dir: std::path::PathBuf,
+    live: Vec<(String, Child)>,
+    started: usize,
+}
+
+const ZK_SESSION_MS: u64 = 1500;
+
+impl Processors {
+    fn start(&mut self, id: &str) {
+        let state = self.dir.join(format!("__state-{id}"));
+        let settings = [
+            "job.coordinator=zookeeper".to_owned(),
+            format!("job.coordinator.zk.connect={}", self.zk.connect()),
+            format!("job.coordinator.zk.session.timeout.ms={ZK_SESSION_MS}"),
+            "job.debounce.time.ms=200".to_owned(),
+            format!("processor.id={id}"),
+            format!("job.logged.store.base.dir={}", state.display()),
+        ];
+        let extra: Vec<&str> = EXACTLY_ONCE.iter().copied().chain(settings.iter().map(String::as_str)).collect();
+        let log = std::fs::File::create(self.dir.join(format!("{id}.log"))).unwrap();
+        let child = common::job(WORDCOUNT, "wordcount.properties", &self.dir, &extra)
+            .env("GREGOR_FAILPOINT_SKIP", "lease-check")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.live.push((id.to_owned(), child));
+    }
+
+    /// Starts a processor with an id never used before.
+    fn start_new(&mut self) {
+        self.started += 1;
+        let id = format!("p{}", self.started);
+        self.start(&id);
+    }
+
+    fn log_of(&self, id: &str) -> String {
+        std::fs::read_to_string(self.dir.join(format!("{id}.log"))).unwrap_or_default()
+    }
+
+    /// Fails the test if a live processor exited.
+    fn check_alive(&mut self, what: &str) {
+        let exited = self.live.iter_mut().find_map(|(id, c)| c.try_wait().unwrap().map(|_| id.clone()));
+        if let Some(id) = exited {
+            panic!("{what}: processor {id} exited: {}", self.log_of(&id));
+        }
+    }
+
+    /// Waits until the committed counts are the true ones.
+    fn wait_exact(&mut self, lines: &[String], what: &str) {
+        let truth = word_counts(lines);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            let mut finals = BTreeMap::new();
+            for partition in keyed_values_by_partition(&self.dir, "word-counts", true).unwrap_or_default() {
+                finals.extend(partition);
+            }
+            if finals == truth {
+                return;
+            }
+            self.check_alive(what);
+            assert!(std::time::Instant::now() < deadline, "{what}: counts not exact after 120 s");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+#[test]
+fn zookeeper_mode_survives_kill_9_and_a_frozen_processor_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut lines = load(dir.path(), 300, 0x0e05_2b2b_0000_0001);
+    let zk = gregor_examples::zookeeper_server::ZkServer::start();
+    let mut ps = Processors { zk, dir: dir.path().to_owned(), live: Vec::new(), started: 0 };
+    for _ in 0..3 {
+        ps.start_new();
+    }
+    ps.wait_exact(&lines, "three processors");
+    // kill -9 one processor after each growth of the output and start a
+    // new one (a new id: a restarted machine); the dead one's tasks (and its
+    // open transaction, which holds readers back) wait for its session to
+    // expire, then the others end its transaction and take its tasks.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    for kill in 0..40 {
+        lines.extend(load(dir.path(), 40, 0x0e05_2b2b_1000_0000 + kill as u64));
+        let target = written(dir.path()) + 60 + (kill as u64 * 13) % 60;
+        while written(dir.path()) < target {
+            assert!(std::time::Instant::now() < deadline, "no progress after {kill} kills");
+            ps.check_alive("kill loop");
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        let (id, mut victim) = ps.live.remove(kill % ps.live.len());
+        victim.kill().unwrap(); // SIGKILL
+        victim.wait().unwrap();
+        assert!(!ps.log_of(&id).contains("panicked"), "{id}: {}", ps.log_of(&id));
+        ps.start_new();
+    }
+    ps.wait_exact(&lines, "after the kills");
+
+    // Freeze a processor that holds tasks (SIGSTOP) past its session: the
+    // others end its transaction and take its tasks. Woken up, it goes on
+    // (its lease check is off) and tries to commit: it was fenced, and none
+    // of what it wrote since shows.
+    let (frozen_id, frozen) = ps.live.remove(0);
+    // SAFETY: signalling a processor this test started.
+    unsafe { kill(frozen.id() as i32, 19) }; // SIGSTOP
+    lines.extend(load(dir.path(), 300, 0x0e05_2b2b_2000_0000));
+    ps.wait_exact(&lines, "while a processor is frozen");
+    unsafe { kill(frozen.id() as i32, 18) }; // SIGCONT
+    ps.live.push((frozen_id.clone(), frozen));
+    let woke = std::time::Instant::now();
+    while !ps.log_of(&frozen_id).contains("was fenced") {
+        assert!(woke.elapsed() < std::time::Duration::from_secs(60), "{frozen_id}: {}", ps.log_of(&frozen_id));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    lines.extend(load(dir.path(), 300, 0x0e05_2b2b_3000_0000));
+    ps.wait_exact(&lines, "after the frozen processor woke");
+
+    for (_, child) in &ps.live {
+        // SAFETY: as above.
+        unsafe { kill(child.id() as i32, 15) };
+    }
+    for (id, mut child) in std::mem::take(&mut ps.live) {
+        let status = child.wait().unwrap();
+        assert!(status.success(), "{id} did not stop cleanly: {}", ps.log_of(&id));
+    }
+    let committed = check_sequences(dir.path(), &lines);
+    let all = written(dir.path()) as usize;
+    assert!(all > committed, "the kills left no aborted output ({all} written, {committed} committed)");
 }
 
 #[test]

@@ -6,7 +6,14 @@
 //! `CheckpointsFlushed`, `TransactionCommitted`) and the embedded log's
 //! `txn-decided` (a commit recorded in its coordinator's state, before any
 //! marker).
-//! Never set it outside tests.
+//!
+//! `GREGOR_FAILPOINT_SKIP=<name>` switches a safety check off instead, so that
+//! a test can prove the next line of defence holds on its own. Checks:
+//! `lease-check` (a `zookeeper` processor's container goes on after its
+//! lease ran out, as if its clock were wrong; only the log's epoch fencing
+//! then keeps its writes invisible under exactly-once).
+//!
+//! Never set either outside tests.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,4 +45,10 @@ pub fn failpoint(name: &str) {
         eprintln!("GREGOR_FAILPOINT: aborting at {name} (visit {})", a.at);
         std::process::abort();
     }
+}
+
+/// Whether `GREGOR_FAILPOINT_SKIP` names the check `name` (read once).
+pub fn skipped(name: &str) -> bool {
+    static SKIP: OnceLock<Option<String>> = OnceLock::new();
+    SKIP.get_or_init(|| std::env::var("GREGOR_FAILPOINT_SKIP").ok()).as_deref() == Some(name)
 }

@@ -204,15 +204,15 @@ pub trait SystemAdmin: Send + Sync {
     /// Creates a stream if it does not exist; if it exists, checks it has
     /// `partitions` partitions (when `Some`).
     fn ensure_stream(&self, stream: &SystemStream, partitions: u32, kind: StreamKind) -> Result<(), SystemError>;
-    /// Ends the open transactions of every transactional producer whose id
-    /// is `prefix` followed by a number (a job's containers, some of which
-    /// may be gone for good: their successors never start). Returns how
-    /// many it found. Default: none.
+    /// Ends the open transactions of (and fences) every transactional
+    /// producer whose id is `prefix` followed by a suffix that `which`
+    /// accepts: a job's containers, some of which may be gone for good (their
+    /// successors never start). Returns how many it took over. Default: none.
     ///
     /// # Errors
     /// The system's transaction state cannot be read or written.
-    fn recover_transactions(&self, prefix: &str) -> Result<usize, SystemError> {
-        let _ = prefix;
+    fn recover_transactions(&self, prefix: &str, which: &dyn Fn(&str) -> bool) -> Result<usize, SystemError> {
+        let _ = (prefix, which);
         Ok(0)
     }
     /// Tells a changelog that compaction must keep everything needed to

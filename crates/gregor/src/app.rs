@@ -178,11 +178,6 @@ impl<T: StreamTask> App<T> {
         shutdown: Arc<AtomicBool>,
         address: Option<std::net::SocketAddr>,
     ) -> Result<RunSummary, JobError> {
-        if job.exactly_once {
-            return Err(JobError::Usage(
-                "task.processing.guarantee=exactly-once is not available with job.coordinator=zookeeper yet (processors come and go, and a departed one's open transaction would hold readers back); use the local or process mode, or at-least-once".into(),
-            ));
-        }
         if until_end {
             return Err(JobError::Usage(
                 "--until-end does not apply with job.coordinator=zookeeper (processors join and leave; stop each with SIGTERM)"

@@ -46,8 +46,7 @@ pub(crate) fn prepare(
         // Containers of an earlier run that this run has no more (fewer
         // containers now) would leave their open transactions holding
         // readers back for ever: end them all before any container starts.
-        let prefix = format!("{}-", job.dir_name());
-        let n = systems.admin(&job.checkpoint_stream.system)?.recover_transactions(&prefix)?;
+        let n = gregor_runtime::transactions::end_transactions_except(job, systems, &|_| false)?;
         tracing::debug!(producers = n, "ended the open transactions of the job's previous run");
     }
     let partitions = partition_counts(job, systems)?;

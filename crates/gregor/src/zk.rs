@@ -47,9 +47,39 @@ impl<T: StreamTask> ProcessorJob for ZkJob<T> {
                 ..Default::default()
             };
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                end_departed_transactions(&job, &systems, &model, &id, options.lease.as_deref())?;
                 crate::local::run_one(job, systems, serdes, factory, &model, &id, options, stop).map(|_| ())
             }))
             .unwrap_or_else(|p| Err(RuntimeError::Panicked { container: id, message: crate::local::panic_text(&*p) }))
         })
     }
+}
+
+/// Under exactly-once, before this processor's container of `model` starts:
+/// ends the open transactions of every processor the model no longer has
+/// (dead, or frozen past its session: its successors would wait for them)
+/// and fences them, so that a frozen one that wakes up can make nothing
+/// visible. Every processor of the model does this (whichever comes first
+/// ends them; the others find nothing open). Safe against the live ones: a
+/// processor's container of a later model starts only after every processor
+/// of that model stopped this one (the barrier), so this never fences a
+/// container that is running; and a processor whose own lease ran out (it
+/// is no member any more) skips it.
+fn end_departed_transactions(
+    job: &JobConfig,
+    systems: &Systems,
+    model: &JobModel,
+    id: &str,
+    lease: Option<&Lease>,
+) -> Result<(), RuntimeError> {
+    if !job.exactly_once {
+        return Ok(());
+    }
+    if lease.is_some_and(|l| !l.is_valid()) {
+        return Err(RuntimeError::LeaseExpired { container: id.to_owned() });
+    }
+    let member = |p: &str| model.containers.iter().any(|c| c.id == p);
+    let n = gregor_runtime::transactions::end_transactions_except(job, systems, &member)?;
+    tracing::debug!(producers = n, version = model.version, "ended the transactions of processors not in the model");
+    Ok(())
 }

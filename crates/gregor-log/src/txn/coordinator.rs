@@ -19,7 +19,9 @@
 //!   bumps the epoch (from now on the predecessor's [`Coordinator::commit`]
 //!   fails with [`TxnError::Fenced`]) and records how the predecessor's
 //!   transaction ends: committed if it had decided to commit, aborted if it
-//!   was open; then writes those markers and opens transaction 0.
+//!   was open; then writes those markers and opens transaction 0 with no
+//!   registered partition. (A fenced predecessor still writes only to
+//!   partitions it had registered, all of which got the marker.)
 //! - [`Coordinator::add_partitions`]: before the producer's first write to a
 //!   partition, so that whoever ends the transaction knows where to.
 //! - [`Coordinator::commit`] / [`Coordinator::end_in`]: records the decision
@@ -177,7 +179,10 @@ impl State {
             ending_transaction: end_txn,
             ..self.clone()
         };
-        let opened = State { state: Phase::Ongoing, ..fenced.clone() };
+        // Once the markers are written, nothing of the producer's past is
+        // left to end: the new epoch starts with no registered partition
+        // (so a second take-over of an idle producer writes no marker).
+        let opened = State { state: Phase::Ongoing, partitions: BTreeSet::new(), ..fenced.clone() };
         // A brand-new producer has nothing to end.
         let ending = ending.filter(|_| self.epoch > 0);
         (fenced, ending, opened)

@@ -91,6 +91,25 @@ fn a_successor_fences_its_predecessor_and_aborts_its_open_transaction() {
     assert_eq!(uncommitted, ["committed", "open", "zombie", "new"]);
 }
 
+#[test]
+fn taking_an_idle_producer_over_again_writes_no_marker() {
+    let (_dir, log) = log();
+    let mut c = Coordinator::init(log.clone(), "job-0").unwrap();
+    write(&log, &mut c, 0, &["a"]);
+    write(&log, &mut c, 1, &["b"]);
+    drop(c);
+    let next = |p| log.stream("out").unwrap().partition(p).unwrap().next_offset().unwrap();
+    let _first = Coordinator::init(log.clone(), "job-0").unwrap();
+    let after_first = (next(0), next(1));
+    assert_eq!(after_first, (2, 2), "the open transaction is aborted in both partitions");
+    // Its departed processor is taken over at every rebalance: the second
+    // time there is nothing left to end.
+    let again = Coordinator::init(log.clone(), "job-0").unwrap();
+    assert_eq!((next(0), next(1)), after_first);
+    assert_eq!(again.stamp().epoch, 3, "still fenced anew");
+    assert!(again.partitions().is_empty());
+}
+
 fn write_unregistered(log: &Log, c: &Coordinator, p: u32, value: &str) {
     let mut e = BatchEncoder::new();
     e.begin_transaction(c.stamp());
