@@ -68,6 +68,7 @@ impl StreamTask for Bench {
                 key: e.key,
                 message: e.message,
                 timestamp: Some(e.timestamp),
+                headers: Vec::new(),
             })?;
         }
         Ok(())

@@ -47,6 +47,18 @@ pub fn produce(kafka: &KafkaSystemFactory, topic: &str, records: &[(Option<&str>
 /// # Errors
 /// The topic cannot be read.
 pub fn read_all(kafka: &KafkaSystemFactory, topic: &str) -> Result<Vec<Read>, SystemError> {
+    Ok(read_raw(kafka, topic)?
+        .into_iter()
+        .map(|(p, m)| (p, m.offset, m.key.map(|k| k.to_vec()), m.value.map(|v| v.to_vec())))
+        .collect())
+}
+
+/// Every message of `topic` as the system delivers it (headers included),
+/// with its partition, up to each partition's end as of the call.
+///
+/// # Errors
+/// The topic cannot be read.
+pub fn read_raw(kafka: &KafkaSystemFactory, topic: &str) -> Result<Vec<(u32, gregor_api::RawMessage)>, SystemError> {
     let stream = SystemStream::new("kafka", topic);
     let admin = kafka.admin()?;
     let n = admin.partition_count(&stream)?;
@@ -68,7 +80,7 @@ pub fn read_all(kafka: &KafkaSystemFactory, topic: &str) -> Result<Vec<Read>, Sy
             &|_| true,
             &mut |ssp, m| {
                 if m.offset < ends[ssp] {
-                    out.push((ssp.partition, m.offset, m.key.map(|k| k.to_vec()), m.value.map(|v| v.to_vec())));
+                    out.push((ssp.partition, m));
                 }
             },
             Duration::from_millis(100),

@@ -63,6 +63,13 @@ fn assert_exact(broker: &KafkaBroker, lines: &[String], what: &str) {
     assert_eq!(counts.len(), expected.len(), "{what}: no invented words");
 }
 
+/// Messages in `topic` (the sum of its partitions' next offsets; 0 before it exists).
+fn topic_size(admin: &dyn gregor_api::system::SystemAdmin, topic: &str) -> u64 {
+    let stream = gregor::SystemStream::new("kafka", topic);
+    let Ok(n) = admin.partition_count(&stream) else { return 0 };
+    (0..n).map(|p| admin.offsets(&stream.partition(p)).map_or(0, |o| o.next)).sum()
+}
+
 fn output_size(broker: &KafkaBroker) -> usize {
     read_all(&system(&broker.bootstrap()), "word-counts").map_or(0, |v| v.len())
 }
@@ -90,6 +97,68 @@ fn wordcount_on_kafka_counts_exactly_across_kill_9() {
     let before = output_size(&broker);
     run_to_end(&broker, state.path());
     assert_eq!(output_size(&broker), before, "a finished job reprocessed input");
+}
+
+/// Exactly-once on Kafka without transactions: the word count *without* its
+/// duplicate suppression (`wordcount.deduplicate=false`), killed with
+/// SIGKILL again and again, still counts exactly: the runtime stamps what
+/// the splitting tasks send to the intermediate stream with a producer id
+/// and sequence number, and the counting tasks drop the copies a restarted
+/// producer sends again (numbers kept in the Kafka checkpoints). The
+/// intermediate topic must show such copies, or the kills proved nothing.
+#[test]
+fn exactly_once_on_kafka_drops_resent_intermediate_messages_across_kill_9() {
+    let broker = KafkaBroker::start();
+    let state = tempfile::tempdir().unwrap();
+    // Commits 1 s apart leave the splitting tasks' sends unconfirmed long
+    // enough for a kill to land after them and before their checkpoint.
+    let eo = ["task.processing.guarantee=exactly-once", "wordcount.deduplicate=false", "task.commit.ms=1000"];
+    let admin = gregor_api::system::SystemFactory::admin(&system(&broker.bootstrap())).unwrap();
+    let job = |until_end| {
+        let mut cmd = wordcount(&broker, state.path(), until_end);
+        for e in eo {
+            cmd.args(["--set", e]);
+        }
+        cmd
+    };
+    let mut lines = Vec::new();
+    let mut kills = 0;
+    for round in 0..5 {
+        let more = common::text(250, 0x9e37_0e05_0000_0000 + round);
+        load(&broker, &more);
+        lines.extend(more);
+        let log = state.path().join(format!("round-{round}.log"));
+        let mut child: Child = job(true).stderr(std::fs::File::create(&log).unwrap()).spawn().unwrap();
+        // Killed while the splitting tasks send to the intermediate topic
+        // (their re-sends are what this tests), at a different point each round.
+        let target = topic_size(&*admin, "wordcount-words") + 100 + (round * 397) % 1500;
+        let killed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            common::kill_once(&mut child, &format!("round {round}"), || {
+                // Gently: the test broker is busy with the job.
+                std::thread::sleep(Duration::from_millis(20));
+                topic_size(&*admin, "wordcount-words") >= target
+            })
+        }));
+        let killed = killed.unwrap_or_else(|_| {
+            panic!("round {round}: {}\nbroker: {}", std::fs::read_to_string(&log).unwrap_or_default(), broker.log())
+        });
+        kills += usize::from(killed);
+    }
+    assert!(kills >= 3, "only {kills} runs were killed mid-way");
+    let out = job(true).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_exact(&broker, &lines, &format!("after {kills} kills"));
+    // Every intermediate message is stamped, and some were sent twice.
+    let mid = gregor_examples::kafka::read_raw(&system(&broker.bootstrap()), "wordcount-words").unwrap();
+    let mut stamps = std::collections::HashSet::new();
+    let mut copies = 0;
+    for (partition, m) in &mid {
+        let stamp = m.headers.iter().find(|(n, _)| n == "gregor.stamp").map(|(_, v)| v.to_vec());
+        let stamp = stamp.expect("every intermediate message is stamped");
+        copies += usize::from(!stamps.insert((*partition, stamp)));
+    }
+    assert!(copies > 0, "no intermediate message was sent twice: the kills tested nothing");
+    eprintln!("{kills} kills; {copies} re-sent intermediate messages dropped");
 }
 
 /// Stops the broker for 2 s mid-run, restarts it, and checks the job

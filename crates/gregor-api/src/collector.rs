@@ -25,17 +25,48 @@ pub struct OutgoingEnvelope<'a, K, M> {
     pub message: Option<M>,
     /// Milliseconds since the epoch; `None` means now.
     pub timestamp: Option<i64>,
+    /// Headers (name, value); empty for most messages. Stored by the
+    /// embedded log and Kafka; a system that cannot store them refuses the
+    /// message. Names starting with `gregor.` are reserved.
+    pub headers: Vec<(String, Vec<u8>)>,
 }
 
 impl<'a, K, M> OutgoingEnvelope<'a, K, M> {
     /// A keyed message, partitioned by its key.
     pub fn keyed(stream: &'a SystemStream, key: K, message: M) -> Self {
-        OutgoingEnvelope { stream, partition: None, key: Some(key), message: Some(message), timestamp: None }
+        OutgoingEnvelope {
+            stream,
+            partition: None,
+            key: Some(key),
+            message: Some(message),
+            timestamp: None,
+            headers: Vec::new(),
+        }
     }
 
     /// A message for an explicit partition.
     pub fn to_partition(stream: &'a SystemStream, partition: u32, key: Option<K>, message: M) -> Self {
-        OutgoingEnvelope { stream, partition: Some(partition), key, message: Some(message), timestamp: None }
+        OutgoingEnvelope {
+            stream,
+            partition: Some(partition),
+            key,
+            message: Some(message),
+            timestamp: None,
+            headers: Vec::new(),
+        }
+    }
+
+    /// Adds a header.
+    ///
+    /// ```
+    /// # use gregor_api::{OutgoingEnvelope, SystemStream};
+    /// let out = SystemStream::new("log", "orders");
+    /// let envelope = OutgoingEnvelope::keyed(&out, "o-17", "paid").with_header("trace-id", b"4bf92f35");
+    /// assert_eq!(envelope.headers, [("trace-id".to_owned(), b"4bf92f35".to_vec())]);
+    /// ```
+    pub fn with_header(mut self, name: &str, value: &[u8]) -> Self {
+        self.headers.push((name.to_owned(), value.to_vec()));
+        self
     }
 }
 
@@ -76,6 +107,7 @@ pub struct PendingSend {
     pub key: Option<Range<usize>>,
     pub value: Option<Range<usize>>,
     pub timestamp: Option<i64>,
+    pub headers: Vec<(String, Vec<u8>)>,
 }
 
 /// A serde resolved for one output stream, type, and key or message.
@@ -192,6 +224,7 @@ impl MessageCollector {
                     key,
                     value,
                     timestamp: envelope.timestamp,
+                    headers: envelope.headers,
                 });
                 Ok(())
             }
@@ -227,7 +260,7 @@ impl MessageCollector {
         let key = key.map(&mut range);
         let value = value.map(&mut range);
         let stream = self.stream_index(stream);
-        self.sends.push(PendingSend { stream, partition, key, value, timestamp });
+        self.sends.push(PendingSend { stream, partition, key, value, timestamp, headers: Vec::new() });
     }
 
     /// The recorded sends and the buffer their ranges point into.

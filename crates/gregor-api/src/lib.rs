@@ -30,5 +30,5 @@ pub use metrics::{Counter, Gauge, Group, MetricsRegistry, Timer};
 pub use partitioner::{murmur2, partition_for_key};
 pub use serde::{Data, RawBytes, Serde, SerdeError, Serdes};
 pub use store::{KeyValueStore, RawStore, Store, StoreError, StoreIter};
-pub use system::{RawMessage, StartOffset, SystemStream, SystemStreamPartition};
+pub use system::{Headers, RawMessage, StartOffset, SystemStream, SystemStreamPartition};
 pub use task::{IncomingEnvelope, ShutdownScope, StreamTask, TaskContext, TaskCoordinator, TaskError};

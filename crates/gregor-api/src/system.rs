@@ -100,7 +100,14 @@ pub struct RawMessage {
     pub key: Option<Bytes>,
     /// Value bytes; `None` is a tombstone.
     pub value: Option<Bytes>,
+    /// Headers (name, value), in the order written; empty for most
+    /// messages (an empty `Vec` costs no allocation). A Kafka header with a
+    /// null value arrives with an empty value.
+    pub headers: Headers,
 }
+
+/// A message's headers: (name, value) pairs, names may repeat.
+pub type Headers = Vec<(String, Bytes)>;
 
 /// Where a consumer starts reading a partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -294,6 +301,29 @@ pub trait SystemProducer {
     /// Queues a message for the partition of `slot` (batched; durable after
     /// `flush`). `slot` must come from [`Self::slot`] of this producer.
     fn send(&mut self, slot: u32, key: Option<&[u8]>, value: Option<&[u8]>, timestamp: i64) -> Result<(), SystemError>;
+    /// [`Self::send`] with headers. The default sends a message without
+    /// headers and refuses one with headers (a system that cannot store
+    /// them must not drop them silently).
+    ///
+    /// # Errors
+    /// As [`Self::send`]; or the system stores no headers.
+    fn send_with_headers(
+        &mut self,
+        slot: u32,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        timestamp: i64,
+        headers: &[(&str, &[u8])],
+    ) -> Result<(), SystemError> {
+        if headers.is_empty() {
+            return self.send(slot, key, value, timestamp);
+        }
+        Err(SystemError::other("sending a message with headers", "this system does not store message headers"))
+    }
+    /// Whether [`Self::init_transactions`] can work. Default: no.
+    fn supports_transactions(&self) -> bool {
+        false
+    }
     /// [`Self::slot`] then [`Self::send`], for occasional messages.
     fn send_to(
         &mut self,

@@ -70,6 +70,17 @@ pub struct IncomingEnvelope<'a, K, M> {
     pub key: Option<K>,
     /// The message; `None` for a tombstone.
     pub message: Option<M>,
+    /// Its headers, (name, value) in the order written (see
+    /// [`crate::OutgoingEnvelope::with_header`]); names starting with
+    /// `gregor.` are the runtime's.
+    pub headers: &'a [(String, bytes::Bytes)],
+}
+
+impl<K, M> IncomingEnvelope<'_, K, M> {
+    /// The value of the first header called `name`.
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| &v[..])
+    }
 }
 
 /// What a task asks of its container, and the container's processing time.

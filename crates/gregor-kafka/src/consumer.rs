@@ -13,7 +13,7 @@ use gregor_api::SystemStreamPartition;
 use gregor_api::system::{RawMessage, StartOffset, SystemAdmin, SystemConsumer, SystemError};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
+use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -162,6 +162,11 @@ impl SystemConsumer for KafkaConsumer {
                 timestamp: m.timestamp().to_millis().unwrap_or(0),
                 key: m.key().map(Bytes::copy_from_slice),
                 value: m.payload().map(Bytes::copy_from_slice),
+                headers: m.headers().map_or_else(Vec::new, |h| {
+                    h.iter()
+                        .map(|h| (h.key.to_owned(), h.value.map_or_else(Bytes::new, Bytes::copy_from_slice)))
+                        .collect()
+                }),
             };
             deliver(&part.ssp, raw);
             delivered += 1;

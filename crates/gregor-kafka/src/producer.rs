@@ -11,7 +11,7 @@ use gregor_api::SystemStreamPartition;
 use gregor_api::system::{SystemError, SystemProducer};
 use rdkafka::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::Message;
+use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::util::Timeout;
 use std::collections::HashMap;
@@ -97,9 +97,26 @@ impl SystemProducer for KafkaProducer {
     }
 
     fn send(&mut self, slot: u32, key: Option<&[u8]>, value: Option<&[u8]>, timestamp: i64) -> Result<(), SystemError> {
+        self.send_with_headers(slot, key, value, timestamp, &[])
+    }
+
+    fn send_with_headers(
+        &mut self,
+        slot: u32,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        timestamp: i64,
+        headers: &[(&str, &[u8])],
+    ) -> Result<(), SystemError> {
         let ssp = &self.slots[slot as usize];
         let mut record: BaseRecord<'_, [u8], [u8]> =
             BaseRecord::to(&ssp.stream.stream).partition(ssp.partition as i32).timestamp(timestamp);
+        if !headers.is_empty() {
+            let owned = headers.iter().fold(OwnedHeaders::new_with_capacity(headers.len()), |h, (key, value)| {
+                h.insert(Header { key, value: Some(*value) })
+            });
+            record = record.headers(owned);
+        }
         if let Some(k) = key {
             record = record.key(k);
         }

@@ -17,6 +17,7 @@ use crate::{CleanupPolicy, Entry, Log, LogError, Maintenance, MaintenanceOptions
 use producer::LogProducer;
 
 mod producer;
+use bytes::Bytes;
 use gregor_api::system::{
     PartitionOffsets, StreamKind, SystemAdmin, SystemConsumer, SystemError, SystemFactory, SystemProducer,
 };
@@ -280,7 +281,19 @@ impl LogConsumer {
                 match e.map_err(|e| to_system_error(e, &ssp.stream))? {
                     Entry::Record(txn, r) => {
                         let (key, value) = (r.key.map(|k| fetch.share(k)), r.value.map(|v| fetch.share(v)));
-                        let m = RawMessage { offset: r.offset, timestamp: r.timestamp, key, value };
+                        let headers = if r.header_count == 0 {
+                            Vec::new()
+                        } else {
+                            r.headers()
+                                .map(|(n, v)| {
+                                    (
+                                        String::from_utf8_lossy(n).into_owned(),
+                                        v.map_or_else(Bytes::new, |v| fetch.share(v)),
+                                    )
+                                })
+                                .collect()
+                        };
+                        let m = RawMessage { offset: r.offset, timestamp: r.timestamp, key, value, headers };
                         // Nothing waits, nothing to wait for: straight through.
                         if !self.read_committed || (txn.is_none() && held.held() == 0) {
                             deliver(ssp, m);

@@ -9,6 +9,12 @@
 //! Format (version 1):
 //! `{"format_version": 1, "inputs": {"<system>.<stream>[<p>]": <next offset>, ...},
 //!   "stores": {"<store>": {"changelog": "<system>.<stream>[<p>]", "offset": <n>}, ...}}`.
+//! Version 2 adds, for exactly-once without transactions (see
+//! `crate::sequences`), `"sequence": <n>` (the next sequence number the task
+//! stamps on what it sends to the job's intermediate streams) and `"seen":
+//! {"<intermediate input partition>": {"<producer id, 16 hex digits>": <highest
+//! sequence>}}`; it is written only when one of them is set, so jobs that do
+//! not use them keep writing version 1 (which older gregors read).
 //! Checkpoints written before the version field existed have the same
 //! layout without it and are read as version 1; a newer version is refused
 //! with an error naming it (fixtures in `tests/fixtures/checkpoints`).
@@ -41,10 +47,30 @@ pub struct Checkpoint {
     /// Changelog position per store name.
     #[serde(default)]
     pub stores: BTreeMap<String, StoreCheckpoint>,
+    /// Exactly-once without transactions: the next sequence number of what
+    /// the task sends to the job's intermediate streams (0: none yet).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub sequence: u64,
+    /// Exactly-once without transactions: per intermediate input partition,
+    /// the highest sequence number processed per producer (hex id).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub seen: BTreeMap<SystemStreamPartition, BTreeMap<String, u64>>,
 }
 
-/// The checkpoint format this gregor writes.
-pub const CHECKPOINT_FORMAT: u32 = 1;
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl Checkpoint {
+    /// The format version this checkpoint is written in: 2 only when it
+    /// holds sequence numbers.
+    pub fn format_version(&self) -> u32 {
+        if self.sequence == 0 && self.seen.is_empty() { 1 } else { 2 }
+    }
+}
+
+/// The newest checkpoint format this gregor writes (and reads).
+pub const CHECKPOINT_FORMAT: u32 = 2;
 
 #[derive(Serialize)]
 struct Versioned<'a> {
@@ -70,7 +96,7 @@ fn legacy_version() -> u32 {
 /// # Errors
 /// Never for checkpoints the runtime builds; typed for safety.
 pub fn encode_checkpoint(checkpoint: &Checkpoint) -> Result<Vec<u8>, RuntimeError> {
-    serde_json::to_vec(&Versioned { format_version: CHECKPOINT_FORMAT, checkpoint })
+    serde_json::to_vec(&Versioned { format_version: checkpoint.format_version(), checkpoint })
         .map_err(|source| RuntimeError::Encode { what: "a checkpoint", source })
 }
 
@@ -80,11 +106,14 @@ pub fn encode_checkpoint(checkpoint: &Checkpoint) -> Result<Vec<u8>, RuntimeErro
 /// Malformed JSON, or a format version this gregor does not read.
 pub fn decode_checkpoint(bytes: &[u8]) -> Result<Checkpoint, String> {
     let read: Read = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
-    if read.format_version != CHECKPOINT_FORMAT {
+    if !(1..=CHECKPOINT_FORMAT).contains(&read.format_version) {
         return Err(format!(
-            "checkpoint format version {} is not supported by this gregor (it reads version {CHECKPOINT_FORMAT}); was it written by a newer gregor?",
+            "checkpoint format version {} is not supported by this gregor (it reads versions 1 to {CHECKPOINT_FORMAT}); was it written by a newer gregor?",
             read.format_version
         ));
+    }
+    for producer in read.checkpoint.seen.values().flat_map(BTreeMap::keys) {
+        crate::sequences::parse_producer(producer)?;
     }
     Ok(read.checkpoint)
 }

@@ -22,6 +22,7 @@ use crate::checkpoint::{Checkpoint, StoreCheckpoint, encode_checkpoint};
 use crate::container::Container;
 use crate::error::RuntimeError;
 use gregor_api::{RawStore, StreamTask, SystemStreamPartition};
+use std::collections::BTreeMap;
 
 /// A place inside a commit, between two of its steps (for injected crashes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -94,6 +95,19 @@ pub struct TaskFacts {
     pub stores: Vec<StoreFacts>,
     /// The checkpoint last written (or read at start).
     pub last: Option<Checkpoint>,
+    /// Exactly-once without transactions: the next sequence number and what
+    /// each intermediate input processed (see `crate::sequences`).
+    pub sequences: Sequences,
+}
+
+/// What a task's checkpoint records of `crate::sequences` (empty unless
+/// de-duplicating).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sequences {
+    /// The next sequence number of the task's sends to intermediate streams.
+    pub next: u64,
+    /// Per intermediate input partition, the highest sequence per producer.
+    pub seen: BTreeMap<SystemStreamPartition, BTreeMap<String, u64>>,
 }
 
 /// What one task's commit writes.
@@ -141,7 +155,8 @@ pub fn plan_commit(tasks: &[TaskFacts], last: bool, limits_due: bool) -> CommitP
     let mut plans = Vec::with_capacity(tasks.len());
     let mut compaction_limits = Vec::new();
     for task in tasks {
-        let mut checkpoint = Checkpoint::default();
+        let mut checkpoint =
+            Checkpoint { sequence: task.sequences.next, seen: task.sequences.seen.clone(), ..Checkpoint::default() };
         checkpoint.inputs.extend(task.inputs.iter().cloned());
         let mut snapshots = Vec::new();
         for (i, store) in task.stores.iter().enumerate() {
@@ -216,6 +231,19 @@ impl<T: StreamTask> Container<T> {
                         })
                         .collect(),
                     last: task.last_checkpoint.clone(),
+                    sequences: match &task.stamp {
+                        Some(stamp) => Sequences {
+                            next: stamp.next,
+                            seen: task
+                                .inputs
+                                .iter()
+                                .filter_map(|&i| {
+                                    Some((self.inputs[i].ssp.clone(), self.inputs[i].seen.as_ref()?.to_checkpoint()))
+                                })
+                                .collect(),
+                        },
+                        None => Sequences::default(),
+                    },
                 })
                 .collect();
             let limits_due = last
@@ -331,7 +359,12 @@ mod tests {
     #[test]
     fn a_checkpoint_records_inputs_and_the_acknowledged_changelog_end() {
         let plan = plan_commit(
-            &[TaskFacts { inputs: vec![(ssp("in", 0), 17)], stores: vec![store(Some(55), false, None)], last: None }],
+            &[TaskFacts {
+                inputs: vec![(ssp("in", 0), 17)],
+                stores: vec![store(Some(55), false, None)],
+                last: None,
+                sequences: Sequences::default(),
+            }],
             false,
             true,
         );
@@ -345,7 +378,12 @@ mod tests {
     #[test]
     fn a_store_nothing_was_written_to_keeps_its_offset() {
         let plan = plan_commit(
-            &[TaskFacts { inputs: vec![], stores: vec![store(None, false, None)], last: None }],
+            &[TaskFacts {
+                inputs: vec![],
+                stores: vec![store(None, false, None)],
+                last: None,
+                sequences: Sequences::default(),
+            }],
             false,
             true,
         );
@@ -354,8 +392,12 @@ mod tests {
 
     #[test]
     fn an_unchanged_checkpoint_is_not_written_and_moves_no_limit() {
-        let facts =
-            TaskFacts { inputs: vec![(ssp("in", 0), 17)], stores: vec![store(None, true, Some(40))], last: None };
+        let facts = TaskFacts {
+            inputs: vec![(ssp("in", 0), 17)],
+            stores: vec![store(None, true, Some(40))],
+            last: None,
+            sequences: Sequences::default(),
+        };
         let first = plan_commit(std::slice::from_ref(&facts), false, true);
         let again = plan_commit(&[TaskFacts { last: Some(first.tasks[0].checkpoint.clone()), ..facts }], false, true);
         assert!(!again.tasks[0].write && !again.writes_checkpoints());
@@ -364,12 +406,20 @@ mod tests {
     }
 
     fn snapshots(stores: Vec<StoreFacts>, last: bool) -> Vec<(usize, u64)> {
-        plan_commit(&[TaskFacts { inputs: vec![], stores, last: None }], last, true).tasks[0].snapshots.clone()
+        plan_commit(&[TaskFacts { inputs: vec![], stores, last: None, sequences: Sequences::default() }], last, true)
+            .tasks[0]
+            .snapshots
+            .clone()
     }
 
     #[test]
     fn compaction_limits_move_only_when_due() {
-        let facts = [TaskFacts { inputs: vec![], stores: vec![store(Some(55), false, None)], last: None }];
+        let facts = [TaskFacts {
+            inputs: vec![],
+            stores: vec![store(Some(55), false, None)],
+            last: None,
+            sequences: Sequences::default(),
+        }];
         assert!(plan_commit(&facts, false, false).compaction_limits.is_empty());
         assert!(plan_commit(&facts, false, false).tasks[0].write, "the checkpoint is written all the same");
         assert_eq!(plan_commit(&facts, false, true).compaction_limits, vec![(ssp("cl", 0), 55)]);
@@ -403,6 +453,7 @@ mod tests {
                     StoreFacts { name: "plain".into(), changelog: None, ..store(None, true, None) },
                 ],
                 last: None,
+                sequences: Sequences::default(),
             }],
             false,
             true,
@@ -413,18 +464,44 @@ mod tests {
 
     #[test]
     fn one_changed_task_moves_the_limits_of_all() {
-        let unchanged =
-            TaskFacts { inputs: vec![(ssp("in", 0), 1)], stores: vec![store(None, false, None)], last: None };
+        let unchanged = TaskFacts {
+            inputs: vec![(ssp("in", 0), 1)],
+            stores: vec![store(None, false, None)],
+            last: None,
+            sequences: Sequences::default(),
+        };
         let last = plan_commit(std::slice::from_ref(&unchanged), false, true).tasks[0].checkpoint.clone();
         let plan = plan_commit(
             &[
                 TaskFacts { last: Some(last), ..unchanged },
-                TaskFacts { inputs: vec![(ssp("in", 1), 9)], stores: vec![], last: None },
+                TaskFacts {
+                    inputs: vec![(ssp("in", 1), 9)],
+                    stores: vec![],
+                    last: None,
+                    sequences: Sequences::default(),
+                },
             ],
             false,
             true,
         );
         assert_eq!((plan.tasks[0].write, plan.tasks[1].write), (false, true));
         assert_eq!(plan.compaction_limits, vec![(ssp("cl", 0), 40)]);
+    }
+
+    #[test]
+    fn sequences_are_checkpointed_and_a_change_is_written() {
+        let sequences =
+            Sequences { next: 12, seen: [(ssp("mid", 1), [("00000000000000ab".to_owned(), 9)].into())].into() };
+        let facts = TaskFacts { inputs: vec![(ssp("in", 0), 1)], stores: vec![], last: None, sequences };
+        let first = plan_commit(std::slice::from_ref(&facts), false, true);
+        assert_eq!(first.tasks[0].checkpoint.sequence, 12);
+        assert_eq!(first.tasks[0].checkpoint.seen[&ssp("mid", 1)]["00000000000000ab"], 9);
+        let last = Some(first.tasks[0].checkpoint.clone());
+        let same = plan_commit(&[TaskFacts { last: last.clone(), ..facts.clone() }], false, true);
+        assert!(!same.tasks[0].write);
+        // Only intermediate messages were dropped or sent: still a new checkpoint.
+        let moved = Sequences { next: 13, ..facts.sequences.clone() };
+        let next = plan_commit(&[TaskFacts { last, sequences: moved, ..facts }], false, true);
+        assert!(next.tasks[0].write);
     }
 }

@@ -103,6 +103,9 @@ pub(crate) struct Input<T: StreamTask> {
     pub ended: bool,
     /// Also written by the job (`samza.intermediate`).
     pub intermediate: bool,
+    /// What it processed per producer, when de-duplicating (exactly-once
+    /// without transactions, intermediate inputs only).
+    pub seen: Option<crate::sequences::Seen>,
     pub processed: LocalCount,
 }
 
@@ -142,6 +145,8 @@ pub(crate) struct TaskInstance<T> {
     /// Duration of `process`, sampled on one message in `PROCESS_SAMPLE`.
     pub process_time: gregor_api::Timer,
     pub last_checkpoint: Option<Checkpoint>,
+    /// When de-duplicating: what stamps its sends to intermediate streams.
+    pub stamp: Option<crate::producers::Stamp>,
     /// Asked to shut down: gets no more messages.
     pub stopped: bool,
     pub end_of_stream_called: bool,
@@ -175,6 +180,8 @@ pub struct Container<T: StreamTask> {
     pub(crate) checkpoint_ssp: SystemStreamPartition,
     /// Messages sent by tasks (a hot-path handle: registry lookups lock).
     pub(crate) sends: Counter,
+    /// Re-sent copies dropped from intermediate inputs (de-duplicating).
+    pub(crate) duplicates: Counter,
     /// `until_end` with intermediate inputs: the barrier and whether this container arrived.
     pub(crate) end_barrier: Option<(Arc<EndBarrier>, bool)>,
     pub(crate) lease: Option<Arc<crate::Lease>>,
@@ -184,6 +191,20 @@ pub struct Container<T: StreamTask> {
 }
 
 struct Stores<'a>(&'a [TaskStore]);
+
+/// The de-duplication state of an input at start (from its checkpoint,
+/// whose producer ids `decode_checkpoint` checked).
+fn seen_of(
+    deduplicating: bool,
+    checkpoint: Option<&Checkpoint>,
+    ssp: &SystemStreamPartition,
+) -> Option<crate::sequences::Seen> {
+    if !deduplicating {
+        return None;
+    }
+    let seen = checkpoint.and_then(|c| c.seen.get(ssp));
+    Some(seen.and_then(|s| crate::sequences::Seen::from_checkpoint(s).ok()).unwrap_or_default())
+}
 
 impl StoreProvider for Stores<'_> {
     fn raw_store(&self, name: &str) -> Result<RawStoreHandle, StoreError> {
@@ -223,6 +244,7 @@ impl<T: StreamTask> Container<T> {
         let producers: SharedProducers =
             Rc::new(RefCell::new(Producers::new(&job, &systems, clock.wall_ms(), &transactional_id)?));
         let checkpoints = read_checkpoints(&systems, &job.checkpoint_stream)?;
+        let deduplicating = producers.borrow().deduplicating;
         for spec in &job.stores {
             if let Some(cl) = &spec.changelog {
                 systems.admin(&cl.system)?.ensure_stream(cl, task_count, StreamKind::Changelog).map_err(
@@ -329,6 +351,7 @@ impl<T: StreamTask> Container<T> {
                     bootstrap_end: spec.bootstrap.then_some(offsets.next),
                     ended: false,
                     intermediate: spec.intermediate,
+                    seen: seen_of(deduplicating && spec.intermediate, checkpoint, ssp),
                     processed: LocalCount::new(metrics.counter(Group::input(ssp), "messages-processed")),
                 });
                 task_inputs.push(inputs.len() - 1);
@@ -344,6 +367,10 @@ impl<T: StreamTask> Container<T> {
                 processed: LocalCount::new(metrics.counter(&group, "messages-processed")),
                 process_time: metrics.timer(&group, "process"),
                 last_checkpoint: checkpoint.cloned(),
+                stamp: deduplicating.then(|| crate::producers::Stamp {
+                    producer: crate::sequences::producer_id(&job.dir_name(), &tm.name),
+                    next: checkpoint.map_or(0, |c| c.sequence),
+                }),
                 stopped: false,
                 end_of_stream_called: false,
             });
@@ -372,6 +399,7 @@ impl<T: StreamTask> Container<T> {
             router: Router::new(task_count),
             checkpoint_ssp: checkpoint_partition(&job.checkpoint_stream),
             sends: metrics.counter("container", "sends"),
+            duplicates: metrics.counter("container", "duplicates-dropped"),
             next_commit: now + job.commit_interval,
             limits_moved: None,
             next_window: job.window_interval.map(|w| now + w),

@@ -32,6 +32,7 @@ pub mod restart;
 pub mod run_lock;
 mod run_loop;
 pub mod schema;
+pub mod sequences;
 mod stores;
 mod systems;
 pub mod transactions;

@@ -30,6 +30,10 @@ pub(crate) struct Producers {
     /// Under exactly-once: the transactional producer (the checkpoint
     /// system's), the only one the job may write through.
     transactional: Option<usize>,
+    /// Under exactly-once on a system without transactions: tasks stamp
+    /// what they send to intermediate streams and drop re-sent copies
+    /// (`crate::sequences`).
+    pub deduplicating: bool,
     /// The time stamped on changelog and checkpoint messages (updated per loop turn).
     pub now_ms: i64,
 }
@@ -60,9 +64,17 @@ impl Producers {
             producers.push(systems.factory(name)?.producer()?);
             names.push(name.clone());
         }
-        let mut p = Producers { producers, names, sent: false, transactional: None, now_ms };
+        let mut p = Producers { producers, names, sent: false, transactional: None, deduplicating: false, now_ms };
         if job.exactly_once {
             let t = p.producer_of(&job.checkpoint_stream.system)?;
+            if !p.producers[t].supports_transactions() {
+                tracing::info!(
+                    system = %job.checkpoint_stream.system,
+                    "exactly-once without transactions: intermediate streams are de-duplicated by producer id and sequence number; outputs others read stay at-least-once (docs/guarantees.md)"
+                );
+                p.deduplicating = true;
+                return Ok(p);
+            }
             p.producers[t].init_transactions(transactional_id).map_err(|e| match e {
                 SystemError::Other { context, message } => SystemError::Other {
                     context,
@@ -119,6 +131,18 @@ impl Producers {
     ) -> Result<(), SystemError> {
         self.sent = true;
         self.producers[target.producer].send(target.slot, key, value, timestamp)
+    }
+
+    pub fn send_with_headers_to(
+        &mut self,
+        target: Target,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        timestamp: i64,
+        headers: &[(&str, &[u8])],
+    ) -> Result<(), SystemError> {
+        self.sent = true;
+        self.producers[target.producer].send_with_headers(target.slot, key, value, timestamp, headers)
     }
 
     /// Sends one message to `ssp` (for occasional messages: checkpoints).
@@ -178,6 +202,17 @@ struct Route {
     partitions: u32,
     targets: Vec<Option<Target>>,
     round_robin: u32,
+    /// An input of the job too: stamped when de-duplicating.
+    intermediate: bool,
+}
+
+/// A task's stamp for what it sends to intermediate streams (exactly-once
+/// without transactions): its producer id and next sequence number. Not
+/// `Copy`: a copy advanced by mistake would reuse numbers.
+#[derive(Debug)]
+pub(crate) struct Stamp {
+    pub producer: u64,
+    pub next: u64,
 }
 
 /// Picks partitions for task output: explicit, by key (murmur2, as Kafka),
@@ -220,18 +255,21 @@ impl Router {
             partitions,
             targets: vec![None; partitions as usize],
             round_robin: 0,
+            intermediate: job.inputs.iter().any(|i| i.stream == *stream),
         });
         self.by_stream.insert(stream.clone(), self.routes.len() - 1);
         Ok(self.routes.len() - 1)
     }
 
-    /// Sends one recorded task output along `route`.
+    /// Sends one recorded task output along `route`, stamped with `stamp`
+    /// (then advanced) if the route is an intermediate stream.
     pub fn send(
         &mut self,
         route: usize,
         producers: &mut Producers,
         send: &PendingSend,
         buf: &[u8],
+        stamp: Option<&mut Stamp>,
     ) -> Result<(), RuntimeError> {
         let r = &mut self.routes[route];
         let key = send.key.clone().map(|k| &buf[k]);
@@ -260,6 +298,22 @@ impl Router {
             }
         };
         let ts = send.timestamp.unwrap_or(producers.now_ms);
-        Ok(producers.send_to(target, key, value, ts)?)
+        let stamp = stamp.filter(|_| r.intermediate);
+        if send.headers.is_empty() && stamp.is_none() {
+            return Ok(producers.send_to(target, key, value, ts)?);
+        }
+        let bytes = stamp.map(|s| {
+            s.next += 1;
+            crate::sequences::stamp_bytes(s.producer, s.next - 1)
+        });
+        let stamp_header = bytes.as_ref().map(|b| (crate::sequences::STAMP_HEADER, &b[..]));
+        if send.headers.is_empty() {
+            // Only the stamp: no allocation per message.
+            return Ok(producers.send_with_headers_to(target, key, value, ts, stamp_header.as_slice())?);
+        }
+        let mut headers: Vec<(&str, &[u8])> = send.headers.iter().map(|(n, v)| (n.as_str(), &v[..])).collect();
+        // After the task's own: the last occurrence is the one read back.
+        headers.extend(stamp_header);
+        Ok(producers.send_with_headers_to(target, key, value, ts, &headers)?)
     }
 }

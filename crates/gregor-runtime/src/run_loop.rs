@@ -248,6 +248,15 @@ impl<T: StreamTask> Container<T> {
     }
 
     fn process(&mut self, i: usize, mut m: RawMessage) -> Result<(), RuntimeError> {
+        if let Some(seen) = &mut self.inputs[i].seen
+            && let Some((producer, sequence)) = crate::sequences::stamp_of(&m.headers)
+            && !seen.admit(producer, sequence)
+        {
+            // A copy a restarted producer sent again: processed before.
+            self.inputs[i].next_offset = m.offset + 1;
+            self.duplicates.inc();
+            return Ok(());
+        }
         let input = &self.inputs[i];
         // The serdes take the message's buffers (no copy, no reference
         // count for `bytes`), unless a bad message must be set aside whole.
@@ -270,7 +279,14 @@ impl<T: StreamTask> Container<T> {
         };
         let t = input.task;
         let task = &mut self.tasks[t];
-        let envelope = IncomingEnvelope { ssp: &input.ssp, offset: m.offset, timestamp: m.timestamp, key, message };
+        let envelope = IncomingEnvelope {
+            ssp: &input.ssp,
+            offset: m.offset,
+            timestamp: m.timestamp,
+            key,
+            message,
+            headers: &m.headers,
+        };
         let fail = |message: String| RuntimeError::Process {
             task: task.name.clone(),
             ssp: input.ssp.to_string(),
@@ -345,7 +361,7 @@ impl<T: StreamTask> Container<T> {
         }
         let mut producers = self.producers.borrow_mut();
         for send in sends {
-            self.router.send(task.routes[send.stream as usize], &mut producers, send, buf)?;
+            self.router.send(task.routes[send.stream as usize], &mut producers, send, buf, task.stamp.as_mut())?;
         }
         self.sends.add(sends.len() as u64);
         task.collector.clear();

@@ -27,7 +27,7 @@
 //!     fn process(&mut self, env: IncomingEnvelope<'_, String, String>, collector: &mut MessageCollector, _: &mut TaskCoordinator) -> Result<(), TaskError> {
 //!         let output = self.output.as_ref().ok_or_else(|| TaskError::msg("no output"))?;
 //!         let line = env.message.unwrap_or_default().to_uppercase();
-//!         collector.send(OutgoingEnvelope { stream: output, partition: Some(env.ssp.partition), key: env.key, message: Some(line), timestamp: None })?;
+//!         collector.send(OutgoingEnvelope::to_partition(output, env.ssp.partition, env.key, line))?;
 //!         Ok(())
 //!     }
 //! }

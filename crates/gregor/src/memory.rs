@@ -165,6 +165,19 @@ impl MemoryStreams {
         partition: u32,
         messages: impl IntoIterator<Item = (Option<Bytes>, Option<Bytes>, i64)>,
     ) -> Result<u64, SystemError> {
+        self.append_with_headers(stream, partition, messages.into_iter().map(|(k, v, ts)| (k, v, ts, Vec::new())))
+    }
+
+    /// [`Self::append`] with headers.
+    ///
+    /// # Errors
+    /// As [`Self::append`].
+    pub fn append_with_headers(
+        &self,
+        stream: &str,
+        partition: u32,
+        messages: impl IntoIterator<Item = (Option<Bytes>, Option<Bytes>, i64, gregor_api::Headers)>,
+    ) -> Result<u64, SystemError> {
         let mut data = self.ns.lock();
         let s = data.streams.get_mut(stream).ok_or_else(|| not_found(stream))?;
         if s.ended {
@@ -173,9 +186,9 @@ impl MemoryStreams {
         let count = s.partitions.len();
         let p = s.partitions.get_mut(partition as usize).ok_or_else(|| no_partition(stream, partition, count))?;
         let first = p.messages.len() as u64;
-        for (key, value, timestamp) in messages {
+        for (key, value, timestamp, headers) in messages {
             let offset = p.messages.len() as u64;
-            p.messages.push(RawMessage { offset, timestamp, key, value });
+            p.messages.push(RawMessage { offset, timestamp, key, value, headers });
         }
         data.generation += 1;
         drop(data);
@@ -413,11 +426,23 @@ impl SystemProducer for MemoryProducer {
     }
 
     fn send(&mut self, slot: u32, key: Option<&[u8]>, value: Option<&[u8]>, timestamp: i64) -> Result<(), SystemError> {
+        self.send_with_headers(slot, key, value, timestamp, &[])
+    }
+
+    fn send_with_headers(
+        &mut self,
+        slot: u32,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        timestamp: i64,
+        headers: &[(&str, &[u8])],
+    ) -> Result<(), SystemError> {
         let message = RawMessage {
             offset: 0,
             timestamp,
             key: key.map(Bytes::copy_from_slice),
             value: value.map(Bytes::copy_from_slice),
+            headers: headers.iter().map(|(n, v)| ((*n).to_owned(), Bytes::copy_from_slice(v))).collect(),
         };
         self.pending.push((slot, message));
         Ok(())

@@ -61,13 +61,7 @@ impl StreamTask for KeyCounter {
         counts.put(&key, &n)?;
         self.record.clear();
         let _ = write!(self.record, "{} {} {}", envelope.ssp.partition, envelope.offset, self.who);
-        collector.send(OutgoingEnvelope {
-            stream: audit,
-            partition: Some(0),
-            key: None::<String>,
-            message: Some(self.record.clone()),
-            timestamp: None,
-        })?;
+        collector.send(OutgoingEnvelope::to_partition(audit, 0, None::<String>, self.record.clone()))?;
         collector.send(OutgoingEnvelope::keyed(output, key, n.to_string()))?;
         Ok(())
     }

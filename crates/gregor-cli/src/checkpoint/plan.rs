@@ -236,7 +236,10 @@ pub fn resolve(
 }
 
 /// A task's new checkpoint: its old one (or none) with `inputs` moved and,
-/// when `stores` is given, those store entries replaced (others kept).
+/// when `stores` is given, those store entries replaced (others kept). A
+/// moved input forgets the sequence numbers it has seen (exactly-once
+/// without transactions): what it reads again is processed again, as asked,
+/// not dropped as a duplicate. The task's own `sequence` only grows.
 pub fn rewound(
     old: Option<&Checkpoint>,
     inputs: &BTreeMap<SystemStreamPartition, u64>,
@@ -244,6 +247,7 @@ pub fn rewound(
 ) -> Checkpoint {
     let mut cp = old.cloned().unwrap_or_default();
     cp.inputs.extend(inputs.iter().map(|(ssp, o)| (ssp.clone(), *o)));
+    cp.seen.retain(|ssp, _| !inputs.contains_key(ssp));
     if let Some(stores) = stores {
         cp.stores.extend(stores.iter().map(|(name, s)| (name.clone(), s.clone())));
     }

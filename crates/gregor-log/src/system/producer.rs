@@ -89,6 +89,17 @@ impl SystemProducer for LogProducer {
     }
 
     fn send(&mut self, slot: u32, key: Option<&[u8]>, value: Option<&[u8]>, timestamp: i64) -> Result<(), SystemError> {
+        self.send_with_headers(slot, key, value, timestamp, &[])
+    }
+
+    fn send_with_headers(
+        &mut self,
+        slot: u32,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        timestamp: i64,
+        headers: &[(&str, &[u8])],
+    ) -> Result<(), SystemError> {
         let s = &mut self.slots[slot as usize];
         if s.encoder.is_empty() {
             self.filled.push(slot);
@@ -97,7 +108,7 @@ impl SystemProducer for LogProducer {
             }
         }
         let n = s.encoder.count();
-        s.encoder.push(n, timestamp, &Record { key, value, timestamp: Some(timestamp), headers: &[] });
+        s.encoder.push(n, timestamp, &Record { key, value, timestamp: Some(timestamp), headers });
         if n + 1 >= Self::MAX_RECORDS || s.encoder.len() >= Self::MAX_BYTES {
             self.append(slot)?;
         }
@@ -119,6 +130,10 @@ impl SystemProducer for LogProducer {
 
     fn next_offset(&self, ssp: &SystemStreamPartition) -> Option<u64> {
         self.next_offsets.get(ssp).copied()
+    }
+
+    fn supports_transactions(&self) -> bool {
+        true
     }
 
     fn init_transactions(&mut self, transactional_id: &str) -> Result<(), SystemError> {

@@ -92,6 +92,7 @@ impl<K: Value, V: Value> SendTo<K, V> {
             key,
             message: Some(value),
             timestamp: Some(ts),
+            headers: Vec::new(),
         })?;
         Ok(())
     }

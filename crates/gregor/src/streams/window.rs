@@ -209,6 +209,7 @@ impl<K: Value, V: Value, A: Value> WindowOp<K, V, A> {
                 key: Some(key),
                 message: Some(value),
                 timestamp: Some(ts),
+                headers: Vec::new(),
             })?;
         }
         Ok(())

@@ -79,6 +79,26 @@ impl<K: Data, V: Data> Input<K, V> {
         self.streams.append(&self.stream.stream, partition, [(k, v, ts)]).map_err(|e| JobError::Runtime(e.into()))
     }
 
+    /// Appends a message with headers (what `IncomingEnvelope::headers`
+    /// shows the task).
+    ///
+    /// # Errors
+    /// As [`Self::send_message`].
+    pub fn send_with_headers(
+        &self,
+        partition: u32,
+        key: Option<K>,
+        value: Option<V>,
+        headers: &[(&str, &[u8])],
+    ) -> Result<u64, JobError> {
+        let k = Self::encode(&*self.key, key.as_ref(), &self.stream)?;
+        let v = Self::encode(&*self.value, value.as_ref(), &self.stream)?;
+        let headers = headers.iter().map(|(n, v)| ((*n).to_owned(), Bytes::copy_from_slice(v))).collect();
+        self.streams
+            .append_with_headers(&self.stream.stream, partition, [(k, v, self.clock.wall_ms(), headers)])
+            .map_err(|e| JobError::Runtime(e.into()))
+    }
+
     /// Appends a keyed message to `partition`.
     ///
     /// # Errors
@@ -122,6 +142,8 @@ pub struct Record<K, V> {
     pub key: Option<K>,
     /// The value; `None` for a tombstone.
     pub value: Option<V>,
+    /// Its headers, in the order written.
+    pub headers: gregor_api::Headers,
 }
 
 /// Everything a stream held when it was read, decoded.
@@ -156,6 +178,7 @@ impl<K: Data, V: Data> Output<K, V> {
                     timestamp: m.timestamp,
                     key: m.key.as_ref().map(|k| key.decode_shared(k)).transpose().map_err(|e| bad("key", e))?,
                     value: m.value.as_ref().map(|v| value.decode_shared(v)).transpose().map_err(|e| bad("value", e))?,
+                    headers: m.headers.clone(),
                 });
             }
         }

@@ -100,17 +100,22 @@ fn the_new_checkpoint_moves_inputs_and_replaces_reset_stores_only() {
     let old = Checkpoint {
         inputs: [(ssp("log.a[0]"), 100), (ssp("log.b[0]"), 7)].into(),
         stores: [("counts".to_owned(), store("log.c[0]", 40)), ("gone".to_owned(), store("log.g[0]", 3))].into(),
+        sequence: 90,
+        seen: [(ssp("log.a[0]"), [("00000000000000aa".to_owned(), 5)].into()), (ssp("log.b[0]"), BTreeMap::new())]
+            .into(),
     };
     let moved = [(ssp("log.a[0]"), 0)].into();
     let kept = rewound(Some(&old), &moved, None);
     assert_eq!(kept.inputs, [(ssp("log.a[0]"), 0), (ssp("log.b[0]"), 7)].into());
+    assert_eq!(kept.seen.keys().collect::<Vec<_>>(), [&ssp("log.b[0]")], "a moved input reads again what it saw");
+    assert_eq!(kept.sequence, 90);
     assert_eq!(kept.stores, old.stores, "--keep-stores: store positions unchanged");
     let reset = [("counts".to_owned(), store("log.c[0]", 55))].into();
     let cp = rewound(Some(&old), &moved, Some(&reset));
     assert_eq!(cp.stores["counts"].offset, 55, "the changelog's end after the tombstones");
     assert_eq!(cp.stores["gone"], old.stores["gone"], "a store the config no longer has is left alone");
     let fresh = rewound(None, &moved, Some(&BTreeMap::new()));
-    assert_eq!(fresh, Checkpoint { inputs: moved.clone(), stores: BTreeMap::new() }, "a task without a checkpoint");
+    assert_eq!(fresh, Checkpoint { inputs: moved.clone(), ..Checkpoint::default() }, "a task without a checkpoint");
 }
 
 fn model() -> Vec<TaskModel> {
