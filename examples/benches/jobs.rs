@@ -29,7 +29,7 @@ use std::time::Instant;
 
 fn config(dir: &std::path::Path, containers: u32, extra: &str) -> Config {
     let text = format!(
-        "job.name=bench\ntask.inputs=log.bench-in\njob.container.count={containers}\ntask.commit.ms=5000\n\
+        "job.name=bench\ntask.inputs=log.bench-in\njob.container.count={containers}\ntask.commit.ms=5000\ntask.processing.guarantee=at-least-once\n\
          systems.log.factory=log\nsystems.log.path={}\nsystems.log.samza.offset.default=oldest\n{extra}",
         dir.display()
     );

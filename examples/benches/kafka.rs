@@ -123,7 +123,7 @@ fn main() {
         std::fs::write(
             &config,
             format!(
-                "job.name=bench\n{keys}task.commit.ms=5000\nsystems.kafka.factory=kafka\n\
+                "job.name=bench\n{keys}task.commit.ms=5000\ntask.processing.guarantee=at-least-once\nsystems.kafka.factory=kafka\n\
                  systems.kafka.bootstrap.servers={}\nsystems.kafka.samza.offset.default=oldest\n\
                  job.logged.store.base.dir={}\n",
                 broker.bootstrap(),

@@ -18,7 +18,7 @@ fn run(dir: &std::path::Path, containers: u32, extra: &[&str]) -> f64 {
     std::fs::write(
         &config,
         format!(
-            "job.name=bench\ntask.inputs=log.bench-in\ntask.commit.ms=5000\njob.coordinator=process\njob.container.count={containers}\n\
+            "job.name=bench\ntask.inputs=log.bench-in\ntask.commit.ms=5000\ntask.processing.guarantee=at-least-once\njob.coordinator=process\njob.container.count={containers}\n\
              systems.log.factory=log\nsystems.log.path={}\nsystems.log.samza.offset.default=oldest\n\
              systems.log.samza.key.serde=bytes\nsystems.log.samza.msg.serde=bytes\n",
             dir.display()

@@ -30,7 +30,7 @@ fn run(dir: &std::path::Path, containers: u32) -> f64 {
     std::fs::write(
         &config,
         format!(
-            "job.name=bench\ntask.inputs=log.bench-in\ntask.commit.ms=1000\njob.container.count={containers}\n\
+            "job.name=bench\ntask.inputs=log.bench-in\ntask.commit.ms=1000\ntask.processing.guarantee=at-least-once\njob.container.count={containers}\n\
              systems.log.factory=log\nsystems.log.path={}\nsystems.log.samza.offset.default=oldest\n\
              systems.log.samza.key.serde=bytes\nsystems.log.samza.msg.serde=bytes\nbench.mode=count\n\
              stores.counts.factory=rocksdb\nstores.counts.key.serde=bytes\nstores.counts.msg.serde=long\n\

@@ -42,7 +42,7 @@ fn write_config(dir: &std::path::Path, containers: u32) -> std::path::PathBuf {
     std::fs::write(
         &config,
         format!(
-            "job.name=bench\ntask.inputs=log.bench-in\ntask.commit.ms=1000\njob.container.count={containers}\n\
+            "job.name=bench\ntask.inputs=log.bench-in\ntask.commit.ms=1000\ntask.processing.guarantee=at-least-once\njob.container.count={containers}\n\
              systems.log.factory=log\nsystems.log.path={}\nsystems.log.samza.offset.default=oldest\n\
              systems.log.samza.key.serde=bytes\nsystems.log.samza.msg.serde=bytes\n",
             dir.display()

@@ -70,6 +70,18 @@ pub fn keyed_values_by_partition(
     Ok(out)
 }
 
+/// The number of messages in a stream (every partition to its end); with
+/// `read_committed`, only those of committed transactions. Unlike the sum of
+/// the partitions' next offsets, transaction markers do not count.
+///
+/// # Errors
+/// If the stream cannot be read.
+pub fn message_count(data_dir: &Path, stream: &str, read_committed: bool) -> Result<u64, gregor_log::LogError> {
+    let mut n = 0;
+    for_each_message(data_dir, stream, read_committed, |_, _, _| n += 1)?;
+    Ok(n)
+}
+
 /// Calls `f(partition, key, value)` for every message of a stream, up to
 /// the end of each partition as of the call (read-committed: through a
 /// [`gregor_log::txn::CommittedFilter`]; a transaction still open at the

@@ -161,7 +161,7 @@ fn wordcount_with(lines: &[String]) -> Job {
 }
 
 fn output_size(job: &Job) -> u64 {
-    common::stream_size(&job.data(), "word-counts")
+    gregor_examples::message_count(&job.data(), "word-counts", true).unwrap()
 }
 
 #[test]
@@ -297,7 +297,7 @@ fn a_reset_table_is_rebuilt_from_its_bootstrap_input() {
         (0..30).map(|i| (["u1", "u2", "u3"][i % 3], format!("{{\"page\":\"/p{i}\"}}"))).collect();
     produce_keyed(&job.data(), "page-views", &views);
     job.run_to_end();
-    assert_eq!(common::stream_size(&job.data(), "enriched-page-views"), 30);
+    assert_eq!(gregor_examples::message_count(&job.data(), "enriched-page-views", true).unwrap(), 30);
     // Skip every page view; the table store is reset, so its bootstrap
     // input is read again from the start rather than skipped too.
     let out = job.set(&["--to", "newest"]);
@@ -307,7 +307,11 @@ fn a_reset_table_is_rebuilt_from_its_bootstrap_input() {
     );
     produce_keyed(&job.data(), "page-views", &[("u2", "{\"page\":\"/later\"}".to_owned())]);
     job.run_to_end();
-    assert_eq!(common::stream_size(&job.data(), "enriched-page-views"), 31, "only the new view was processed");
+    assert_eq!(
+        gregor_examples::message_count(&job.data(), "enriched-page-views", true).unwrap(),
+        31,
+        "only the new view was processed"
+    );
     let later: Value = serde_json::from_str(&latest_values(&job.data(), "enriched-page-views").unwrap()["u2"]).unwrap();
     assert_eq!(
         (later["page"].as_str(), later["name"].as_str()),

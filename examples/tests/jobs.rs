@@ -114,14 +114,14 @@ fn a_recreated_input_is_processed_from_the_offset_default() {
     let keys: Vec<(&str, String)> = (0..10).map(|i| (["a", "b", "c"][i % 3], format!("m{i}"))).collect();
     produce_keyed(dir.path(), "events", 2, &keys);
     run();
-    assert_eq!(common::stream_size(dir.path(), "key-counter-audit"), 10);
+    assert_eq!(gregor_examples::message_count(dir.path(), "key-counter-audit", true).unwrap(), 10);
     let log = gregor_log::Log::open(dir.path()).unwrap();
     log.delete_stream("events").unwrap();
     drop(log);
     produce_keyed(dir.path(), "events", 2, &keys[..3]);
     let out = run();
     assert_eq!(
-        common::stream_size(dir.path(), "key-counter-audit"),
+        gregor_examples::message_count(dir.path(), "key-counter-audit", true).unwrap(),
         13,
         "the 3 messages of the recreated input were processed"
     );

@@ -26,6 +26,9 @@ fn wordcount(broker: &KafkaBroker, state: &std::path::Path, until_end: bool) -> 
         .args(["--set", &format!("systems.kafka.bootstrap.servers={}", broker.bootstrap())])
         .args(["--set", &format!("job.logged.store.base.dir={}", state.display())])
         .args(["--set", "task.commit.ms=100"])
+        // These check the Kafka system with the job's own de-duplication
+        // (the `positions` store); exactly-once on Kafka has its own test.
+        .args(["--set", "task.processing.guarantee=at-least-once"])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null());
     if until_end {

@@ -89,6 +89,102 @@ fn streams_wordcount_counts_are_exact_after_kill_9_at_least_once() {
     assert_eq!(last, model(&lines));
 }
 
+/// The `gregor` tool, built by the workspace's test run (`scripts/test`).
+fn gregor_cli() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().and_then(Path::parent).unwrap().join("gregor");
+    assert!(bin.exists(), "{} is missing: run the workspace's tests (./scripts/test), which build it", bin.display());
+    bin
+}
+
+/// `gregor stream consume word-counts --isolation read-committed`: (word,
+/// count) per partition, in offset order.
+fn consume_committed(dir: &Path) -> Vec<Vec<(String, i64)>> {
+    let out = std::process::Command::new(gregor_cli())
+        .args(["--data-dir", &dir.display().to_string(), "stream", "consume", "word-counts"])
+        .args(["--until-end", "--format", "json", "--isolation", "read-committed"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut partitions: Vec<Vec<(String, i64)>> = Vec::new();
+    for line in String::from_utf8(out.stdout).unwrap().lines() {
+        let m: serde_json::Value = serde_json::from_str(line).unwrap();
+        let p = m["partition"].as_u64().unwrap() as usize;
+        partitions.resize(partitions.len().max(p + 1), Vec::new());
+        let count = m["value"].as_str().unwrap().parse().unwrap();
+        partitions[p].push((m["key"].as_str().unwrap().to_owned(), count));
+    }
+    partitions
+}
+
+#[test]
+fn streams_wordcount_in_process_mode_is_exact_after_kill_9_of_containers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut lines = load(dir.path(), 400, 0x5a_9876);
+    let extra = [
+        "task.processing.guarantee=exactly-once",
+        "job.coordinator=process",
+        "job.container.count=2",
+        "task.commit.ms=30",
+        "cluster-manager.container.retry.count=100000",
+        "cluster-manager.container.retry.window.ms=50",
+    ];
+    let log = dir.path().join("supervisor.log");
+    let mut supervisor = common::job(WORDCOUNT, CONFIG, dir.path(), &extra)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let reports = dir.path().join("__state/streams-wordcount-1/coordinator/reports");
+    let mut killed = std::collections::HashSet::new();
+    let live_pid = |id: usize, killed: &std::collections::HashSet<i64>| {
+        let report = std::fs::read(reports.join(format!("{id}.json"))).ok()?;
+        let pid = serde_json::from_slice::<serde_json::Value>(&report).ok()?["pid"].as_i64()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Not one this test killed, nor a zombie waiting to be reaped.
+        (!killed.contains(&pid) && !stat.split(") ").nth(1).is_some_and(|r| r.starts_with('Z'))).then_some(pid)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    let mut kills = 0;
+    while kills < 20 {
+        assert!(
+            supervisor.try_wait().unwrap().is_none(),
+            "the supervisor stopped: {}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        assert!(std::time::Instant::now() < deadline, "no progress after {kills} kills");
+        lines.extend(load(dir.path(), 60, 0x5a_9000 + kills as u64));
+        let target = common::stream_size(dir.path(), "word-counts") + 150;
+        while common::stream_size(dir.path(), "word-counts") < target && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        if let Some(pid) = live_pid(kills % 2, &killed).or_else(|| live_pid((kills + 1) % 2, &killed)) {
+            // SAFETY: signalling a container process of the job this test started.
+            unsafe { kill(pid as i32, 9) };
+            killed.insert(pid);
+            kills += 1;
+        }
+    }
+    // SAFETY: as above, the supervisor.
+    unsafe { kill(supervisor.id() as i32, 15) };
+    supervisor.wait().unwrap();
+    common::run_to_end(WORDCOUNT, CONFIG, dir.path(), &extra[..1]);
+    // What a user reads with the CLI, read-committed: 1, 2, ..., n per word.
+    let mut last: BTreeMap<String, i64> = BTreeMap::new();
+    for partition in consume_committed(dir.path()) {
+        for (word, count) in partition {
+            let prev = last.entry(word.clone()).or_insert(0);
+            assert_eq!(count, *prev + 1, "word {word}: committed count {count} after {prev}");
+            *prev = count;
+        }
+    }
+    assert_eq!(last, model(&lines));
+}
+
+unsafe extern "C" {
+    fn kill(pid: i32, sig: i32) -> i32;
+}
+
 #[test]
 fn plan_prints_operators_tasks_streams_and_stores() {
     let dir = tempfile::tempdir().unwrap();

@@ -112,8 +112,11 @@ fn sigterm_commits_and_exits_cleanly() {
     let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
     load_lines(dir.path(), "words", 4, &refs).unwrap();
     let total: u64 = lines.iter().map(|l| words(l).count() as u64).sum();
-    // A long commit interval: only the shutdown commit can save the progress.
-    let mut child = common::spawn(WORDCOUNT, "wordcount.properties", dir.path(), &["task.commit.ms=600000"], false);
+    // A long commit interval: only the shutdown commit can save the progress
+    // (at-least-once, whose output shows before any commit).
+    let alo = "task.processing.guarantee=at-least-once";
+    let mut child =
+        common::spawn(WORDCOUNT, "wordcount.properties", dir.path(), &["task.commit.ms=600000", alo], false);
     let deadline = Instant::now() + Duration::from_secs(60);
     while common::stream_size(dir.path(), "word-counts") < total {
         assert!(Instant::now() < deadline, "the job did not count everything");
@@ -125,7 +128,7 @@ fn sigterm_commits_and_exits_cleanly() {
     let status = child.wait().unwrap();
     assert!(status.success(), "SIGTERM must end the job with exit code 0, got {status:?}");
     // Everything was committed: a new run has nothing left to do.
-    common::run_to_end(WORDCOUNT, "wordcount.properties", dir.path(), &[]);
+    common::run_to_end(WORDCOUNT, "wordcount.properties", dir.path(), &[alo]);
     assert_eq!(common::stream_size(dir.path(), "word-counts"), total, "no message was processed twice");
     assert_eq!(latest_values(dir.path(), "word-counts").unwrap(), word_counts(&lines));
 }

@@ -224,11 +224,15 @@ impl JobConfig {
             let secs = c.get_parsed::<u64>(&format!("metrics.reporter.{r}.interval"), "seconds")?.unwrap_or(60);
             reporters.push(ReporterSpec { name: r, stream, interval: Duration::from_secs(secs) });
         }
+        // The default since exactly-once cost at most 15% (docs/benchmarks.md).
+        let exactly_once = c.get("task.processing.guarantee") != Some("at-least-once");
         let job = JobConfig {
             checkpoint_stream: SystemStream::new(&checkpoint_system, &format!("__gregor-checkpoints-{name}-{id}")),
             container_count: c.get_parsed("job.container.count", "a positive integer")?.unwrap_or(1),
-            commit_interval: c.get_millis("task.commit.ms", Duration::from_secs(60))?,
-            exactly_once: c.get("task.processing.guarantee") == Some("exactly-once"),
+            // Under exactly-once outputs show at commits: a minute (Samza's
+            // default) would hold every result back that long.
+            commit_interval: c.get_millis("task.commit.ms", Duration::from_secs(if exactly_once { 1 } else { 60 }))?,
+            exactly_once,
             window_interval: c
                 .get_parsed::<u64>("task.window.ms", "a positive number of milliseconds")?
                 .map(Duration::from_millis),
@@ -445,7 +449,14 @@ mod tests {
         assert_eq!(job.inputs[0].offset_default, OffsetDefault::Oldest);
         assert_eq!(job.checkpoint_stream.to_string(), "log.__gregor-checkpoints-wc-1");
         assert_eq!(job.stores[0].changelog.as_ref().unwrap().to_string(), "log.counts-changelog");
-        assert_eq!(job.commit_interval, Duration::from_secs(60));
+        assert!(job.exactly_once, "the default guarantee");
+        assert_eq!(job.commit_interval, Duration::from_secs(1), "exactly-once's default: outputs show at commits");
+        let alo = parse(
+            "job.name=wc\ntask.inputs=log.words\nsystems.log.factory=log\ntask.processing.guarantee=at-least-once\n",
+        )
+        .unwrap();
+        assert!(!alo.exactly_once);
+        assert_eq!(alo.commit_interval, Duration::from_secs(60), "Samza's default");
     }
 
     #[test]

@@ -139,15 +139,15 @@ pub const KEYS: &[Key] = &[
     key(
         "task.commit.ms",
         Kind::Count,
-        "60000",
-        "Commit (flush outputs and stores, write checkpoints) at least this often.",
+        "1000 (exactly-once), 60000 (at-least-once)",
+        "Commit (flush outputs and stores, write checkpoints) at least this often. Under exactly-once, outputs become visible at commits.",
     ),
     key("task.window.ms", Kind::Positive, "(off)", "Call each task's `window` this often."),
     key(
         "task.processing.guarantee",
         Kind::OneOf(&["at-least-once", "exactly-once"]),
-        "at-least-once",
-        "`exactly-once`: each commit's outputs, changelog writes and checkpoints become visible to read-committed readers together, or not at all (embedded log only; `local` and `process` modes). See guarantees.md.",
+        "exactly-once",
+        "`exactly-once`: each commit's outputs, changelog writes and checkpoints become visible to read-committed readers together, or not at all (on Kafka, without transactions: state and intermediate streams exact, outputs at-least-once). See guarantees.md.",
     ),
     key(
         "task.checkpoint.system",

@@ -132,6 +132,17 @@ impl SystemProducer for LogProducer {
         self.next_offsets.get(ssp).copied()
     }
 
+    fn stop(&mut self) -> Result<(), SystemError> {
+        self.flush()?;
+        // Stopped cleanly after its last commit: leave nothing to end.
+        if let Some(c) = &mut self.txn
+            && self.written.is_empty()
+        {
+            c.close_idle().map_err(txn_error)?;
+        }
+        Ok(())
+    }
+
     fn supports_transactions(&self) -> bool {
         true
     }

@@ -381,6 +381,30 @@ impl Coordinator {
         Ok(())
     }
 
+    /// At a clean stop, when the open transaction wrote nothing: forgets
+    /// the registered partitions, so that whoever takes the producer over
+    /// next has nothing to end and writes no marker. (The caller knows what
+    /// it wrote; with anything written, it must not call this: those records
+    /// need their abort marker.) A fenced instance changes nothing.
+    ///
+    /// # Errors
+    /// The state cannot be read or written.
+    pub fn close_idle(&mut self) -> Result<(), TxnError> {
+        let _lock = Self::lock(&self.dir, &self.state.transactional_id)?;
+        let current = match self.current() {
+            Ok(c) => c,
+            Err(TxnError::Fenced { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if current.state != Phase::Ongoing || current.partitions.is_empty() {
+            return Ok(());
+        }
+        let idle = State { partitions: BTreeSet::new(), ..current };
+        Self::save(&self.state_path(), &idle)?;
+        self.state = idle;
+        Ok(())
+    }
+
     /// [`Self::end`] with a commit.
     ///
     /// # Errors

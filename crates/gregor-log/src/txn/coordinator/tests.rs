@@ -110,6 +110,22 @@ fn taking_an_idle_producer_over_again_writes_no_marker() {
     assert!(again.partitions().is_empty());
 }
 
+#[test]
+fn a_producer_closed_idle_leaves_nothing_to_end() {
+    let (_dir, log) = log();
+    let mut c = Coordinator::init(log.clone(), "job-0").unwrap();
+    write(&log, &mut c, 0, &["a"]);
+    c.commit().unwrap();
+    let next = || log.stream("out").unwrap().partition(0).unwrap().next_offset().unwrap();
+    let after_commit = next();
+    c.close_idle().unwrap();
+    let _successor = Coordinator::init(log.clone(), "job-0").unwrap();
+    assert_eq!(next(), after_commit, "no abort marker for a transaction that wrote nothing");
+    assert_eq!(read(&log, 0).0, ["a"]);
+    // A fenced instance's close changes nothing.
+    c.close_idle().unwrap();
+}
+
 fn write_unregistered(log: &Log, c: &Coordinator, p: u32, value: &str) {
     let mut e = BatchEncoder::new();
     e.begin_transaction(c.stamp());
