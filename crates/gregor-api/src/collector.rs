@@ -107,7 +107,9 @@ pub struct PendingSend {
     pub key: Option<Range<usize>>,
     pub value: Option<Range<usize>>,
     pub timestamp: Option<i64>,
-    pub headers: Vec<(String, Vec<u8>)>,
+    /// Boxed: most sends have none (one word, not three, per recorded send).
+    #[allow(clippy::box_collection)]
+    pub headers: Option<Box<Vec<(String, Vec<u8>)>>>,
 }
 
 /// A serde resolved for one output stream, type, and key or message.
@@ -224,7 +226,7 @@ impl MessageCollector {
                     key,
                     value,
                     timestamp: envelope.timestamp,
-                    headers: envelope.headers,
+                    headers: (!envelope.headers.is_empty()).then(|| Box::new(envelope.headers)),
                 });
                 Ok(())
             }
@@ -260,7 +262,7 @@ impl MessageCollector {
         let key = key.map(&mut range);
         let value = value.map(&mut range);
         let stream = self.stream_index(stream);
-        self.sends.push(PendingSend { stream, partition, key, value, timestamp, headers: Vec::new() });
+        self.sends.push(PendingSend { stream, partition, key, value, timestamp, headers: None });
     }
 
     /// The recorded sends and the buffer their ranges point into.

@@ -162,7 +162,7 @@ impl SystemConsumer for KafkaConsumer {
                 timestamp: m.timestamp().to_millis().unwrap_or(0),
                 key: m.key().map(Bytes::copy_from_slice),
                 value: m.payload().map(Bytes::copy_from_slice),
-                headers: m.headers().map_or_else(Vec::new, |h| {
+                headers: m.headers().map_or_else(gregor_api::system::Headers::default, |h| {
                     h.iter()
                         .map(|h| (h.key.to_owned(), h.value.map_or_else(Bytes::new, Bytes::copy_from_slice)))
                         .collect()

@@ -282,7 +282,7 @@ impl LogConsumer {
                     Entry::Record(txn, r) => {
                         let (key, value) = (r.key.map(|k| fetch.share(k)), r.value.map(|v| fetch.share(v)));
                         let headers = if r.header_count == 0 {
-                            Vec::new()
+                            gregor_api::system::Headers::default()
                         } else {
                             r.headers()
                                 .map(|(n, v)| {

@@ -141,7 +141,7 @@ mod tests {
     use super::*;
 
     fn msg(offset: u64) -> RawMessage {
-        RawMessage { offset, timestamp: 0, key: None, value: None, headers: Vec::new() }
+        RawMessage { offset, timestamp: 0, key: None, value: None, headers: Default::default() }
     }
 
     fn drain(c: &mut Chooser) -> Vec<(usize, u64)> {

@@ -299,7 +299,8 @@ impl Router {
         };
         let ts = send.timestamp.unwrap_or(producers.now_ms);
         let stamp = stamp.filter(|_| r.intermediate);
-        if send.headers.is_empty() && stamp.is_none() {
+        let own = send.headers.as_deref().map_or(&[][..], Vec::as_slice);
+        if own.is_empty() && stamp.is_none() {
             return Ok(producers.send_to(target, key, value, ts)?);
         }
         let bytes = stamp.map(|s| {
@@ -307,11 +308,11 @@ impl Router {
             crate::sequences::stamp_bytes(s.producer, s.next - 1)
         });
         let stamp_header = bytes.as_ref().map(|b| (crate::sequences::STAMP_HEADER, &b[..]));
-        if send.headers.is_empty() {
+        if own.is_empty() {
             // Only the stamp: no allocation per message.
             return Ok(producers.send_with_headers_to(target, key, value, ts, stamp_header.as_slice())?);
         }
-        let mut headers: Vec<(&str, &[u8])> = send.headers.iter().map(|(n, v)| (n.as_str(), &v[..])).collect();
+        let mut headers: Vec<(&str, &[u8])> = own.iter().map(|(n, v)| (n.as_str(), &v[..])).collect();
         // After the task's own: the last occurrence is the one read back.
         headers.extend(stamp_header);
         Ok(producers.send_with_headers_to(target, key, value, ts, &headers)?)

@@ -54,7 +54,7 @@ impl Reporter {
                     key: Some(0..key_end),
                     value: Some(key_end..buf.len()),
                     timestamp: None,
-                    headers: Vec::new(),
+                    headers: None,
                 };
                 let route = router.route_of(job, systems, stream)?;
                 router.send(route, producers, &send, &buf, None)?;

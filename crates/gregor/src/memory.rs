@@ -165,7 +165,11 @@ impl MemoryStreams {
         partition: u32,
         messages: impl IntoIterator<Item = (Option<Bytes>, Option<Bytes>, i64)>,
     ) -> Result<u64, SystemError> {
-        self.append_with_headers(stream, partition, messages.into_iter().map(|(k, v, ts)| (k, v, ts, Vec::new())))
+        self.append_with_headers(
+            stream,
+            partition,
+            messages.into_iter().map(|(k, v, ts)| (k, v, ts, gregor_api::Headers::default())),
+        )
     }
 
     /// [`Self::append`] with headers.
