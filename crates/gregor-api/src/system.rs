@@ -323,15 +323,13 @@ pub trait SystemProducer {
     /// # Errors
     /// If the partition cannot be written (a missing stream, say).
     fn slot(&mut self, ssp: &SystemStreamPartition) -> Result<u32, SystemError>;
-    /// Queues a message for the partition of `slot` (batched; durable after
-    /// `flush`). `slot` must come from [`Self::slot`] of this producer.
-    fn send(&mut self, slot: u32, key: Option<&[u8]>, value: Option<&[u8]>, timestamp: i64) -> Result<(), SystemError>;
-    /// [`Self::send`] with headers. The default sends a message without
-    /// headers and refuses one with headers (a system that cannot store
-    /// them must not drop them silently).
+    /// Queues a message with `headers` (most often none) for the partition
+    /// of `slot` (batched; durable after `flush`). `slot` must come from
+    /// [`Self::slot`] of this producer. A system that cannot store headers
+    /// refuses a message that has some, rather than drop them.
     ///
     /// # Errors
-    /// As [`Self::send`]; or the system stores no headers.
+    /// The system refuses the message (or its headers).
     fn send_with_headers(
         &mut self,
         slot: u32,
@@ -339,11 +337,13 @@ pub trait SystemProducer {
         value: Option<&[u8]>,
         timestamp: i64,
         headers: &[(&str, &[u8])],
-    ) -> Result<(), SystemError> {
-        if headers.is_empty() {
-            return self.send(slot, key, value, timestamp);
-        }
-        Err(SystemError::other("sending a message with headers", "this system does not store message headers"))
+    ) -> Result<(), SystemError>;
+    /// [`Self::send_with_headers`] without headers.
+    ///
+    /// # Errors
+    /// As [`Self::send_with_headers`].
+    fn send(&mut self, slot: u32, key: Option<&[u8]>, value: Option<&[u8]>, timestamp: i64) -> Result<(), SystemError> {
+        self.send_with_headers(slot, key, value, timestamp, &[])
     }
     /// Whether [`Self::init_transactions`] can work. Default: no.
     fn supports_transactions(&self) -> bool {

@@ -129,8 +129,7 @@ impl Producers {
         value: Option<&[u8]>,
         timestamp: i64,
     ) -> Result<(), SystemError> {
-        self.sent = true;
-        self.producers[target.producer].send(target.slot, key, value, timestamp)
+        self.send_with_headers_to(target, key, value, timestamp, &[])
     }
 
     pub fn send_with_headers_to(

@@ -429,10 +429,6 @@ impl SystemProducer for MemoryProducer {
         Ok(slot)
     }
 
-    fn send(&mut self, slot: u32, key: Option<&[u8]>, value: Option<&[u8]>, timestamp: i64) -> Result<(), SystemError> {
-        self.send_with_headers(slot, key, value, timestamp, &[])
-    }
-
     fn send_with_headers(
         &mut self,
         slot: u32,
