@@ -129,21 +129,8 @@ fn process_mode_survives_kill_9_of_containers_exactly_once() {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    // A process just sent SIGKILL can still look alive for a moment: never
-    // count one of those as running.
     let killed = std::cell::RefCell::new(std::collections::HashSet::new());
-    let live_pid = |id: usize| {
-        std::fs::read(reports.join(format!("{id}.json")))
-            .ok()
-            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-            .and_then(|r| r["pid"].as_i64())
-            .filter(|p| !killed.borrow().contains(p))
-            // Running, not a zombie waiting for the supervisor to reap it.
-            .filter(|p| {
-                std::fs::read_to_string(format!("/proc/{p}/stat"))
-                    .is_ok_and(|s| !s.split(") ").nth(1).is_some_and(|r| r.starts_with('Z')))
-            })
-    };
+    let live_pid = |id: usize| common::live_container_pid(&reports, id, &killed.borrow());
     let mut kills = 0;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(240);
     while kills < 80 {

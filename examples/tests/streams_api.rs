@@ -137,13 +137,8 @@ fn streams_wordcount_in_process_mode_is_exact_after_kill_9_of_containers() {
         .unwrap();
     let reports = dir.path().join("__state/streams-wordcount-1/coordinator/reports");
     let mut killed = std::collections::HashSet::new();
-    let live_pid = |id: usize, killed: &std::collections::HashSet<i64>| {
-        let report = std::fs::read(reports.join(format!("{id}.json"))).ok()?;
-        let pid = serde_json::from_slice::<serde_json::Value>(&report).ok()?["pid"].as_i64()?;
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        // Not one this test killed, nor a zombie waiting to be reaped.
-        (!killed.contains(&pid) && !stat.split(") ").nth(1).is_some_and(|r| r.starts_with('Z'))).then_some(pid)
-    };
+    let live_pid =
+        |id: usize, killed: &std::collections::HashSet<i64>| common::live_container_pid(&reports, id, killed);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
     let mut kills = 0;
     while kills < 20 {

@@ -202,7 +202,7 @@ fn show(args: &ShowArgs) -> Result<()> {
 /// tell) and processors ZooKeeper still lists (their sessions may be stale).
 fn ensure_stopped(job: &JobConfig, force: bool) -> Result<Option<RunLock>> {
     let path = run_lock_path(job);
-    let zookeeper = job.raw.get("job.coordinator") == Some("zookeeper");
+    let zookeeper = job.coordinator() == "zookeeper";
     if !zookeeper && !path.exists() && !force {
         bail!(
             "job {} never ran with the state directory {} on this machine (no {}), so this tool cannot tell whether it runs (here from another directory, or elsewhere); run it where the job runs, with the same job.logged.store.base.dir, or pass --force if the job is stopped",

@@ -20,7 +20,7 @@ pub enum JobCommand {
 /// In `zookeeper` mode the model is whatever the leader published (and
 /// who is live); `None` in the other modes.
 pub(crate) fn zookeeper_group(job: &gregor_runtime::JobConfig) -> Result<Option<zookeeper::GroupState>> {
-    if job.raw.get("job.coordinator") != Some("zookeeper") {
+    if job.coordinator() != "zookeeper" {
         return Ok(None);
     }
     let mut options = zookeeper::ZkOptions::from_job(job)?;
@@ -71,7 +71,7 @@ pub fn run(command: JobCommand) -> Result<()> {
                 None => current_job_model(&job, &systems)?,
             };
             let checkpoints = read_checkpoints(&systems, &job.checkpoint_stream)?;
-            let mode = job.raw.get("job.coordinator").unwrap_or("local");
+            let mode = job.coordinator();
             writeln!(
                 out,
                 "job {}-{}: model version {}, {} tasks in {} containers ({mode} mode)",

@@ -303,6 +303,12 @@ impl JobConfig {
         format!("{}-{}", self.name, self.id)
     }
 
+    /// `job.coordinator`: the execution mode (`local`, `process` or
+    /// `zookeeper`; validated by the schema).
+    pub fn coordinator(&self) -> &str {
+        self.raw.get("job.coordinator").unwrap_or("local")
+    }
+
     /// The job's own directory under `job.logged.store.base.dir`.
     pub fn job_dir(&self) -> std::path::PathBuf {
         self.state_dir.join(self.dir_name())

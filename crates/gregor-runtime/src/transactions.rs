@@ -16,15 +16,11 @@ const ZK: &str = "zk-";
 
 /// Container `container_id`'s transactional id.
 pub fn transactional_id(job: &JobConfig, container_id: &str) -> String {
-    if is_zookeeper(job) {
+    if job.coordinator() == "zookeeper" {
         format!("{}-{ZK}{container_id}", job.dir_name())
     } else {
         format!("{}-{container_id}", job.dir_name())
     }
-}
-
-fn is_zookeeper(job: &JobConfig) -> bool {
-    job.raw.get("job.coordinator") == Some("zookeeper")
 }
 
 /// The container (or processor) id a producer's suffix (what follows

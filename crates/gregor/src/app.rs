@@ -153,9 +153,9 @@ impl<T: StreamTask> App<T> {
         let job = Arc::new(self.job_config(config)?);
         let serdes = Arc::new(self.serdes.clone());
         let address = crate::monitor::address(&job)?;
-        match job.raw.get("job.coordinator") {
-            Some("process") => return self.supervise(&job, until_end, shutdown, address),
-            Some("zookeeper") => return self.run_processor(job, serdes, until_end, shutdown, address),
+        match job.coordinator() {
+            "process" => return self.supervise(&job, until_end, shutdown, address),
+            "zookeeper" => return self.run_processor(job, serdes, until_end, shutdown, address),
             _ => {}
         }
         let monitor = Monitor::new(&job, "local", None);

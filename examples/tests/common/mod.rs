@@ -79,3 +79,14 @@ pub fn kill_once(child: &mut Child, what: &str, mut progressed: impl FnMut() -> 
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
 }
+
+/// The pid of `process`-mode container `id` from the supervisor's report in
+/// `reports` (`<state>/<job>/coordinator/reports`), if it runs: not one in
+/// `killed` (a process just sent SIGKILL can still look alive for a
+/// moment) and not a zombie waiting for the supervisor to reap it.
+pub fn live_container_pid(reports: &Path, id: usize, killed: &std::collections::HashSet<i64>) -> Option<i64> {
+    let report = std::fs::read(reports.join(format!("{id}.json"))).ok()?;
+    let pid = serde_json::from_slice::<serde_json::Value>(&report).ok()?["pid"].as_i64()?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    (!killed.contains(&pid) && !stat.split(") ").nth(1).is_some_and(|r| r.starts_with('Z'))).then_some(pid)
+}

@@ -57,6 +57,17 @@ enum BadMessages {
 }
 
 impl GraphTask {
+    /// The running graph and a context for a call that no input message
+    /// caused (`window`, `before_commit`, `end_of_stream`: no origin).
+    fn running<'c>(
+        &mut self,
+        collector: &'c mut MessageCollector,
+        coordinator: &TaskCoordinator,
+    ) -> Result<(&mut Running, Cx<'c>), TaskError> {
+        let run = self.run.as_mut().ok_or_else(|| TaskError::msg("not initialised"))?;
+        Ok((run, Cx { out: collector, now_ms: coordinator.now_ms(), origin: Origin::default() }))
+    }
+
     pub(crate) fn new(slot: FrozenSlot) -> Self {
         GraphTask { slot, run: None }
     }
@@ -195,8 +206,7 @@ impl StreamTask for GraphTask {
     }
 
     fn window(&mut self, collector: &mut MessageCollector, coordinator: &mut TaskCoordinator) -> Result<(), TaskError> {
-        let run = self.run.as_mut().ok_or_else(|| TaskError::msg("not initialised"))?;
-        let mut cx = Cx { out: collector, now_ms: coordinator.now_ms(), origin: Origin::default() };
+        let (run, mut cx) = self.running(collector, coordinator)?;
         run.advance(&mut cx)?;
         for h in &run.hooks {
             h.borrow_mut().tick(&mut cx)?;
@@ -213,8 +223,7 @@ impl StreamTask for GraphTask {
         collector: &mut MessageCollector,
         coordinator: &mut TaskCoordinator,
     ) -> Result<(), TaskError> {
-        let run = self.run.as_mut().ok_or_else(|| TaskError::msg("not initialised"))?;
-        let mut cx = Cx { out: collector, now_ms: coordinator.now_ms(), origin: Origin::default() };
+        let (run, mut cx) = self.running(collector, coordinator)?;
         for s in &mut run.sources {
             s.source.before_commit()?;
         }
@@ -231,8 +240,7 @@ impl StreamTask for GraphTask {
         collector: &mut MessageCollector,
         coordinator: &mut TaskCoordinator,
     ) -> Result<(), TaskError> {
-        let run = self.run.as_mut().ok_or_else(|| TaskError::msg("not initialised"))?;
-        let mut cx = Cx { out: collector, now_ms: coordinator.now_ms(), origin: Origin::default() };
+        let (run, mut cx) = self.running(collector, coordinator)?;
         for s in &mut run.sources {
             if s.clock.finish() {
                 s.source.watermark(&mut cx, i64::MAX)?;
