@@ -120,14 +120,7 @@ fn for_each_message(
 /// # Errors
 /// If the log cannot be written.
 pub fn load_lines(data_dir: &Path, stream: &str, partitions: u32, lines: &[&str]) -> Result<(), gregor_log::LogError> {
-    let log = Log::open(data_dir)?;
-    let s = match log.stream(stream) {
-        Ok(s) => s,
-        Err(gregor_log::LogError::StreamNotFound { .. }) => {
-            log.create_stream(stream, gregor_log::StreamConfig::new(partitions))?
-        }
-        Err(e) => return Err(e),
-    };
+    let s = open_or_create(data_dir, stream, partitions)?;
     let n = s.partition_count() as usize;
     for p in 0..n {
         let records: Vec<gregor_log::Record<'_>> =
@@ -137,6 +130,53 @@ pub fn load_lines(data_dir: &Path, stream: &str, partitions: u32, lines: &[&str]
         }
     }
     Ok(())
+}
+
+/// Appends keyed messages (`None` values are tombstones) to a stream of the
+/// log at `data_dir`, each to the partition its key hashes to (as a keyed
+/// send does), in the given order; creates the stream with `partitions`
+/// partitions if missing.
+///
+/// # Errors
+/// If the log cannot be written.
+pub fn load_keyed(
+    data_dir: &Path,
+    stream: &str,
+    partitions: u32,
+    messages: &[(&str, Option<&str>)],
+) -> Result<(), gregor_log::LogError> {
+    let s = open_or_create(data_dir, stream, partitions)?;
+    let n = s.partition_count();
+    let mut by_partition: Vec<Vec<gregor_log::Record<'_>>> = vec![Vec::new(); n as usize];
+    for (key, value) in messages {
+        let record = gregor_log::Record {
+            key: Some(key.as_bytes()),
+            value: value.map(str::as_bytes),
+            ..gregor_log::Record::default()
+        };
+        by_partition[gregor::partition_for_key(key.as_bytes(), n) as usize].push(record);
+    }
+    for (p, records) in by_partition.iter().enumerate() {
+        if !records.is_empty() {
+            s.append(p as u32, records)?;
+        }
+    }
+    Ok(())
+}
+
+fn open_or_create(
+    data_dir: &Path,
+    stream: &str,
+    partitions: u32,
+) -> Result<std::sync::Arc<gregor_log::Stream>, gregor_log::LogError> {
+    let log = Log::open(data_dir)?;
+    match log.stream(stream) {
+        Ok(s) => Ok(s),
+        Err(gregor_log::LogError::StreamNotFound { .. }) => {
+            log.create_stream(stream, gregor_log::StreamConfig::new(partitions))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// The true word counts of `lines` (what a correct word count outputs last per word).

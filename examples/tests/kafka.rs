@@ -135,33 +135,121 @@ fn exactly_once_on_kafka_drops_resent_intermediate_messages_across_kill_9() {
         // Killed while the splitting tasks send to the intermediate topic
         // (their re-sends are what this tests), at a different point each round.
         let target = topic_size(&*admin, "wordcount-words") + 100 + (round * 397) % 1500;
-        let killed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            common::kill_once(&mut child, &format!("round {round}"), || {
-                // Gently: the test broker is busy with the job.
-                std::thread::sleep(Duration::from_millis(20));
-                topic_size(&*admin, "wordcount-words") >= target
-            })
-        }));
-        let killed = killed.unwrap_or_else(|_| {
-            panic!("round {round}: {}\nbroker: {}", std::fs::read_to_string(&log).unwrap_or_default(), broker.log())
-        });
-        kills += usize::from(killed);
+        kills += usize::from(kill_when_grown(&broker, &mut child, &log, round, &*admin, "wordcount-words", target));
     }
     assert!(kills >= 3, "only {kills} runs were killed mid-way");
     let out = job(true).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_exact(&broker, &lines, &format!("after {kills} kills"));
     // Every intermediate message is stamped, and some were sent twice.
-    let mid = gregor_examples::kafka::read_raw(&system(&broker.bootstrap()), "wordcount-words").unwrap();
-    let mut stamps = std::collections::HashSet::new();
-    let mut copies = 0;
-    for (partition, m) in &mid {
-        let stamp = m.headers.iter().find(|(n, _)| n == "gregor.stamp").map(|(_, v)| v.to_vec());
-        let stamp = stamp.expect("every intermediate message is stamped");
-        copies += usize::from(!stamps.insert((*partition, stamp)));
-    }
+    let copies = resent_copies(&broker, "wordcount-words", stamp);
     assert!(copies > 0, "no intermediate message was sent twice: the kills tested nothing");
     eprintln!("{kills} kills; {copies} re-sent intermediate messages dropped");
+}
+
+/// [`common::kill_once`] once `topic` holds `target` messages; on a
+/// failure, shows the job's log (`log`) and the broker's.
+fn kill_when_grown(
+    broker: &KafkaBroker,
+    child: &mut Child,
+    log: &std::path::Path,
+    round: u64,
+    admin: &dyn gregor_api::system::SystemAdmin,
+    topic: &str,
+    target: u64,
+) -> bool {
+    let killed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        common::kill_once(child, &format!("round {round}"), || {
+            // Gently: the test broker is busy with the job.
+            std::thread::sleep(Duration::from_millis(20));
+            topic_size(admin, topic) >= target
+        })
+    }));
+    killed.unwrap_or_else(|_| {
+        panic!("round {round}: {}\nbroker: {}", std::fs::read_to_string(log).unwrap_or_default(), broker.log())
+    })
+}
+
+/// Messages of `topic` that repeat one before them in their partition, by
+/// the identity `id` gives a message (`None`: not counted).
+fn resent_copies(broker: &KafkaBroker, topic: &str, id: impl Fn(&gregor_api::RawMessage) -> Option<Vec<u8>>) -> usize {
+    let mid = gregor_examples::kafka::read_raw(&system(&broker.bootstrap()), topic).unwrap();
+    let mut seen = std::collections::HashSet::new();
+    mid.iter().filter_map(|(p, m)| Some((*p, id(m)?))).filter(|k| !seen.insert(k.clone())).count()
+}
+
+/// A message's `gregor.stamp` (producer id and sequence number).
+fn stamp(m: &gregor_api::RawMessage) -> Option<Vec<u8>> {
+    let stamp = m.headers.iter().find(|(n, _)| n == "gregor.stamp").map(|(_, v)| v.to_vec());
+    Some(stamp.expect("every intermediate message is stamped"))
+}
+
+const STREAMS_WORDCOUNT: &str = env!("CARGO_BIN_EXE_streams-wordcount");
+
+/// The Streams API word count with every stream, changelog and checkpoint
+/// on Kafka, killed with SIGKILL while it repartitions: its counts are
+/// exact (the counting tasks drop re-sent words by their stamps), and no
+/// word's count skips a number.
+#[test]
+fn streams_wordcount_on_kafka_counts_exactly_across_kill_9() {
+    let broker = KafkaBroker::start();
+    let state = tempfile::tempdir().unwrap();
+    let admin = gregor_api::system::SystemFactory::admin(&system(&broker.bootstrap())).unwrap();
+    let job = |until_end: bool| {
+        let mut cmd = Command::new(STREAMS_WORDCOUNT);
+        cmd.args(["--config", concat!(env!("CARGO_MANIFEST_DIR"), "/config/streams-wordcount-kafka.properties")])
+            .args(["--set", &format!("systems.kafka.bootstrap.servers={}", broker.bootstrap())])
+            .args(["--set", &format!("job.logged.store.base.dir={}", state.path().display())])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null());
+        if until_end {
+            cmd.arg("--until-end");
+        }
+        cmd
+    };
+    let kafka = system(&broker.bootstrap());
+    create(&kafka, "lines", 4).unwrap();
+    let mut lines = Vec::new();
+    let mut kills = 0;
+    for round in 0..4 {
+        let more = common::text(250, 0x5a_0000_4a4a + round);
+        let records: Vec<(Option<&str>, &str)> = more.iter().map(|l| (None, l.as_str())).collect();
+        produce(&kafka, "lines", &records).unwrap();
+        lines.extend(more);
+        let log = state.path().join(format!("round-{round}.log"));
+        let mut child: Child = job(true).stderr(std::fs::File::create(&log).unwrap()).spawn().unwrap();
+        let target = topic_size(&*admin, "streams-wordcount-by-word") + 100 + (round * 397) % 1200;
+        kills += usize::from(kill_when_grown(
+            &broker,
+            &mut child,
+            &log,
+            round,
+            &*admin,
+            "streams-wordcount-by-word",
+            target,
+        ));
+    }
+    assert!(kills >= 2, "only {kills} runs were killed mid-way");
+    let out = job(true).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Outside readers may see a count again after a crash, never a skipped one.
+    let mut last: std::collections::BTreeMap<String, i64> = std::collections::BTreeMap::new();
+    for (_, _, key, value) in read_all(&kafka, "word-counts").unwrap() {
+        let word = String::from_utf8(key.unwrap()).unwrap();
+        let count: i64 = String::from_utf8(value.unwrap()).unwrap().parse().unwrap();
+        let prev = last.entry(word.clone()).or_insert(0);
+        assert!(count <= *prev + 1, "word {word}: count {count} after {prev}");
+        *prev = (*prev).max(count);
+    }
+    let want: std::collections::BTreeMap<String, i64> =
+        word_counts(&lines).into_iter().map(|(w, c)| (w, c.parse().unwrap())).collect();
+    assert_eq!(last, want, "after {kills} kills");
+    // A record's origin: type byte 1, then origin, offset and index (21 bytes).
+    let origin =
+        |m: &gregor_api::RawMessage| m.value.as_ref().filter(|v| v.first() == Some(&1)).map(|v| v[..21].to_vec());
+    let copies = resent_copies(&broker, "streams-wordcount-by-word", origin);
+    assert!(copies > 0, "no repartitioned word was sent twice: the kills tested nothing");
+    eprintln!("{kills} kills; {copies} re-sent repartitioned words dropped");
 }
 
 /// Stops the broker for 2 s mid-run, restarts it, and checks the job

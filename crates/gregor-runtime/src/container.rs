@@ -351,7 +351,7 @@ impl<T: StreamTask> Container<T> {
                     bootstrap_end: spec.bootstrap.then_some(offsets.next),
                     ended: false,
                     intermediate: spec.intermediate,
-                    seen: seen_of(deduplicating && spec.intermediate, checkpoint, ssp),
+                    seen: seen_of(deduplicating && spec.intermediate && spec.stamped, checkpoint, ssp),
                     processed: LocalCount::new(metrics.counter(Group::input(ssp), "messages-processed")),
                 });
                 task_inputs.push(inputs.len() - 1);

@@ -40,6 +40,10 @@ pub struct InputSpec {
     pub bounded: bool,
     /// Also written by the job (a repartitioning step).
     pub intermediate: bool,
+    /// Under exactly-once without transactions, what the job sends here is
+    /// stamped and re-sent copies are dropped by the runtime
+    /// (`streams.<id>.stamped`, default true; see `gregor_runtime::sequences`).
+    pub stamped: bool,
 }
 
 /// Store engines.
@@ -385,6 +389,7 @@ fn input_spec(c: &Config, stream: SystemStream) -> Result<InputSpec, ConfigError
         bootstrap: flag("bootstrap")?,
         bounded: flag("bounded")?,
         intermediate: flag("intermediate")?,
+        stamped: c.get_bool(&format!("streams.{id}.stamped"), true)?,
         priority: c.get_parsed(&format!("streams.{id}.samza.priority"), "an integer")?.unwrap_or(0),
         stream,
     })

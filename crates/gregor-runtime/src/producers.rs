@@ -201,7 +201,7 @@ struct Route {
     partitions: u32,
     targets: Vec<Option<Target>>,
     round_robin: u32,
-    /// An input of the job too: stamped when de-duplicating.
+    /// An input of the job too (`stamped`): stamped when de-duplicating.
     intermediate: bool,
 }
 
@@ -254,7 +254,7 @@ impl Router {
             partitions,
             targets: vec![None; partitions as usize],
             round_robin: 0,
-            intermediate: job.inputs.iter().any(|i| i.stream == *stream),
+            intermediate: job.inputs.iter().any(|i| i.stream == *stream && i.stamped),
         });
         self.by_stream.insert(stream.clone(), self.routes.len() - 1);
         Ok(self.routes.len() - 1)

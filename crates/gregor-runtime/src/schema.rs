@@ -260,6 +260,12 @@ pub const KEYS: &[Key] = &[
         "This input is also written by the job (a repartitioning step): with --until-end it is read until every container has finished its other inputs and nothing more arrives.",
     ),
     key(
+        "streams.*.stamped",
+        Kind::Bool,
+        "true",
+        "Under exactly-once on a system without transactions (Kafka): stamp what the job sends to this input with a producer id and sequence number, and drop re-sent copies on reading. Stamps assume a task sends the same messages in the same order after a restart; set false for a stream whose messages identify themselves and whose readers drop copies (the Streams API does this for its intermediate streams).",
+    ),
+    key(
         "streams.*.partitions",
         Kind::Positive,
         "the job's task count",

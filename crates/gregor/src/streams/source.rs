@@ -96,7 +96,13 @@ impl SourceSpec {
     pub(crate) fn extra_keys(&self) -> Vec<(&'static str, &'static str)> {
         match self.kind {
             SourceKind::Input => Vec::new(),
-            SourceKind::Intermediate => vec![("samza.intermediate", "true"), ("samza.offset.default", "oldest")],
+            // Records carry their origin and readers drop re-sent copies by
+            // it (`IntermediateSource`): runtime stamps would number
+            // watermarks sent on the timer too, which a restart sends at
+            // other points, and so drop new records as copies.
+            SourceKind::Intermediate => {
+                vec![("samza.intermediate", "true"), ("samza.offset.default", "oldest"), ("stamped", "false")]
+            }
             // Reloaded whole at every start into an in-memory store.
             SourceKind::Table => {
                 vec![("samza.bootstrap", "true"), ("samza.reset.offset", "true"), ("samza.offset.default", "oldest")]
