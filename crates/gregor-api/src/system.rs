@@ -94,7 +94,8 @@ impl SystemStreamPartition {
 pub struct RawMessage {
     /// Offset in its partition.
     pub offset: u64,
-    /// Milliseconds since the epoch.
+    /// Milliseconds since the epoch; negative when the message carries none
+    /// (Kafka's message format v0).
     pub timestamp: i64,
     /// Key bytes, if any.
     pub key: Option<Bytes>,

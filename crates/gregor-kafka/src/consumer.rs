@@ -159,7 +159,8 @@ impl SystemConsumer for KafkaConsumer {
             part.next = offset + 1;
             let raw = RawMessage {
                 offset,
-                timestamp: m.timestamp().to_millis().unwrap_or(0),
+                // -1: none (message format v0); time operators refuse it.
+                timestamp: m.timestamp().to_millis().unwrap_or(-1),
                 key: m.key().map(Bytes::copy_from_slice),
                 value: m.payload().map(Bytes::copy_from_slice),
                 headers: m.headers().map_or_else(gregor_api::system::Headers::default, |h| {

@@ -236,7 +236,7 @@ proptest! {
         let job = drive(&run, |app| {
             let out = app.output::<String, String>("out");
             let branches = app.input::<String, Rec>("in0").branch(vec![
-                Box::new(|_, r: &Rec| r.id % 2 == 0),
+                Box::new(|_, r: &Rec| r.id.is_multiple_of(2)),
                 Box::new(|_, _: &Rec| true),
             ]);
             let evens = branches[0].map_values(|r| format!("e{}", r.id));
@@ -248,7 +248,7 @@ proptest! {
         }, Sending::Anywhere);
         let mut want = Vec::new();
         for (_, key, r) in records(&run) {
-            if r.id % 2 == 0 {
+            if r.id.is_multiple_of(2) {
                 want.push((format!("{key}!"), format!("e{}", r.id)));
             } else if r.id % 3 != 0 {
                 want.extend((0..r.id % 3).map(|i| (format!("{key}!"), format!("o{}-{i}", r.id))));

@@ -46,6 +46,15 @@ pub(crate) struct Cx<'a> {
     pub origin: Origin,
 }
 
+/// The error of an operator that needs event time (`what`: "window 'w'",
+/// "join 'j'") given a record without one (a negative time: its message
+/// carries no timestamp).
+pub(crate) fn no_event_time(what: std::fmt::Arguments<'_>, ts: i64) -> TaskError {
+    TaskError::msg(format!(
+        "{what}: a record has no event time ({ts}: its message carries no timestamp); give its input an EventTime::extract"
+    ))
+}
+
 /// An operator: consumes the records and watermarks of one stream.
 pub(crate) trait Push<K, V> {
     /// A record with its event time.

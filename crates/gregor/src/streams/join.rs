@@ -13,7 +13,7 @@
 //! the inputs' `max_out_of_order` to cover how late records arrive.
 
 use super::builder::{StoreDecl, Stream, default_serde};
-use super::graph::{Cx, Factory, Hook, Init, MinWatermark, Push, Value};
+use super::graph::{Cx, Factory, Hook, Init, MinWatermark, Push, Value, no_event_time};
 use super::state::{Mirror, time_bytes};
 use gregor_api::{Serde, TaskError};
 use serde::{Deserialize, Serialize};
@@ -63,6 +63,7 @@ struct Buffered<K, V> {
 type JoinFn<K, L, R, O> = Arc<dyn Fn(&K, Option<&L>, Option<&R>) -> Option<O> + Send + Sync>;
 
 struct JoinState<K, L, R, O> {
+    name: String,
     kind: Kind,
     window: JoinWindow,
     left: Mirror<Buffered<K, L>>,
@@ -108,6 +109,9 @@ fn range(prefix: &[u8], from: i64, to: i64) -> (Vec<u8>, Vec<u8>) {
 
 impl<K: Value, L: Value, R: Value, O: Value> JoinState<K, L, R, O> {
     fn entry(&mut self, cx: &Cx<'_>, key: &K, ts: i64) -> Result<Vec<u8>, TaskError> {
+        if ts < 0 {
+            return Err(no_event_time(format_args!("join '{}'", self.name), ts));
+        }
         self.key_buf.clear();
         self.key_serde.encode(key, &mut self.key_buf)?;
         let origin = (cx.origin.id, cx.origin.offset);
@@ -292,8 +296,9 @@ impl<K: Value, L: Value> Stream<K, L> {
             let decl = StoreDecl { name: s.clone(), key_serde: "bytes", msg_serde: "bytes", logged: true };
             self.b.borrow_mut().add_store(id, decl);
         }
+        let join_name = name.to_owned();
         let make = move |init: &mut Init<'_, '_>| {
-            let (ls, rs, f) = (left_store.clone(), right_store.clone(), f.clone());
+            let (ls, rs, f, name) = (left_store.clone(), right_store.clone(), f.clone(), join_name.clone());
             init.shared(id, move |init| {
                 let key_serde =
                     init.ctx.serdes().resolve::<K>(default_serde::<K>()).map_err(|e| TaskError::msg(e.to_string()))?;
@@ -308,6 +313,7 @@ impl<K: Value, L: Value> Stream<K, L> {
                 }
                 let next = init.downstream::<K, O>(id)?;
                 Ok(JoinState {
+                    name,
                     kind,
                     window,
                     left,

@@ -370,7 +370,7 @@ impl<K: Value, V: Value> Stream<K, V> {
         let stream_id = format!("{job}-{name}");
         b.graph.nodes[sink].detail = format!("stream {stream_id}");
         b.graph.nodes[source].detail = format!("stream {stream_id}");
-        let mut spec = SourceSpec::typed::<K, V>(name, SourceKind::Intermediate, source, None);
+        let mut spec = SourceSpec::typed::<K, V>(name, SourceKind::Intermediate, source, EventTime::message_time());
         spec.key_serde = key_serde;
         spec.msg_serde = value_serde;
         b.sources.push(spec);
@@ -425,10 +425,11 @@ impl<K: Value, V: Value> Stream<K, V> {
         let name = b.graph.nodes[self.node].name.clone();
         match b.sources.iter().position(|s| s.node == self.node && s.kind == SourceKind::Input) {
             Some(i) => {
-                let has = time.extractor.is_some();
-                let mut spec = SourceSpec::typed::<K, V>(&name, SourceKind::Input, self.node, time.extractor);
-                spec.max_out_of_order_ms = time.max_out_of_order_ms;
-                spec.idle_ms = time.idle_ms;
+                let (has, max_out_of_order_ms, idle_ms) =
+                    (time.extractor.is_some(), time.max_out_of_order_ms, time.idle_ms);
+                let mut spec = SourceSpec::typed::<K, V>(&name, SourceKind::Input, self.node, time);
+                spec.max_out_of_order_ms = max_out_of_order_ms;
+                spec.idle_ms = idle_ms;
                 spec.has_extractor = has;
                 spec.time_needed_by = b.sources[i].time_needed_by.take();
                 b.sources[i] = spec;

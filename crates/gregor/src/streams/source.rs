@@ -21,19 +21,28 @@ pub struct EventTime<K, V> {
     pub(crate) extractor: Option<Extractor<K, V>>,
     pub(crate) max_out_of_order_ms: i64,
     pub(crate) idle_ms: Option<i64>,
+    pub(crate) max_ahead_ms: i64,
 }
+
+/// How far ahead of processing time an event time may be by default (1 day).
+pub(crate) const DEFAULT_MAX_AHEAD_MS: i64 = 24 * 3600 * 1000;
 
 pub(crate) type Extractor<K, V> = Arc<dyn Fn(&K, &V, i64) -> i64 + Send + Sync>;
 
 impl<K, V> EventTime<K, V> {
     /// Event time is the message's timestamp (the default).
     pub fn message_time() -> Self {
-        EventTime { extractor: None, max_out_of_order_ms: 0, idle_ms: None }
+        EventTime { extractor: None, max_out_of_order_ms: 0, idle_ms: None, max_ahead_ms: DEFAULT_MAX_AHEAD_MS }
     }
 
     /// Event time from the record: `f(key, value, message timestamp)`.
     pub fn extract(f: impl Fn(&K, &V, i64) -> i64 + Send + Sync + 'static) -> Self {
-        EventTime { extractor: Some(Arc::new(f)), max_out_of_order_ms: 0, idle_ms: None }
+        EventTime {
+            extractor: Some(Arc::new(f)),
+            max_out_of_order_ms: 0,
+            idle_ms: None,
+            max_ahead_ms: DEFAULT_MAX_AHEAD_MS,
+        }
     }
 
     /// Records may arrive up to `d` behind the newest seen: the watermark
@@ -47,6 +56,16 @@ impl<K, V> EventTime<K, V> {
     /// the watermark back until it has messages again.
     pub fn idle_after(mut self, d: std::time::Duration) -> Self {
         self.idle_ms = Some(d.as_millis().min(i64::MAX as u128) as i64);
+        self
+    }
+
+    /// An event time more than `d` ahead of processing time (the
+    /// container's clock) is a bad clock, not the future: it is counted in
+    /// the task metric `future-records` and clamped to processing time plus
+    /// `d`, so that one record cannot move the watermark days ahead and make
+    /// every other record late. Default: 1 day.
+    pub fn max_ahead(mut self, d: std::time::Duration) -> Self {
+        self.max_ahead_ms = d.as_millis().min(i64::MAX as u128) as i64;
         self
     }
 }
@@ -133,15 +152,11 @@ impl SourceSpec {
     }
 
     pub(crate) fn input<K: Value, V: Value>(id: &str, node: NodeId) -> Self {
-        Self::typed::<K, V>(id, SourceKind::Input, node, None)
+        Self::typed::<K, V>(id, SourceKind::Input, node, EventTime::message_time())
     }
 
-    pub(crate) fn typed<K: Value, V: Value>(
-        id: &str,
-        kind: SourceKind,
-        node: NodeId,
-        extractor: Option<Extractor<K, V>>,
-    ) -> Self {
+    pub(crate) fn typed<K: Value, V: Value>(id: &str, kind: SourceKind, node: NodeId, time: EventTime<K, V>) -> Self {
+        let EventTime { extractor, max_ahead_ms, .. } = time;
         let key = if is_unit::<K>() { "json" } else { default_serde::<K>() };
         let name = id.to_owned();
         let make: SourceFactory = Arc::new(move |init, env| {
@@ -160,7 +175,13 @@ impl SourceSpec {
                         duplicates: init.ctx.counter(&format!("{name}-duplicates-dropped")),
                     })
                 }
-                _ => Box::new(InputSource { codec, next, extractor: extractor.clone() }),
+                _ => Box::new(InputSource {
+                    codec,
+                    next,
+                    extractor: extractor.clone(),
+                    max_ahead_ms,
+                    future: init.ctx.counter("future-records"),
+                }),
             })
         });
         Self::base(id, kind, node, key, default_serde::<V>(), make)
@@ -254,6 +275,9 @@ struct InputSource<K, V> {
     codec: Codec<K, V>,
     next: Box<dyn Push<K, V>>,
     extractor: Option<Extractor<K, V>>,
+    /// See [`EventTime::max_ahead`].
+    max_ahead_ms: i64,
+    future: gregor_api::Counter,
 }
 
 impl<K: Value, V: Value> Source for InputSource<K, V> {
@@ -268,10 +292,15 @@ impl<K: Value, V: Value> Source for InputSource<K, V> {
         let Some(value) = value else { return Ok(Event::Nothing) };
         let key = self.codec.key(key)?;
         let value = self.codec.value.decode_owned(value).map_err(|e| SourceError::Decode(format!("message: {e}")))?;
-        let ts = match &self.extractor {
+        let mut ts = match &self.extractor {
             Some(f) => f(&key, &value, ts),
             None => ts,
         };
+        let limit = cx.now_ms.saturating_add(self.max_ahead_ms);
+        if ts > limit {
+            self.future.inc();
+            ts = limit;
+        }
         self.next.push(cx, key, value, ts)?;
         Ok(Event::Record(ts))
     }

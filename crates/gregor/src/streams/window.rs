@@ -18,7 +18,7 @@
 //! must never fire a window twice on time, nor lose one across a restart.
 
 use super::builder::{Output, StoreDecl, Stream, default_serde};
-use super::graph::{Cx, Hook, Push, Value};
+use super::graph::{Cx, Hook, Push, Value, no_event_time};
 use super::state::{Mirror, bytes_time, time_bytes};
 use gregor_api::{OutgoingEnvelope, Serde, SystemStream, TaskError};
 use serde::{Deserialize, Serialize};
@@ -328,10 +328,7 @@ impl<K: Value, V: Value, A: Value> WindowOp<K, V, A> {
 impl<K: Value, V: Value, A: Value> Push<K, V> for WindowOp<K, V, A> {
     fn push(&mut self, cx: &mut Cx<'_>, key: K, value: V, ts: i64) -> Result<(), TaskError> {
         if ts < 0 {
-            return Err(TaskError::msg(format!(
-                "window '{}': a record has no event time ({ts}); give its input an EventTime::extract",
-                self.name
-            )));
+            return Err(no_event_time(format_args!("window '{}'", self.name), ts));
         }
         self.key_buf.clear();
         self.key_serde.encode(&key, &mut self.key_buf)?;
