@@ -243,6 +243,13 @@ struct Reading {
     held: CommittedFilter<RawMessage>,
 }
 
+impl Reading {
+    /// Records were appended that this reader has not read (memory only).
+    fn behind(&self) -> bool {
+        self.reader.partition().next_offset().is_ok_and(|end| self.reader.next_offset() < end)
+    }
+}
+
 struct LogConsumer {
     shared: Arc<Shared>,
     readers: Vec<Reading>,
@@ -255,6 +262,9 @@ struct LogConsumer {
 
 impl LogConsumer {
     const POLL_BYTES: usize = 1 << 17;
+    /// Polls in a row (of `POLL_BYTES` per partition) while everything read
+    /// is held for a marker, before the caller gets control back.
+    const MAX_HELD_ROUNDS: usize = 256;
 
     fn poll_once(
         &mut self,
@@ -345,7 +355,19 @@ impl SystemConsumer for LogConsumer {
         deliver: &mut dyn FnMut(&SystemStreamPartition, RawMessage),
         timeout: Duration,
     ) -> Result<usize, SystemError> {
-        let delivered = self.poll_once(wants, deliver)?;
+        let mut delivered = self.poll_once(wants, deliver)?;
+        // All that was read may wait for a transaction's marker further on:
+        // read on at once while a partition has unread records (waiting
+        // would wait for an append, and a large transaction would be read
+        // one poll per wait).
+        let mut rounds = 0;
+        while delivered == 0
+            && rounds < Self::MAX_HELD_ROUNDS
+            && self.readers.iter().any(|r| wants(&r.ssp) && r.behind())
+        {
+            delivered = self.poll_once(wants, deliver)?;
+            rounds += 1;
+        }
         if delivered > 0 || timeout.is_zero() {
             return Ok(delivered);
         }
@@ -411,5 +433,30 @@ mod tests {
         let missing = SystemStream::new("log", "nope").partition(0);
         let err = admin.offset_for_time(&missing, 0).unwrap_err().to_string();
         assert!(err.contains("log.nope does not exist"), "{err}");
+    }
+
+    #[test]
+    fn a_committed_transaction_larger_than_a_poll_is_delivered_without_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Arc::new(Log::open(dir.path()).unwrap());
+        log.create_stream("words", StreamConfig::new(1)).unwrap();
+        let factory = LogSystemFactory::from_log(log);
+        let ssp = SystemStream::new("log", "words").partition(0);
+        let mut producer = factory.producer().unwrap();
+        producer.init_transactions("big").unwrap();
+        let slot = producer.slot(&ssp).unwrap();
+        let value = [b'w'; 100];
+        let n = 20_000; // about 2.5 MB: many polls of POLL_BYTES
+        for _ in 0..n {
+            producer.send(slot, None, Some(&value), 0).unwrap();
+        }
+        producer.commit_transaction().unwrap();
+        let mut consumer = factory.consumer().unwrap();
+        consumer.register(&ssp, gregor_api::system::StartOffset::Oldest).unwrap();
+        let mut got = 0;
+        // One call, no waiting: every record read is held until the marker
+        // at the end, so the consumer reads on rather than wait for an append.
+        consumer.poll(&|_| true, &mut |_, _| got += 1, Duration::ZERO).unwrap();
+        assert_eq!(got, n, "the whole transaction in one poll");
     }
 }

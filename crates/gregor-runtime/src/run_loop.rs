@@ -441,10 +441,15 @@ impl<T: StreamTask> Container<T> {
             }
             return Ok(());
         }
-        if barrier.complete() {
+        if barrier.complete() && self.inputs.iter().any(|i| i.intermediate && i.end.is_none()) {
             for i in self.inputs.iter_mut().filter(|i| i.intermediate && i.end.is_none()) {
                 i.end = Some(self.systems.offsets(&i.ssp)?.next);
             }
+            // What this container sent since it arrived (a Streams API task's
+            // watermarks, `window` sends) may lie before those ends in an open
+            // transaction, which read-committed readers wait for: commit it
+            // now rather than at the next interval.
+            self.commit(false)?;
         }
         Ok(())
     }

@@ -23,6 +23,10 @@ pub(crate) struct StoreDecl {
     /// `false`: an in-memory store with no changelog (a table reloaded from
     /// its compacted stream at every start).
     pub logged: bool,
+    /// A few entries per task: kept in memory (restored from the changelog
+    /// at start) rather than in a RocksDB instance of its own, whose
+    /// opening, files and threads would cost more than its data.
+    pub small: bool,
 }
 
 /// What the description names, beyond the operators.
@@ -332,7 +336,7 @@ pub(crate) fn expand(b: &Builder) -> Result<Expansion, String> {
         None => system_of(c, &b.sources[0].stream_id(&job))?,
     };
     for s in &b.stores {
-        set(format!("stores.{}.factory", s.name), if s.logged { "rocksdb" } else { "memory" }.to_owned());
+        set(format!("stores.{}.factory", s.name), if s.logged && !s.small { "rocksdb" } else { "memory" }.to_owned());
         set(format!("stores.{}.key.serde", s.name), s.key_serde.to_owned());
         set(format!("stores.{}.msg.serde", s.name), s.msg_serde.to_owned());
         if s.logged {

@@ -293,7 +293,8 @@ impl<K: Value, L: Value> Stream<K, L> {
         let id = self.b.borrow_mut().add_node::<K, O>("join", Some(name), vec![self.node, right.node], detail);
         let (left_store, right_store) = (format!("{name}-left"), format!("{name}-right"));
         for s in [&left_store, &right_store] {
-            let decl = StoreDecl { name: s.clone(), key_serde: "bytes", msg_serde: "bytes", logged: true };
+            let decl =
+                StoreDecl { name: s.clone(), key_serde: "bytes", msg_serde: "bytes", logged: true, small: false };
             self.b.borrow_mut().add_store(id, decl);
         }
         let join_name = name.to_owned();

@@ -375,8 +375,13 @@ impl<K: Value, V: Value> Stream<K, V> {
         spec.msg_serde = value_serde;
         b.sources.push(spec);
         if !b.stores.iter().any(|s| s.name == super::POSITIONS_STORE) {
-            let store =
-                StoreDecl { name: super::POSITIONS_STORE.into(), key_serde: "bytes", msg_serde: "bytes", logged: true };
+            let store = StoreDecl {
+                name: super::POSITIONS_STORE.into(),
+                key_serde: "bytes",
+                msg_serde: "bytes",
+                logged: true,
+                small: true,
+            };
             b.add_store(source, store);
         }
         drop(b);

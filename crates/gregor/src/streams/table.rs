@@ -102,6 +102,7 @@ impl<K: Value, V: Value> Stream<K, V> {
             key_serde: default_serde::<K>(),
             msg_serde: default_serde::<A>(),
             logged: true,
+            small: false,
         };
         self.b.borrow_mut().add_store(out.node, decl);
         out
@@ -138,6 +139,7 @@ impl<K: Value, V: Value> Stream<K, V> {
             key_serde: default_serde::<K>(),
             msg_serde: default_serde::<V>(),
             logged: true,
+            small: false,
         };
         self.b.borrow_mut().add_store(out.node, decl);
         Table { store: name.to_owned(), _t: PhantomData }
@@ -169,8 +171,13 @@ impl StreamApp {
         let mut b = self.b.borrow_mut();
         let node = b.add_node::<K, V>("table", Some(id), Vec::new(), format!("stream {id} (bootstrap)"));
         let spec = SourceSpec::table::<K, V>(id, node, id.to_owned());
-        let decl =
-            StoreDecl { name: id.to_owned(), key_serde: spec.key_serde, msg_serde: spec.msg_serde, logged: false };
+        let decl = StoreDecl {
+            name: id.to_owned(),
+            key_serde: spec.key_serde,
+            msg_serde: spec.msg_serde,
+            logged: false,
+            small: false,
+        };
         b.sources.push(spec);
         b.add_store(node, decl);
         Table { store: id.to_owned(), _t: PhantomData }

@@ -497,7 +497,7 @@ impl<K: Value, V: Value> Windowed<K, V> {
             init_.hook(op.clone());
             Ok(Box::new(Shared(op)))
         });
-        let decl = StoreDecl { name, key_serde: "bytes", msg_serde: "bytes", logged: true };
+        let decl = StoreDecl { name, key_serde: "bytes", msg_serde: "bytes", logged: true, small: false };
         stream.b.borrow_mut().add_store(out.node, decl);
         out
     }
