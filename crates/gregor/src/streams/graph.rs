@@ -99,6 +99,10 @@ pub(crate) struct Graph {
     pub nodes: Vec<Node>,
     /// Stream ids resolved to streams (filled in from the config).
     pub streams: HashMap<String, gregor_api::SystemStream>,
+    /// (operator, node, node): an operator that pairs the records of two
+    /// nodes by key within a task, so the streams they come from must have
+    /// as many partitions (checked when tasks start).
+    pub co_partitioned: Vec<(String, NodeId, NodeId)>,
 }
 
 impl Graph {

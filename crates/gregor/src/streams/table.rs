@@ -6,7 +6,7 @@
 //! store's write-back cache; they must never keep a second copy in memory.
 
 use super::builder::{StoreDecl, Stream, StreamApp, default_serde};
-use super::graph::{Cx, Push, Value};
+use super::graph::{Cx, NodeId, Push, Value};
 use super::source::SourceSpec;
 use gregor_api::{KeyValueStore, Store, TaskError};
 use std::marker::PhantomData;
@@ -19,12 +19,15 @@ use std::sync::Arc;
 /// must be partitioned alike (the same key, the same partition count).
 pub struct Table<K, V> {
     pub(crate) store: String,
+    /// The node whose records fill it (its sources must be partitioned as
+    /// the streams that look it up).
+    node: NodeId,
     _t: PhantomData<fn() -> (K, V)>,
 }
 
 impl<K, V> Clone for Table<K, V> {
     fn clone(&self) -> Self {
-        Table { store: self.store.clone(), _t: PhantomData }
+        Table { store: self.store.clone(), node: self.node, _t: PhantomData }
     }
 }
 
@@ -142,7 +145,7 @@ impl<K: Value, V: Value> Stream<K, V> {
             small: false,
         };
         self.b.borrow_mut().add_store(out.node, decl);
-        Table { store: name.to_owned(), _t: PhantomData }
+        Table { store: name.to_owned(), node: self.node, _t: PhantomData }
     }
 
     /// Looks every record's key up in `table` (this task's part of it) and
@@ -155,6 +158,11 @@ impl<K: Value, V: Value> Stream<K, V> {
     ) -> Stream<K, R> {
         let f: Arc<dyn Fn(&K, V, Option<T>) -> Option<R> + Send + Sync> = Arc::new(f);
         let store = table.store.clone();
+        self.b.borrow_mut().graph.co_partitioned.push((
+            format!("join_table with table '{store}'"),
+            self.node,
+            table.node,
+        ));
         self.then("join_table", None, format!("table {store}"), move |init, next| {
             Ok(Box::new(TableJoin { table: init.ctx.store(&store)?, f: f.clone(), next }))
         })
@@ -180,6 +188,6 @@ impl StreamApp {
         };
         b.sources.push(spec);
         b.add_store(node, decl);
-        Table { store: id.to_owned(), _t: PhantomData }
+        Table { store: id.to_owned(), node, _t: PhantomData }
     }
 }

@@ -88,6 +88,53 @@ pub(crate) fn serde_names(ctx: &TaskContext<'_>, id: &str) -> (String, String) {
     (get("key.serde"), get("msg.serde"))
 }
 
+/// The error for an operator that pairs records by key within a task
+/// (`op`) when the streams of one side (`a`: stream, partition count) and
+/// of the other (`b`) are not partitioned alike. Unknown counts pass.
+pub(crate) fn co_partitioning_error(
+    op: &str,
+    a: &[(SystemStream, Option<u32>)],
+    b: &[(SystemStream, Option<u32>)],
+) -> Option<String> {
+    for (sa, na) in a {
+        for (sb, nb) in b {
+            if let (Some(x), Some(y)) = (na, nb)
+                && x != y
+            {
+                return Some(format!(
+                    "{op}: {sa} has {x} partitions but {sb} has {y}; a task pairs only the records of its own \
+                     partitions, so both must be partitioned alike (the same key, the same partition count): \
+                     give them the same count, or repartition one with partition_by"
+                ));
+            }
+        }
+    }
+    None
+}
+
+/// Refuses to start when an operator's two sides are not co-partitioned.
+fn check_co_partitioning(frozen: &Frozen, ctx: &TaskContext<'_>) -> Result<(), TaskError> {
+    // The streams a node's records are read from: the nearest sources up
+    // the graph (an intermediate stream, not what was repartitioned into it).
+    let side = |node: super::graph::NodeId| -> Vec<(SystemStream, Option<u32>)> {
+        let mut out = Vec::new();
+        let mut todo = vec![node];
+        while let Some(n) = todo.pop() {
+            match frozen.sources.iter().find(|s| s.node == n) {
+                Some(s) => out.extend(frozen.graph.streams.get(&s.stream_id(&frozen.job))),
+                None => todo.extend(&frozen.graph.nodes[n].inputs),
+            }
+        }
+        out.into_iter().map(|stream| (stream.clone(), ctx.partition_count(stream))).collect()
+    };
+    for (op, a, b) in &frozen.graph.co_partitioned {
+        if let Some(e) = co_partitioning_error(op, &side(*a), &side(*b)) {
+            return Err(TaskError::msg(e));
+        }
+    }
+    Ok(())
+}
+
 impl Running {
     fn origin(&mut self, ssp: &gregor_api::SystemStreamPartition) -> u64 {
         if let Some((_, id)) = self.origins.iter().find(|(s, _)| s == ssp) {
@@ -118,6 +165,7 @@ impl StreamTask for GraphTask {
             self.slot.lock().unwrap_or_else(|p| p.into_inner()).clone().ok_or_else(|| {
                 TaskError::msg("the Streams API application was not described before its tasks started")
             })?;
+        check_co_partitioning(&frozen, ctx)?;
         let mut init = Init::new(&frozen.graph, ctx);
         // Every task of the job writes every intermediate stream.
         init.producing_tasks = ctx.task_count().max(1);
