@@ -9,20 +9,28 @@
 //!   all have been heard from, it holds the watermark back.
 //! - With an idle timeout, a partition that delivered nothing for that long
 //!   (processing time) stops holding the watermark back until it delivers
-//!   again. If every partition is idle the watermark stays where it is.
+//!   again. If every partition is idle the watermark stays where it is, and
+//!   the source reports [`IDLE`] once: operators that combine it with other
+//!   streams (merge, join) and the tasks downstream of an intermediate
+//!   stream leave it out until it reports a watermark again.
+//! - An upstream task that sent [`IDLE`] is left out of an intermediate
+//!   partition's minimum until it sends a watermark again.
 //! - The source's watermark is the minimum over its partitions, and never
 //!   goes back. A task without partitions of the source does not hold
 //!   anything back.
 //!
 //! This module must never read a clock: time comes in as arguments.
 
-use std::collections::BTreeMap;
+use super::graph::IDLE;
+use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Debug, Clone)]
 struct Partition {
     newest: i64,
     last_active: Option<i64>,
     upstream: BTreeMap<String, i64>,
+    /// Upstream tasks whose last word was [`IDLE`].
+    idle_upstream: BTreeSet<String>,
     tasks: u32,
 }
 
@@ -35,11 +43,19 @@ pub(crate) struct SourceClock {
     partitions: BTreeMap<u32, Partition>,
     current: i64,
     started: Option<i64>,
+    /// [`IDLE`] was reported and no watermark since.
+    idle_reported: bool,
 }
 
 impl SourceClock {
     fn new(partitions: &[u32], intermediate: bool, out_of_order: i64, idle: Option<i64>) -> Self {
-        let p = Partition { newest: i64::MIN, last_active: None, upstream: BTreeMap::new(), tasks: 0 };
+        let p = Partition {
+            newest: i64::MIN,
+            last_active: None,
+            upstream: BTreeMap::new(),
+            idle_upstream: BTreeSet::new(),
+            tasks: 0,
+        };
         SourceClock {
             intermediate,
             out_of_order,
@@ -47,6 +63,7 @@ impl SourceClock {
             partitions: partitions.iter().map(|&n| (n, p.clone())).collect(),
             current: i64::MIN,
             started: None,
+            idle_reported: false,
         }
     }
 
@@ -76,21 +93,30 @@ impl SourceClock {
             p.last_active = Some(now);
             p.tasks = p.tasks.max(tasks);
             let w = p.upstream.entry(task.to_owned()).or_insert(i64::MIN);
-            *w = (*w).max(watermark);
+            if watermark == IDLE {
+                p.idle_upstream.insert(task.to_owned());
+            } else {
+                *w = (*w).max(watermark);
+                p.idle_upstream.remove(task);
+            }
         }
     }
 
-    fn partition_watermark(&self, p: &Partition) -> i64 {
+    /// A partition's watermark; `None` if every task producing into it is idle.
+    fn partition_watermark(&self, p: &Partition) -> Option<i64> {
         if self.intermediate {
             if p.tasks == 0 || (p.upstream.len() as u32) < p.tasks {
-                return i64::MIN;
+                return Some(i64::MIN);
             }
-            return p.upstream.values().copied().min().unwrap_or(i64::MIN);
+            let active = p.upstream.iter().filter(|(t, _)| !p.idle_upstream.contains(*t));
+            return active.map(|(_, w)| *w).min();
         }
-        if p.newest == i64::MIN { i64::MIN } else { p.newest.saturating_sub(self.out_of_order) }
+        Some(if p.newest == i64::MIN { i64::MIN } else { p.newest.saturating_sub(self.out_of_order) })
     }
 
-    /// The new watermark at processing time `now`, if it advanced.
+    /// What changed at processing time `now`: the new watermark if it
+    /// advanced, [`IDLE`] when every partition just became idle, or the
+    /// current watermark when one is active again after that.
     pub(crate) fn advance(&mut self, now: i64) -> Option<i64> {
         let started = *self.started.get_or_insert(now);
         let wm = if self.partitions.is_empty() {
@@ -99,8 +125,20 @@ impl SourceClock {
             let idle = |p: &Partition| {
                 self.idle.is_some_and(|limit| now.saturating_sub(p.last_active.unwrap_or(started)) >= limit)
             };
-            self.partitions.values().filter(|p| !idle(p)).map(|p| self.partition_watermark(p)).min()?
+            let active = self.partitions.values().filter(|p| !idle(p)).filter_map(|p| self.partition_watermark(p));
+            match active.min() {
+                Some(wm) => wm,
+                None if self.idle_reported => return None,
+                None => {
+                    self.idle_reported = true;
+                    return Some(IDLE);
+                }
+            }
         };
+        if std::mem::take(&mut self.idle_reported) {
+            self.current = self.current.max(wm);
+            return Some(self.current);
+        }
         (wm > self.current).then(|| {
             self.current = wm;
             wm
@@ -155,12 +193,31 @@ mod tests {
     }
 
     #[test]
-    fn every_partition_idle_keeps_the_watermark_where_it_is() {
+    fn every_partition_idle_keeps_the_watermark_where_it_is_and_says_idle_once() {
         let mut c = SourceClock::input(&[0], 0, Some(10));
         c.record(0, 100, 0);
         assert_eq!(c.advance(0), Some(100));
-        assert_eq!(c.advance(1_000_000), None);
+        assert_eq!(c.advance(1_000_000), Some(IDLE), "idle: combining operators leave it out");
+        assert_eq!(c.advance(2_000_000), None, "said once");
         assert_eq!(c.current(), 100);
+        c.record(0, 50, 2_000_001);
+        assert_eq!(c.advance(2_000_001), Some(100), "active again: its watermark, which did not go back");
+        c.record(0, 150, 2_000_002);
+        assert_eq!(c.advance(2_000_002), Some(150));
+    }
+
+    #[test]
+    fn an_idle_upstream_task_is_left_out_until_it_sends_a_watermark() {
+        let mut c = SourceClock::intermediate(&[0]);
+        c.upstream(0, "Partition 0", 2, 500, 0);
+        c.upstream(0, "Partition 1", 2, IDLE, 0);
+        assert_eq!(c.advance(0), Some(500), "an idle task counts as heard from, and is left out");
+        c.upstream(0, "Partition 1", 2, 200, 0);
+        c.upstream(0, "Partition 0", 2, 900, 0);
+        assert_eq!(c.advance(0), None, "back, and behind: it holds the watermark again");
+        c.upstream(0, "Partition 0", 2, IDLE, 0);
+        c.upstream(0, "Partition 1", 2, IDLE, 0);
+        assert_eq!(c.advance(0), Some(IDLE), "every task idle: the source is");
     }
 
     #[test]

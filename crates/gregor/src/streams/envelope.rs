@@ -8,7 +8,7 @@
 //! | type | layout after the type byte (integers big-endian) |
 //! |---|---|
 //! | `1` record | origin `u64`, origin offset `u64`, index `u32`, then the value in the stream's message serde |
-//! | `2` watermark | watermark `i64`, producing task count `u32`, task name length `u16`, task name (UTF-8) |
+//! | `2` watermark | watermark `i64` (`i64::MAX - 1`: the producing task's stream is idle, leave it out until its next watermark), producing task count `u32`, task name length `u16`, task name (UTF-8) |
 //!
 //! The origin (a hash of the input partition the producing task was
 //! processing, 0 for none), its offset and the index of the send within

@@ -210,24 +210,45 @@ impl<K: Clone, V: Clone> Push<K, V> for Fanout<K, V> {
     }
 }
 
-/// The minimum of several inputs' watermarks, advancing only.
+/// The watermark of a stream whose partitions are all idle (see
+/// `clock.rs`): operators that combine several streams ([`MinWatermark`])
+/// leave it out until a watermark comes again; the others pass it on and
+/// otherwise ignore it. It travels in intermediate streams' watermark
+/// messages too.
+pub(crate) const IDLE: i64 = i64::MAX - 1;
+
+/// The watermark of an operator with several inputs: the slowest input's,
+/// leaving out idle inputs ([`IDLE`]); idle itself when every input is.
+/// It never goes back.
 #[derive(Debug, Clone)]
 pub(crate) struct MinWatermark {
     inputs: Vec<i64>,
+    idle: Vec<bool>,
     current: i64,
+    idle_reported: bool,
 }
 
 impl MinWatermark {
     pub(crate) fn new(n: usize) -> Self {
-        MinWatermark { inputs: vec![i64::MIN; n], current: i64::MIN }
+        MinWatermark { inputs: vec![i64::MIN; n], idle: vec![false; n], current: i64::MIN, idle_reported: false }
     }
 
-    /// Input `i` moved to `wm`; the new combined watermark if it advanced.
+    /// Input `i` moved to `wm` (or became idle); what to pass on: the new
+    /// combined watermark if it advanced, [`IDLE`] when every input just
+    /// became idle, the current one when an input is back after that.
     pub(crate) fn update(&mut self, i: usize, wm: i64) -> Option<i64> {
-        if wm > self.inputs[i] {
+        self.idle[i] = wm == IDLE;
+        if wm != IDLE && wm > self.inputs[i] {
             self.inputs[i] = wm;
         }
-        let min = self.inputs.iter().copied().min().unwrap_or(i64::MIN);
+        let active = self.inputs.iter().zip(&self.idle).filter(|(_, idle)| !**idle).map(|(w, _)| *w);
+        let Some(min) = active.min() else {
+            return (!std::mem::replace(&mut self.idle_reported, true)).then_some(IDLE);
+        };
+        if std::mem::take(&mut self.idle_reported) {
+            self.current = self.current.max(min);
+            return Some(self.current);
+        }
         (min > self.current).then(|| {
             self.current = min;
             min
@@ -251,5 +272,20 @@ mod tests {
         assert_eq!(w.update(1, 3), None, "a regression is ignored");
         assert_eq!(w.update(1, 20), Some(10));
         assert_eq!(w.current(), 10);
+    }
+
+    #[test]
+    fn an_idle_input_is_left_out_and_every_input_idle_is_idle() {
+        let mut w = MinWatermark::new(2);
+        assert_eq!(w.update(0, 10), None, "input 1 has said nothing yet");
+        assert_eq!(w.update(1, IDLE), Some(10), "input 1 idle: left out");
+        assert_eq!(w.update(0, 30), Some(30));
+        assert_eq!(w.update(1, 20), None, "input 1 back, behind: it holds the watermark again");
+        assert_eq!(w.update(1, 40), None, "input 0 is the slowest");
+        assert_eq!(w.update(0, IDLE), Some(40), "input 0 idle");
+        assert_eq!(w.update(1, IDLE), Some(IDLE), "both idle: idle");
+        assert_eq!(w.update(1, IDLE), None, "said once");
+        assert_eq!(w.update(0, 35), Some(40), "back: the current watermark, which did not go back");
+        assert_eq!(w.current(), 40);
     }
 }

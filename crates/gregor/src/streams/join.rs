@@ -13,7 +13,7 @@
 //! the inputs' `max_out_of_order` to cover how late records arrive.
 
 use super::builder::{StoreDecl, Stream, default_serde};
-use super::graph::{Cx, Factory, Hook, Init, MinWatermark, Push, Value, no_event_time};
+use super::graph::{Cx, Factory, Hook, IDLE, Init, MinWatermark, Push, Value, no_event_time};
 use super::state::{Mirror, time_bytes};
 use gregor_api::{Serde, TaskError};
 use serde::{Deserialize, Serialize};
@@ -182,6 +182,9 @@ impl<K: Value, L: Value, R: Value, O: Value> JoinState<K, L, R, O> {
 
     fn watermark(&mut self, cx: &mut Cx<'_>, side: usize, wm: i64) -> Result<(), TaskError> {
         let Some(wm) = self.watermarks.update(side, wm) else { return Ok(()) };
+        if wm == IDLE {
+            return self.next.watermark(cx, wm);
+        }
         while let Some(first) = self.expiry.first() {
             if first.0 >= wm {
                 break;

@@ -6,7 +6,7 @@
 
 use super::builder::{Output, StoreDecl, Stream, is_unit};
 use super::envelope;
-use super::graph::{Cx, Factory, Hook, Init, MinWatermark, Push, Value};
+use super::graph::{Cx, Factory, Hook, IDLE, Init, MinWatermark, Push, Value};
 use super::source::{EventTime, SourceKind, SourceSpec};
 use gregor_api::{OutgoingEnvelope, Serde, SystemStream, TaskError};
 use std::cell::RefCell;
@@ -186,18 +186,29 @@ pub(crate) struct WatermarkSender {
     current: i64,
     sent: i64,
     sent_at: i64,
+    /// The stream is idle ([`IDLE`]); `idle_sent`: downstream was told.
+    idle: bool,
+    idle_sent: bool,
 }
 
 impl WatermarkSender {
     fn send(&mut self, cx: &mut Cx<'_>) {
-        if self.current <= self.sent {
-            return;
-        }
-        let message = envelope::watermark(self.current, self.tasks, &self.task);
+        let value = match (self.idle, self.idle_sent) {
+            (true, true) => return,
+            (true, false) => IDLE,
+            // Back from idle: the watermark again, advanced or not.
+            (false, true) => self.current,
+            (false, false) if self.current <= self.sent => return,
+            (false, false) => self.current,
+        };
+        let message = envelope::watermark(value, self.tasks, &self.task);
         for p in 0..self.partitions {
             cx.out.send_raw(&self.stream, Some(p), None, Some(&message), Some(cx.now_ms));
         }
-        self.sent = self.current;
+        self.idle_sent = self.idle;
+        if !self.idle {
+            self.sent = self.current;
+        }
         self.sent_at = cx.now_ms;
     }
 }
@@ -228,8 +239,12 @@ impl<K: Value, V: Value> Push<K, V> for Repartition<K, V> {
     }
     fn watermark(&mut self, cx: &mut Cx<'_>, wm: i64) -> Result<(), TaskError> {
         let mut s = self.wm.borrow_mut();
-        s.current = s.current.max(wm);
-        if wm == i64::MAX || cx.now_ms - s.sent_at >= 100 {
+        s.idle = wm == IDLE;
+        if wm != IDLE {
+            s.current = s.current.max(wm);
+        }
+        // Idleness changes, and the end, go out at once.
+        if wm == i64::MAX || s.idle != s.idle_sent || cx.now_ms - s.sent_at >= 100 {
             s.send(cx);
         }
         Ok(())
@@ -411,6 +426,8 @@ impl<K: Value, V: Value> Stream<K, V> {
                 current: i64::MIN,
                 sent: i64::MIN,
                 sent_at: i64::MIN / 2,
+                idle: false,
+                idle_sent: false,
             }));
             init.hook(wm.clone());
             Ok(Box::new(Repartition { stream, key, value, key_buf: Vec::new(), buf: Vec::new(), wm }))

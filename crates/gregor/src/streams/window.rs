@@ -18,7 +18,7 @@
 //! must never fire a window twice on time, nor lose one across a restart.
 
 use super::builder::{Output, StoreDecl, Stream, default_serde};
-use super::graph::{Cx, Hook, Push, Value, no_event_time};
+use super::graph::{Cx, Hook, IDLE, Push, Value, no_event_time};
 use super::state::{Mirror, bytes_time, time_bytes};
 use gregor_api::{OutgoingEnvelope, Serde, SystemStream, TaskError};
 use serde::{Deserialize, Serialize};
@@ -55,7 +55,8 @@ impl Windows {
     }
 
     /// Windows of `size` starting every `advance` (a record is in
-    /// `size / advance` of them).
+    /// `size / advance` of them). An advance above the size is a start-up
+    /// error.
     pub fn hopping(size: Duration, advance: Duration) -> Self {
         let kind = Kind::Hopping { size: ms(size).max(1), advance: ms(advance).max(1) };
         Windows { kind, lateness: 0, early_count: None, early_every: None, discarding: false }
@@ -240,21 +241,25 @@ impl<K: Value, V: Value, A: Value> WindowOp<K, V, A> {
         size: i64,
         advance: i64,
     ) -> Result<(), TaskError> {
-        let last_start = ts - ts.rem_euclid(advance);
-        let mut starts = Vec::new();
-        let mut start = last_start;
-        while start > ts - size {
-            if start.saturating_add(size).saturating_add(self.spec.lateness) > self.wm {
-                starts.push(start);
-            }
+        // The windows [start, start + size) holding ts: start a multiple of
+        // advance in (ts - size, last]. The earliest expire first.
+        let last = ts - ts.rem_euclid(advance);
+        let mut start = last;
+        while start.saturating_sub(advance) > ts.saturating_sub(size) {
             start -= advance;
         }
-        if starts.is_empty() {
+        while start <= last && start.saturating_add(size).saturating_add(self.spec.lateness) <= self.wm {
+            start += advance;
+        }
+        if start > last {
             return self.late(cx, key, value, ts);
         }
-        for start in starts.iter().rev() {
-            let at = state_key(start + size, *start, &self.key_buf);
-            let v = value.clone();
+        // One clone per window but the last, which takes the value.
+        let mut value = Some(value);
+        while start <= last {
+            let v = if start + advance > last { value.take() } else { value.clone() };
+            let Some(v) = v else { break };
+            let at = state_key(start + size, start, &self.key_buf);
             match self.state.get_mut(&at) {
                 Some(s) => {
                     let acc = std::mem::replace(&mut s.acc, (self.init)());
@@ -265,7 +270,7 @@ impl<K: Value, V: Value, A: Value> WindowOp<K, V, A> {
                     let acc = (self.fold)(&key, v, (self.init)());
                     let s = WindowState {
                         key: key.clone(),
-                        start: *start,
+                        start,
                         end: start + size,
                         acc,
                         pending: 1,
@@ -276,6 +281,7 @@ impl<K: Value, V: Value, A: Value> WindowOp<K, V, A> {
                 }
             }
             self.after_update(cx, at)?;
+            start += advance;
         }
         Ok(())
     }
@@ -339,8 +345,10 @@ impl<K: Value, V: Value, A: Value> Push<K, V> for WindowOp<K, V, A> {
     }
 
     fn watermark(&mut self, cx: &mut Cx<'_>, wm: i64) -> Result<(), TaskError> {
-        if wm <= self.wm {
-            return Ok(());
+        // An idle input closes nothing; what follows still learns of it (and
+        // of a watermark that did not advance, which ends the idleness).
+        if wm == IDLE || wm <= self.wm {
+            return self.next.watermark(cx, wm);
         }
         self.wm = wm;
         let due: Vec<Vec<u8>> =
@@ -462,6 +470,14 @@ impl<K: Value, V: Value> Windowed<K, V> {
         merge: Option<Merge<K, A>>,
     ) -> Stream<K, Pane<A>> {
         let Windowed { stream, name, spec, late } = self;
+        if let Kind::Hopping { size, advance } = spec.kind
+            && advance > size
+        {
+            stream.b.borrow_mut().errors.push(format!(
+                "window '{name}': hopping windows of {size} ms every {advance} ms leave records between windows; \
+                 the advance must not exceed the size"
+            ));
+        }
         let detail = format!("{:?}, lateness {} ms, store {name}", spec.kind, spec.lateness);
         stream.needs_event_time(&format!("window '{name}'"));
         let op_name = name.clone();
