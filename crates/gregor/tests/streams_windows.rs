@@ -196,3 +196,44 @@ fn an_idle_task_does_not_hold_back_the_tasks_after_a_repartitioning() {
         job.run_to_end().unwrap();
     }
 }
+
+#[test]
+fn early_panes_every_n_records_accumulate_or_discard() {
+    for discarding in [false, true] {
+        let mut windows = Windows::tumbling(Duration::from_secs(60)).early_every_count(2);
+        if discarding {
+            windows = windows.discarding();
+        }
+        let mut job = job(counts_per_window(windows, Duration::ZERO), 1);
+        for s in 1..=5 {
+            send(&mut job, 0, "a", T0 + s * SEC);
+        }
+        send(&mut job, 0, "b", T0 + MIN); // closes [0, 1 min)
+        let got: Vec<(i64, Timing)> =
+            panes(&job).into_iter().filter(|p| p.0 == "a").map(|(_, _, _, n, t)| (n, t)).collect();
+        let want = if discarding {
+            // Each pane holds what came since the last: 2, 2, then the last record.
+            vec![(2, Timing::Early), (2, Timing::Early), (1, Timing::OnTime)]
+        } else {
+            vec![(2, Timing::Early), (4, Timing::Early), (5, Timing::OnTime)]
+        };
+        assert_eq!(got, want, "discarding {discarding}");
+    }
+}
+
+#[test]
+fn early_panes_every_interval_of_processing_time() {
+    let windows = Windows::tumbling(Duration::from_secs(60)).early_every(Duration::from_secs(1));
+    let mut job = job(counts_per_window(windows, Duration::ZERO), 1);
+    send(&mut job, 0, "a", T0 + SEC);
+    send(&mut job, 0, "a", T0 + 2 * SEC);
+    assert_eq!(panes(&job), vec![], "not yet a second since the window opened");
+    job.advance_time(Duration::from_millis(1000));
+    tick(&mut job);
+    assert_eq!(panes(&job), vec![("a".into(), 0, MIN, 2, Timing::Early)]);
+    job.advance_time(Duration::from_secs(5));
+    tick(&mut job);
+    assert_eq!(panes(&job).len(), 1, "nothing new: no early pane");
+    send(&mut job, 0, "a", T0 + MIN + SEC);
+    assert_eq!(panes(&job).last(), Some(&("a".into(), 0, MIN, 2, Timing::OnTime)));
+}
