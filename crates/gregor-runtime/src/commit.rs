@@ -331,6 +331,7 @@ impl<T: StreamTask> Container<T> {
         self.metrics.counter("container", "commits").inc();
         self.metrics.gauge("container", "last-commit-timestamp-ms").set(self.clock.wall_ms());
         self.metrics.timer("container", "commit").record(started.elapsed());
+        self.router.sent_to_inputs = false;
         Ok(())
     }
 }

@@ -203,6 +203,8 @@ struct Route {
     round_robin: u32,
     /// An input of the job too (`stamped`): stamped when de-duplicating.
     intermediate: bool,
+    /// An input of the job too (stamped or not).
+    to_input: bool,
 }
 
 /// A task's stamp for what it sends to intermediate streams (exactly-once
@@ -220,11 +222,18 @@ pub(crate) struct Router {
     routes: Vec<Route>,
     by_stream: HashMap<SystemStream, usize>,
     default_partitions: u32,
+    /// Something was sent to one of the job's inputs since the last commit.
+    pub sent_to_inputs: bool,
 }
 
 impl Router {
     pub fn new(default_partitions: u32) -> Self {
-        Router { routes: Vec::new(), by_stream: HashMap::new(), default_partitions: default_partitions.max(1) }
+        Router {
+            routes: Vec::new(),
+            by_stream: HashMap::new(),
+            default_partitions: default_partitions.max(1),
+            sent_to_inputs: false,
+        }
     }
 
     /// The route of `stream` (created, with the stream if it is missing, on
@@ -255,6 +264,7 @@ impl Router {
             targets: vec![None; partitions as usize],
             round_robin: 0,
             intermediate: job.inputs.iter().any(|i| i.stream == *stream && i.stamped),
+            to_input: job.inputs.iter().any(|i| i.stream == *stream),
         });
         self.by_stream.insert(stream.clone(), self.routes.len() - 1);
         Ok(self.routes.len() - 1)
@@ -271,6 +281,7 @@ impl Router {
         stamp: Option<&mut Stamp>,
     ) -> Result<(), RuntimeError> {
         let r = &mut self.routes[route];
+        self.sent_to_inputs |= r.to_input;
         let key = send.key.clone().map(|k| &buf[k]);
         let value = send.value.clone().map(|v| &buf[v]);
         let partition = match (send.partition, key) {

@@ -445,11 +445,14 @@ impl<T: StreamTask> Container<T> {
             for i in self.inputs.iter_mut().filter(|i| i.intermediate && i.end.is_none()) {
                 i.end = Some(self.systems.offsets(&i.ssp)?.next);
             }
-            // What this container sent since it arrived (a Streams API task's
-            // watermarks, `window` sends) may lie before those ends in an open
-            // transaction, which read-committed readers wait for: commit it
-            // now rather than at the next interval.
-            self.commit(false)?;
+            // What this container sent to intermediate streams since its last
+            // commit (a Streams API task's watermarks, `window` sends) lies
+            // before those ends in an open transaction, which read-committed
+            // readers wait for: commit at the end of this turn rather than at
+            // the next interval.
+            if self.router.sent_to_inputs {
+                self.commit_requested = true;
+            }
         }
         Ok(())
     }
