@@ -3,24 +3,18 @@
 //! two operators with one name, a serde that does not produce the declared
 //! type, and operators that pair records of streams not partitioned alike.
 
+mod common;
+
+use gregor::TaskError;
 use gregor::streams::{self, JoinWindow, StreamApp};
 use gregor::testing::TestJob;
-use gregor::{Config, TaskError};
 use std::time::Duration;
-
-fn config(extra: &str) -> Config {
-    let text = format!(
-        "job.name=startup\ntask.processing.guarantee=at-least-once\nsystems.log.factory=log\n\
-         systems.log.samza.offset.default=oldest\n{extra}"
-    );
-    Config::from_properties(&text, "test").unwrap()
-}
 
 fn job(
     extra: &str,
     describe: impl Fn(&mut StreamApp) -> Result<(), TaskError> + Send + Sync + 'static,
 ) -> Result<TestJob<streams::GraphTask>, String> {
-    TestJob::new(streams::app("startup", describe), config(extra)).map_err(|e| e.to_string())
+    common::streams_job("startup", extra, describe).map_err(|e| e.to_string())
 }
 
 #[test]

@@ -3,27 +3,18 @@
 //! timestamp reaching a window or a join (an error naming the operator),
 //! and late records (counted).
 
+mod common;
+
+use common::counter;
+use gregor::TaskError;
 use gregor::streams::{self, EventTime, JoinWindow, Pane, StreamApp, Windows};
-use gregor::testing::{MetricValue, START_MS, TestJob};
-use gregor::{Config, TaskError};
+use gregor::testing::{START_MS, TestJob};
 use std::time::Duration;
 
 fn job(
     describe: impl Fn(&mut StreamApp) -> Result<(), TaskError> + Send + Sync + 'static,
 ) -> TestJob<streams::GraphTask> {
-    let config = Config::from_properties(
-        "job.name=time\ntask.processing.guarantee=at-least-once\nsystems.log.factory=log\n\
-         systems.log.samza.offset.default=oldest\n",
-        "test",
-    )
-    .unwrap();
-    TestJob::new(streams::app("time", describe), config).unwrap()
-}
-
-/// The sum of a counter over every metric group (tasks) of container 0.
-fn counter(job: &TestJob<streams::GraphTask>, name: &str) -> u64 {
-    let metrics = job.metrics("0").unwrap();
-    metrics.values().filter_map(|g| g.get(name)).map(|v| if let MetricValue::Counter(n) = v { *n } else { 0 }).sum()
+    common::streams_job("time", "", describe).unwrap()
 }
 
 const MIN: i64 = 60_000;

@@ -3,9 +3,11 @@
 //! lateness, a watermark that stalls on a silent partition (and an idle one
 //! that stops holding it back), and a session that a late record merges.
 
+mod common;
+
+use gregor::TaskError;
 use gregor::streams::{self, EventTime, Pane, StreamApp, Timing, Windows};
-use gregor::testing::{MetricValue, TestJob};
-use gregor::{Config, TaskError};
+use gregor::testing::TestJob;
 use std::time::Duration;
 
 /// A multiple of a minute, so windows start at `T0 + k * MIN`.
@@ -17,13 +19,7 @@ fn job(
     describe: impl Fn(&mut StreamApp) -> Result<(), TaskError> + Send + Sync + 'static,
     partitions: u32,
 ) -> TestJob<streams::GraphTask> {
-    let config = Config::from_properties(
-        "job.name=windows\ntask.processing.guarantee=at-least-once\nsystems.log.factory=log\n\
-         systems.log.samza.offset.default=oldest\n",
-        "test",
-    )
-    .unwrap();
-    let job = TestJob::new(streams::app("windows", describe), config).unwrap();
+    let job = common::streams_job("windows", "", describe).unwrap();
     job.create_stream("in", partitions).unwrap();
     job
 }
@@ -100,13 +96,7 @@ fn late_records_update_within_the_allowed_lateness_and_are_set_aside_after_it() 
     );
     let late = job.output::<String, i64>("late").unwrap();
     assert_eq!(late.values(), vec![T0 + 3 * SEC], "the record beyond it goes to the side output");
-    let metrics = job.metrics("0").unwrap();
-    let late_records: u64 = metrics
-        .values()
-        .filter_map(|g| g.get("late-records"))
-        .map(|v| if let MetricValue::Counter(n) = v { *n } else { 0 })
-        .sum();
-    assert_eq!(late_records, 1);
+    assert_eq!(common::counter(&job, "late-records"), 1);
     job.run_to_end().unwrap();
     assert_eq!(panes(&job).last(), Some(&("a".into(), MIN, 2 * MIN, 2, Timing::OnTime)), "the end closes the rest");
 }

@@ -16,6 +16,29 @@ pub fn config(dir: &Path, text: &str) -> Config {
     c
 }
 
+/// A Streams API application `name` under test over the in-memory system,
+/// at-least-once (the in-memory system has no transactions), with `extra`
+/// config lines.
+pub fn streams_job(
+    name: &str,
+    extra: &str,
+    describe: impl Fn(&mut gregor::streams::StreamApp) -> Result<(), gregor::TaskError> + Send + Sync + 'static,
+) -> Result<gregor::testing::TestJob<gregor::streams::GraphTask>, gregor::JobError> {
+    let text = format!(
+        "job.name={name}\ntask.processing.guarantee=at-least-once\nsystems.log.factory=log\n\
+         systems.log.samza.offset.default=oldest\n{extra}"
+    );
+    gregor::testing::TestJob::new(gregor::streams::app(name, describe), Config::from_properties(&text, "test").unwrap())
+}
+
+/// A counter summed over container 0's metric groups (its tasks).
+pub fn counter<T: gregor::StreamTask>(job: &gregor::testing::TestJob<T>, name: &str) -> u64 {
+    let metrics = job.metrics("0").unwrap();
+    let value =
+        |v: &gregor::testing::MetricValue| if let gregor::testing::MetricValue::Counter(n) = v { *n } else { 0 };
+    metrics.values().filter_map(|g| g.get(name)).map(value).sum()
+}
+
 pub fn no_signal() -> Arc<AtomicBool> {
     Arc::new(AtomicBool::new(false))
 }
