@@ -1,0 +1,100 @@
+//! A bulk load (a restore from a changelog) as sorted runs ingested into
+//! RocksDB as SST files, instead of writes through memtables.
+//!
+//! Writes are copied into an arena; when it holds [`RUN_BYTES`], the run is
+//! sorted by key (in Rust: a plain byte comparison, no RocksDB comparator),
+//! reduced to the last write of each key, written with an `SstFileWriter`
+//! and ingested (moved into the database, newer than everything before).
+//! Later runs override earlier ones key by key, as later writes would.
+//!
+//! This module must never reorder two writes of one key: the sort is
+//! stable and the last write of a key wins.
+
+use rocksdb::{DB, IngestExternalFileOptions, Options, SstFileWriter};
+use std::path::{Path, PathBuf};
+
+/// Bytes of keys and values per run (per store being restored).
+pub(crate) const RUN_BYTES: usize = 64 << 20;
+
+/// One write: offsets into the arena; `value: None` deletes. `prefix`:
+/// the key's first 16 bytes as a big-endian number (zero-padded), which
+/// orders most keys with one integer comparison.
+struct Entry {
+    prefix: u128,
+    key: (u32, u32),
+    value: Option<(u32, u32)>,
+}
+
+fn prefix(key: &[u8]) -> u128 {
+    let mut b = [0u8; 16];
+    let n = key.len().min(16);
+    b[..n].copy_from_slice(&key[..n]);
+    u128::from_be_bytes(b)
+}
+
+/// The writes of a bulk load not yet ingested.
+pub(crate) struct BulkLoad {
+    options: Options,
+    dir: PathBuf,
+    arena: Vec<u8>,
+    entries: Vec<Entry>,
+    runs: u64,
+    /// [`RUN_BYTES`] (tests use less).
+    pub(crate) run_bytes: usize,
+}
+
+impl BulkLoad {
+    /// `options`: the database's (table format, compression), for the SST files.
+    pub(crate) fn new(options: Options, dir: &Path) -> Self {
+        BulkLoad { options, dir: dir.to_owned(), arena: Vec::new(), entries: Vec::new(), runs: 0, run_bytes: RUN_BYTES }
+    }
+
+    /// Buffers a write; a full run is ingested into `db`.
+    pub(crate) fn push(&mut self, db: &DB, key: &[u8], value: Option<&[u8]>) -> Result<(), String> {
+        let mut at = |bytes: &[u8]| {
+            let start = self.arena.len() as u32;
+            self.arena.extend_from_slice(bytes);
+            (start, bytes.len() as u32)
+        };
+        let prefix = prefix(key);
+        let key = at(key);
+        let value = value.map(at);
+        self.entries.push(Entry { prefix, key, value });
+        if self.arena.len() >= self.run_bytes { self.ingest(db) } else { Ok(()) }
+    }
+
+    /// Sorts, writes and ingests what is buffered (nothing if empty).
+    pub(crate) fn ingest(&mut self, db: &DB) -> Result<(), String> {
+        if self.entries.is_empty() {
+            return Ok(());
+        }
+        let arena = &self.arena;
+        let bytes = |(start, len): (u32, u32)| &arena[start as usize..(start + len) as usize];
+        // Stable: of two writes of one key, the later stays later.
+        self.entries.sort_by(|a, b| a.prefix.cmp(&b.prefix).then_with(|| bytes(a.key).cmp(bytes(b.key))));
+        let path = self.dir.join(format!("bulk-{}.sst", self.runs));
+        self.runs += 1;
+        let mut writer = SstFileWriter::create(&self.options);
+        writer.open(&path).map_err(|e| format!("creating {}: {e}", path.display()))?;
+        for (i, e) in self.entries.iter().enumerate() {
+            // Equal keys are adjacent, in write order: only the last counts.
+            if self.entries.get(i + 1).is_some_and(|next| bytes(next.key) == bytes(e.key)) {
+                continue;
+            }
+            let written = match e.value {
+                Some(v) => writer.put(bytes(e.key), bytes(v)),
+                None => writer.delete(bytes(e.key)),
+            };
+            written.map_err(|err| format!("writing {}: {err}", path.display()))?;
+        }
+        writer.finish().map_err(|e| format!("finishing {}: {e}", path.display()))?;
+        let mut ingest = IngestExternalFileOptions::default();
+        ingest.set_move_files(true);
+        db.ingest_external_file_opts(&ingest, vec![&path]).map_err(|e| format!("ingesting {}: {e}", path.display()))?;
+        // Moved when RocksDB could link it; otherwise it made a copy.
+        let _ = std::fs::remove_file(&path);
+        self.arena.clear();
+        self.entries.clear();
+        Ok(())
+    }
+}
