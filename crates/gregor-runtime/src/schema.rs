@@ -313,7 +313,7 @@ pub const KEYS: &[Key] = &[
         "stores.*.restore.bulk.records",
         Kind::Positive,
         "50000",
-        "RocksDB stores: a restore that replays at least this many changelog records loads them in bulk (unsorted memtables sorted once when flushed, no compactions meanwhile), then reopens the database for normal use.",
+        "RocksDB stores: a restore that replays at least this many changelog records loads them in bulk (sorted runs of up to 64 MB per store ingested as SST files, no compactions meanwhile), then reopens the database for normal use.",
     ),
     key(
         "stores.*.container.cache.size.bytes",
