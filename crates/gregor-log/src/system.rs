@@ -360,13 +360,18 @@ impl SystemConsumer for LogConsumer {
         // read on at once while a partition has unread records (waiting
         // would wait for an append, and a large transaction would be read
         // one poll per wait).
+        let read_to = |c: &Self| c.readers.iter().map(|r| r.reader.next_offset()).sum::<u64>();
         let mut rounds = 0;
         while delivered == 0
             && rounds < Self::MAX_HELD_ROUNDS
             && self.readers.iter().any(|r| wants(&r.ssp) && r.behind())
         {
+            let before = read_to(self);
             delivered = self.poll_once(wants, deliver)?;
             rounds += 1;
+            if read_to(self) == before {
+                break; // appended but not readable yet: wait for it below
+            }
         }
         if delivered > 0 || timeout.is_zero() {
             return Ok(delivered);

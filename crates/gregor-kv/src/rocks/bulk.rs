@@ -13,23 +13,25 @@
 use rocksdb::{DB, IngestExternalFileOptions, Options, SstFileWriter};
 use std::path::{Path, PathBuf};
 
-/// Bytes of keys and values per run (per store being restored).
+/// Memory per run (per store being restored): keys and values plus their
+/// index entries.
 pub(crate) const RUN_BYTES: usize = 64 << 20;
 
 /// One write: offsets into the arena; `value: None` deletes. `prefix`:
-/// the key's first 16 bytes as a big-endian number (zero-padded), which
-/// orders most keys with one integer comparison.
+/// the key's first 16 bytes as two big-endian numbers (zero-padded), which
+/// order most keys with one or two integer comparisons.
 struct Entry {
-    prefix: u128,
+    prefix: [u64; 2],
     key: (u32, u32),
     value: Option<(u32, u32)>,
 }
 
-fn prefix(key: &[u8]) -> u128 {
+fn prefix(key: &[u8]) -> [u64; 2] {
     let mut b = [0u8; 16];
     let n = key.len().min(16);
     b[..n].copy_from_slice(&key[..n]);
-    u128::from_be_bytes(b)
+    let half = |r: std::ops::Range<usize>| b[r].iter().fold(0u64, |n, &x| n << 8 | u64::from(x));
+    [half(0..8), half(8..16)]
 }
 
 /// The writes of a bulk load not yet ingested.
@@ -49,6 +51,11 @@ impl BulkLoad {
         BulkLoad { options, dir: dir.to_owned(), arena: Vec::new(), entries: Vec::new(), runs: 0, run_bytes: RUN_BYTES }
     }
 
+    /// Writes buffered and not yet ingested.
+    pub(crate) fn pending(&self) -> usize {
+        self.entries.len()
+    }
+
     /// Buffers a write; a full run is ingested into `db`.
     pub(crate) fn push(&mut self, db: &DB, key: &[u8], value: Option<&[u8]>) -> Result<(), String> {
         let mut at = |bytes: &[u8]| {
@@ -60,7 +67,8 @@ impl BulkLoad {
         let key = at(key);
         let value = value.map(at);
         self.entries.push(Entry { prefix, key, value });
-        if self.arena.len() >= self.run_bytes { self.ingest(db) } else { Ok(()) }
+        let used = self.arena.len() + self.entries.len() * std::mem::size_of::<Entry>();
+        if used >= self.run_bytes { self.ingest(db) } else { Ok(()) }
     }
 
     /// Sorts, writes and ingests what is buffered (nothing if empty).

@@ -296,7 +296,8 @@ impl<K: Value, V: Value> Source for InputSource<K, V> {
             Some(f) => f(&key, &value, ts),
             None => ts,
         };
-        let limit = cx.now_ms.saturating_add(self.max_ahead_ms);
+        // Below the watermarks that mean "idle" and "the end", whatever max_ahead is.
+        let limit = cx.now_ms.saturating_add(self.max_ahead_ms).min(super::graph::IDLE - 1);
         if ts > limit {
             self.future.inc();
             ts = limit;
