@@ -41,27 +41,19 @@ const KEYS: u64 = 10_000;
 const WINDOW_MS: i64 = 600_000;
 const T0: i64 = 1_700_000_000_000;
 
-fn xorshift(s: &mut u64) -> u64 {
-    *s ^= *s << 13;
-    *s ^= *s >> 7;
-    *s ^= *s << 17;
-    *s
-}
-
 /// `lines` lines of [`WORDS_PER_LINE`] words, round-robin over the partitions.
 fn load_lines(dir: &std::path::Path, lines: u64) {
     let log = Log::open(dir).expect("log");
     let s = log.create_stream("lines", StreamConfig { durability: Durability::Os, ..StreamConfig::new(PARTITIONS) });
     let s = s.expect("create");
-    let mut rng = 0x5eed_u64;
+    let mut rng = gregor_examples::Rng(0x5eed);
     let bar = indicatif::ProgressBar::new(lines).with_message("writing lines");
     let mut texts: Vec<String> = Vec::with_capacity(1000);
     let mut written = 0;
     while written < lines {
         texts.clear();
         for _ in 0..1000.min(lines - written) {
-            let words: Vec<String> =
-                (0..WORDS_PER_LINE).map(|_| format!("w{}", xorshift(&mut rng) % VOCABULARY)).collect();
+            let words: Vec<String> = (0..WORDS_PER_LINE).map(|_| format!("w{}", rng.below(VOCABULARY))).collect();
             texts.push(words.join(" "));
         }
         let records: Vec<Record<'_>> = texts.iter().map(|t| Record::value(t.as_bytes())).collect();
@@ -79,13 +71,13 @@ fn load_events(dir: &std::path::Path, messages: u64) {
     let s = s.expect("create");
     let keys: Vec<String> = (0..KEYS).map(|k| format!("key-{k}")).collect();
     let value = [b'v'; 100];
-    let mut rng = 0xe7e7_u64;
+    let mut rng = gregor_examples::Rng(0xe7e7);
     let bar = indicatif::ProgressBar::new(messages).with_message("writing events");
     let mut written = 0;
     while written < messages {
         let mut by_partition: Vec<Vec<Record<'_>>> = vec![Vec::new(); PARTITIONS as usize];
         for i in 0..8000.min(messages - written) {
-            let key = &keys[(xorshift(&mut rng) % KEYS) as usize];
+            let key = &keys[rng.below(KEYS) as usize];
             let p = gregor::partition_for_key(key.as_bytes(), PARTITIONS) as usize;
             let ts = T0 + (written + i) as i64;
             by_partition[p].push(Record { key: Some(key.as_bytes()), timestamp: Some(ts), ..Record::value(&value) });

@@ -11,6 +11,19 @@ use gregor_log::{Log, PartitionReader};
 use std::collections::BTreeMap;
 use std::path::Path;
 
+/// xorshift64: deterministic test and benchmark input from a seed (not zero).
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
 /// The words of a line: maximal runs of alphanumeric characters, lowercased.
 pub fn words(line: &str) -> impl Iterator<Item = String> + '_ {
     line.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_lowercase)

@@ -11,24 +11,12 @@
 
 mod common;
 
-use gregor_examples::{keyed_values_by_partition, load_keyed};
+use gregor_examples::{Rng, keyed_values_by_partition, load_keyed};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::Path;
 
 const T0: i64 = 1_700_000_000_000;
-
-/// xorshift64: deterministic input from a seed.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
 
 /// Runs `binary` `rounds` times, each after `load(round)` appended input,
 /// killing it with SIGKILL once `progress()` grew by a round-dependent
