@@ -179,28 +179,6 @@ impl<K: Value, V: Value> Stream<K, V> {
     pub(crate) fn attach(&self, factory: Factory<K, V>) {
         self.b.borrow_mut().graph.add_out(self.node, factory);
     }
-
-    /// Records that the operator `op` needs this stream's event time.
-    pub(crate) fn needs_event_time(&self, op: &str) {
-        let mut b = self.b.borrow_mut();
-        let roots = roots(&b.graph, self.node);
-        for s in b.sources.iter_mut().filter(|s| roots.contains(&s.node)) {
-            s.time_needed_by.get_or_insert_with(|| op.to_owned());
-        }
-    }
-}
-
-/// The source nodes `node` descends from.
-fn roots(graph: &Graph, node: NodeId) -> Vec<NodeId> {
-    let mut out = Vec::new();
-    let mut todo = vec![node];
-    while let Some(n) = todo.pop() {
-        if graph.nodes[n].inputs.is_empty() {
-            out.push(n);
-        }
-        todo.extend(&graph.nodes[n].inputs);
-    }
-    out
 }
 
 impl StreamApp {

@@ -291,8 +291,6 @@ impl<K: Value, L: Value> Stream<K, L> {
             "{kind:?} join, right within [{}, {}] ms, stores {name}-left, {name}-right",
             window.lower, window.upper
         );
-        self.needs_event_time(&format!("join '{name}'"));
-        right.needs_event_time(&format!("join '{name}'"));
         self.b.borrow_mut().graph.co_partitioned.push((format!("join '{name}'"), self.node, right.node));
         let id = self.b.borrow_mut().add_node::<K, O>("join", Some(name), vec![self.node, right.node], detail);
         let (left_store, right_store) = (format!("{name}-left"), format!("{name}-right"));

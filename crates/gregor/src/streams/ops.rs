@@ -447,13 +447,10 @@ impl<K: Value, V: Value> Stream<K, V> {
         let name = b.graph.nodes[self.node].name.clone();
         match b.sources.iter().position(|s| s.node == self.node && s.kind == SourceKind::Input) {
             Some(i) => {
-                let (has, max_out_of_order_ms, idle_ms) =
-                    (time.extractor.is_some(), time.max_out_of_order_ms, time.idle_ms);
+                let (max_out_of_order_ms, idle_ms) = (time.max_out_of_order_ms, time.idle_ms);
                 let mut spec = SourceSpec::typed::<K, V>(&name, SourceKind::Input, self.node, time);
                 spec.max_out_of_order_ms = max_out_of_order_ms;
                 spec.idle_ms = idle_ms;
-                spec.has_extractor = has;
-                spec.time_needed_by = b.sources[i].time_needed_by.take();
                 b.sources[i] = spec;
             }
             None => {

@@ -91,9 +91,6 @@ pub(crate) struct SourceSpec {
     pub msg_serde: &'static str,
     pub max_out_of_order_ms: i64,
     pub idle_ms: Option<i64>,
-    pub has_extractor: bool,
-    /// The first operator that needs event time from this source.
-    pub time_needed_by: Option<String>,
     pub make: SourceFactory,
 }
 
@@ -145,8 +142,6 @@ impl SourceSpec {
             msg_serde: msg,
             max_out_of_order_ms: 0,
             idle_ms: None,
-            has_extractor: false,
-            time_needed_by: None,
             make,
         }
     }

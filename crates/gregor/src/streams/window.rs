@@ -479,7 +479,6 @@ impl<K: Value, V: Value> Windowed<K, V> {
             ));
         }
         let detail = format!("{:?}, lateness {} ms, store {name}", spec.kind, spec.lateness);
-        stream.needs_event_time(&format!("window '{name}'"));
         let op_name = name.clone();
         let out = stream.then("window", Some(&name), detail, move |init_, next| {
             let serdes = init_.ctx.serdes();
