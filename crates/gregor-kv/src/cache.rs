@@ -1,10 +1,14 @@
 //! The write-back cache: the top byte layer of every store.
 //!
 //! Reads of cached keys never reach the engine; writes mark entries dirty and
-//! reach the engine (and so the changelog) only when the dirty limit is
-//! reached, when a dirty entry would be evicted, before a scan, and at
-//! `flush` (every commit). Ten updates of one key between flushes cost one
-//! engine write and one changelog record.
+//! reach the engine (and so the changelog) only at `flush` (every commit),
+//! when a dirty entry would be evicted, before a scan, when dirty entries
+//! fill a quarter of the byte budget, and when the optional entry limit
+//! ([`CacheLimits::dirty`]) is reached. Ten updates of one key between flushes
+//! cost one engine write and one changelog record. As in Kafka Streams, a
+//! working set that fits the cache is written once per commit, not once per
+//! change: over a million keys that halves RocksDB's work (see
+//! `docs/benchmarks.md`).
 //!
 //! The cache is a CLOCK (second-chance) cache over an array of slots that
 //! grows until it holds [`CacheLimits::entries`] keys or
@@ -59,6 +63,12 @@ impl Slot {
 /// its index entry), counted against [`CacheLimits::bytes`].
 const SLOT_OVERHEAD: usize = std::mem::size_of::<Slot>() + 16;
 
+/// Dirty entries are written out once they hold this share (1/4) of the
+/// byte budget: the cache then never fills up with entries it cannot evict,
+/// and one write-out stays a bounded batch (a few MB per task by default)
+/// instead of the whole cache at once.
+const DIRTY_SHARE: usize = 4;
+
 /// How much a [`CachedStore`] may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CacheLimits {
@@ -68,7 +78,9 @@ pub struct CacheLimits {
     /// Most bytes of keys, values and bookkeeping cached.
     pub bytes: usize,
     /// Dirty entries written to the engine together once this many
-    /// accumulate (`usize::MAX`: only when evicted, scanned or flushed).
+    /// accumulate (`usize::MAX`: no count limit; dirty entries are then
+    /// written when flushed, evicted or scanned, or when they hold a
+    /// quarter of `bytes`).
     pub dirty: usize,
 }
 
@@ -216,6 +228,14 @@ impl<E: Engine> CachedStore<E> {
         }
     }
 
+    /// Whether the dirty entries hold 1/[`DIRTY_SHARE`] of the byte budget,
+    /// estimated as their count times the mean bytes of a slot (tracking
+    /// each dirty entry's size would cost the hot path more than it tells).
+    fn dirty_over_budget(&self) -> bool {
+        let share = self.max_bytes / DIRTY_SHARE;
+        self.dirty.len().saturating_mul(self.bytes) >= self.slots.len().saturating_mul(share)
+    }
+
     /// Puts `key` in slot `i` (reusing its buffers) and indexes it.
     fn fill(&mut self, i: usize, key: &[u8], value: Option<&[u8]>, dirty: bool) {
         let hash = self.hasher.hash_one(key);
@@ -264,7 +284,7 @@ impl<E: Engine> CachedStore<E> {
                 self.dirty.push(i as u32);
             }
         }
-        if self.dirty.len() >= self.batch_size {
+        if self.dirty.len() >= self.batch_size || self.dirty_over_budget() {
             self.write_dirty()?;
         }
         Ok(())

@@ -72,7 +72,8 @@ pub struct StoreSpec {
     pub cache_entries: usize,
     /// Write-back cache memory per container, shared by its tasks.
     pub cache_bytes: usize,
-    /// Dirty entries written together.
+    /// Dirty entries written together (`usize::MAX` unless set: then at
+    /// commits, evictions and the cache's dirty byte share only).
     pub write_batch_size: usize,
     /// Changelog records after which a commit takes a new local snapshot.
     pub snapshot_records: u64,
@@ -432,7 +433,7 @@ fn store_spec(c: &Config, name: &str) -> Result<StoreSpec, ConfigError> {
         changelog,
         cache_entries: c.get_parsed(&k("object.cache.size"), "a non-negative integer")?.unwrap_or(usize::MAX),
         cache_bytes: c.get_parsed(&k("cache.max.bytes"), "a positive number of bytes")?.unwrap_or(256 << 20),
-        write_batch_size: c.get_parsed(&k("write.batch.size"), "a positive integer")?.unwrap_or(10_000),
+        write_batch_size: c.get_parsed(&k("write.batch.size"), "a positive integer")?.unwrap_or(usize::MAX),
         snapshot_records: c.get_parsed(&k("snapshot.records"), "a positive integer")?.unwrap_or(1_000_000),
         bulk_restore_records: c.get_parsed(&k("restore.bulk.records"), "a positive integer")?.unwrap_or(50_000),
     })

@@ -164,10 +164,17 @@ fn the_byte_limit_bounds_the_cache_and_dirty_entries_wait_for_the_flush() {
     let entry = SLOT_OVERHEAD;
     let limits = CacheLimits { entries: usize::MAX, bytes: 100 * entry, dirty: usize::MAX };
     let mut store = CachedStore::new("s", engine, limits);
-    for i in 0..100u32 {
-        store.put(&i.to_be_bytes(), &[0; 8]).unwrap();
+    for round in 0..10u8 {
+        for i in 0..24u32 {
+            store.put(&i.to_be_bytes(), &[round; 8]).unwrap();
+        }
     }
-    assert!(log.0.borrow().is_empty(), "100 entries fit: nothing written before the flush");
+    assert!(
+        log.0.borrow().is_empty(),
+        "24 dirty entries are below a quarter of the cache: nothing written before the flush"
+    );
+    store.flush().unwrap();
+    assert_eq!(log.0.borrow().len(), 24, "one record per key per flush");
     for i in 0..1000u32 {
         store.put(&i.to_be_bytes(), &[1; 8]).unwrap();
     }
@@ -176,4 +183,19 @@ fn the_byte_limit_bounds_the_cache_and_dirty_entries_wait_for_the_flush() {
     store.flush().unwrap();
     let mut out = Vec::new();
     assert!(store.get(&7u32.to_be_bytes(), &mut out).unwrap() && out == [1; 8]);
+}
+
+#[test]
+fn dirty_entries_are_written_once_they_fill_a_quarter_of_the_cache() {
+    let log = Recorder::default();
+    let engine = LoggedEngine::new(MemoryEngine::new(), Box::new(log.clone()));
+    let limits = CacheLimits { entries: usize::MAX, bytes: 100 * SLOT_OVERHEAD, dirty: usize::MAX };
+    let mut store = CachedStore::new("s", engine, limits);
+    for i in 0..24u32 {
+        store.put(&i.to_be_bytes(), &[0; 8]).unwrap();
+    }
+    assert!(log.0.borrow().is_empty());
+    store.put(&24u32.to_be_bytes(), &[0; 8]).unwrap();
+    assert_eq!(log.0.borrow().len(), 25, "the 25th dirty entry of a 100-entry cache writes them all");
+    assert!(store.dirty.is_empty());
 }
