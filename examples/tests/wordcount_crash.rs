@@ -3,7 +3,8 @@
 //! count, computed here independently. With RocksDB stores keeping their
 //! local state (host affinity), with local state wiped before every restart
 //! (restore from the changelog only), with snapshots taken every few records,
-//! with bulk restores, and with in-memory stores. Exercises checkpoints,
+//! with bulk restores, with the cache's writes ingested as SST files, and
+//! with in-memory stores. Exercises checkpoints,
 //! changelog restores, RocksDB's deferred writes, the trimming of
 //! uncommitted changelog writes, and the duplicate suppression of the
 //! repartitioning step.
@@ -92,6 +93,23 @@ fn counts_are_exact_after_many_kills_with_bulk_restores() {
         10,
         0x1405_7b7e_f767_814f,
         true,
+    );
+}
+
+/// The cache's write-outs reach RocksDB as ingested SST files (every batch,
+/// here), with a cache small enough to evict and snapshots every few records.
+#[test]
+fn counts_are_exact_after_many_kills_with_ingested_write_outs() {
+    crash_repeatedly(
+        &[
+            "task.commit.ms=25",
+            "stores.counts.rocksdb.ingest.min.entries=1",
+            "stores.counts.cache.max.bytes=20000",
+            "stores.counts.snapshot.records=200",
+        ],
+        10,
+        0x3c6e_f372_fe94_f82b,
+        false,
     );
 }
 

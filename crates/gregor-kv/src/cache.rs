@@ -156,12 +156,32 @@ impl<E: Engine> CachedStore<E> {
     /// Hands every dirty entry to the engine in one deferred batch (the
     /// changelog layer sends them at once).
     fn write_dirty(&mut self) -> Result<(), StoreError> {
+        self.write_oldest_dirty(self.dirty.len())
+    }
+
+    /// Writes out up to `max` of the entries dirty the longest, as
+    /// [`Self::write_dirty`] does; `true` if there were any. The runtime
+    /// calls this while its container waits for input, so that a commit
+    /// finds little left to write (a short pause) without giving up the
+    /// coalescing of a busy container, which never waits.
+    ///
+    /// # Errors
+    /// As a write: the engine or the changelog refused the batch.
+    pub fn write_some(&mut self, max: usize) -> Result<bool, StoreError> {
+        self.check_failed()?;
         if self.dirty.is_empty() {
+            return Ok(false);
+        }
+        self.write_oldest_dirty(max.min(self.dirty.len()))?;
+        Ok(true)
+    }
+
+    fn write_oldest_dirty(&mut self, n: usize) -> Result<(), StoreError> {
+        if n == 0 {
             return Ok(());
         }
         let slots = &self.slots;
-        let batch: Vec<(&[u8], Option<&[u8]>)> = self
-            .dirty
+        let batch: Vec<(&[u8], Option<&[u8]>)> = self.dirty[..n]
             .iter()
             .map(|&i| &slots[i as usize])
             .filter(|s| s.dirty)
@@ -176,12 +196,12 @@ impl<E: Engine> CachedStore<E> {
                 return Err(self.err(e));
             }
         };
-        for &i in &self.dirty {
+        for &i in &self.dirty[..n] {
             let slot = &mut self.slots[i as usize];
             slot.dirty = false;
             slot.ticket = ticket;
         }
-        self.dirty.clear();
+        self.dirty.drain(..n);
         Ok(())
     }
 

@@ -7,8 +7,9 @@
 //! restarted task reuse its state instead of replaying the whole changelog.
 //!
 //! Deferred writes ([`Engine::write_batch_deferred`], which the cache uses)
-//! are applied by a thread per database ([`writer`]), in order; scans,
-//! snapshots and immediate writes wait for them first.
+//! are gathered until the next `flush` (a commit) and then applied by a
+//! thread per database ([`writer`]), in order, large batches as ingested SST
+//! files; scans, snapshots and immediate writes wait for them first.
 
 mod bulk;
 mod writer;
@@ -46,6 +47,9 @@ pub struct RocksOptions {
     pub ttl: Option<Duration>,
     /// RocksDB's own write-ahead log.
     pub wal: bool,
+    /// Deferred batches of at least this many entries are ingested as SST
+    /// files instead of inserted into the memtable (not in TTL stores).
+    pub ingest_min_entries: usize,
 }
 
 impl Default for RocksOptions {
@@ -60,6 +64,7 @@ impl Default for RocksOptions {
             max_open_files: -1,
             ttl: None,
             wal: false,
+            ingest_min_entries: 20_000,
         }
     }
 }
@@ -104,14 +109,27 @@ pub struct RocksDbEngine {
     path: PathBuf,
     write: WriteOptions,
     wal: bool,
-    /// Ticket of the last deferred batch.
+    /// Ticket of the last deferred batch handed to the writer thread.
     submitted: u64,
+    /// Deferred batches not yet handed to the writer thread (ticket
+    /// `submitted + 1`): gathered into one, so that the small batches a
+    /// container writes out while it waits for input reach RocksDB as one
+    /// large batch (ingested, and with each key's repeated writes reduced to
+    /// the last) at the next flush, not as one skip-list insert per write.
+    staged: OwnedBatch,
     /// Entries written since open (an estimate of growth, for `len_hint`).
     written: u64,
     /// During a bulk load: the writes not yet ingested.
     bulk: Option<bulk::BulkLoad>,
     /// During a bulk load: the last ticket whose writes were all ingested.
     bulk_applied: u64,
+    /// Staged entries from which they are handed to the writer thread
+    /// without waiting for a flush (bounds the memory they hold).
+    stage_max: usize,
+    /// The options SST files for ingestion are written with, and the batch
+    /// size from which they are used (`None` for a TTL store: ingested
+    /// values would lack RocksDB's TTL stamps).
+    ingest: Option<(Options, usize)>,
 }
 
 impl RocksDbEngine {
@@ -193,7 +211,8 @@ impl RocksDbEngine {
         // RocksDB's TTL wrapper stamps each value it writes with a time; an
         // ingested SST file bypasses it, so a TTL store loads through
         // memtables (the vector memtable above).
-        let bulk = (bulk && o.ttl.is_none()).then(|| bulk::BulkLoad::new(opts.clone(), path));
+        let bulk = (bulk && o.ttl.is_none()).then(|| bulk::BulkLoad::new(opts.clone(), path, "bulk"));
+        let ingest = o.ttl.is_none().then(|| (opts.clone(), o.ingest_min_entries.max(1)));
         let db = match o.ttl {
             Some(ttl) => DB::open_with_ttl(&opts, path, ttl),
             None => DB::open(&opts, path),
@@ -211,6 +230,9 @@ impl RocksDbEngine {
             written: 0,
             bulk,
             bulk_applied: 0,
+            staged: OwnedBatch::default(),
+            stage_max: o.ingest_min_entries.max(1).saturating_mul(4),
+            ingest,
         })
     }
 
@@ -230,6 +252,19 @@ impl RocksDbEngine {
         b
     }
 
+    /// Hands the staged writes to the writer thread.
+    fn submit_staged(&mut self) -> Result<(), KvError> {
+        if self.staged.len() == 0 {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.staged);
+        self.submitted += 1;
+        match &self.writer {
+            Some(w) => w.submit(self.submitted, batch).map_err(|e| self.writer_failed(e)),
+            None => Err(self.writer_failed("the writer thread was not started".into())),
+        }
+    }
+
     fn err(&self, what: &str, e: rocksdb::Error) -> KvError {
         classify(&self.path, what, e)
     }
@@ -246,6 +281,9 @@ impl Drop for RocksDbEngine {
     /// after a bulk load or a busy run a large store can have minutes of
     /// them queued, and RocksDB resumes them at the next open.
     fn drop(&mut self) {
+        if let Err(e) = self.submit_staged() {
+            tracing::warn!(path = %self.path.display(), "RocksDB: writing staged writes before closing: {e}");
+        }
         drop(self.writer.take());
         if !self.wal
             && let Err(e) = self.db.flush()
@@ -310,16 +348,15 @@ impl Engine for RocksDbEngine {
         }
         if self.writer.is_none() {
             let name = self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            let writer = Writer::start(self.db.clone(), self.wal, &name)
+            let writer = Writer::start(self.db.clone(), self.wal, &name, &self.path, self.ingest.clone())
                 .map_err(|e| self.writer_failed(format!("starting the writer thread: {e}")))?;
             self.writer = Some(writer);
         }
-        let b = OwnedBatch::copy(batch);
+        self.staged.extend(batch);
         self.written += batch.len() as u64;
-        self.submitted += 1;
-        let ticket = self.submitted;
-        if let Some(w) = &self.writer {
-            w.submit(ticket, b).map_err(|e| self.writer_failed(e))?;
+        let ticket = self.submitted + 1;
+        if self.staged.len() >= self.stage_max {
+            self.submit_staged()?;
         }
         Ok(ticket)
     }
@@ -336,6 +373,7 @@ impl Engine for RocksDbEngine {
             b.ingest(&self.db).map_err(|e| classify_bulk(&self.path, e))?;
             self.bulk_applied = self.submitted;
         }
+        self.submit_staged()?;
         match &self.writer {
             Some(w) => w.wait(self.submitted).map_err(|e| self.writer_failed(e)),
             None => Ok(()),
@@ -373,8 +411,8 @@ impl Engine for RocksDbEngine {
 
     fn flush(&mut self) -> Result<(), KvError> {
         // Durability comes from the changelog and from snapshots (which flush
-        // memtables themselves); nothing to force here.
-        Ok(())
+        // memtables themselves): only the staged writes are started here.
+        self.submit_staged()
     }
 
     fn len_hint(&self) -> u64 {
@@ -450,6 +488,67 @@ mod tests {
         drop(db); // applies the queued batch before the database closes
         let mut db = RocksDbEngine::open(&dir, &small()).unwrap();
         assert!(db.get(b"late", &mut Vec::new()).unwrap());
+    }
+
+    /// Batches of at least `ingest_min_entries` go in as SST files, the
+    /// others through the memtable: mixed, over the same keys, with deletes,
+    /// the database and its snapshot hold what the writes in order give.
+    #[test]
+    fn ingested_and_inserted_batches_apply_in_order() {
+        let base = tempfile::tempdir().unwrap();
+        let o = RocksOptions { ingest_min_entries: 4, ..small() };
+        let mut db = RocksDbEngine::open(&base.path().join("db"), &o).unwrap();
+        let mut model = std::collections::BTreeMap::new();
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        for round in 0..300u32 {
+            let size = 1 + next() % 8;
+            let writes: Vec<(Vec<u8>, Option<Vec<u8>>)> = (0..size)
+                .map(|i| {
+                    let key = format!("k{:02}", next() % 20).into_bytes();
+                    let value = (next() % 5 != 0).then(|| format!("{round}.{i}").into_bytes());
+                    (key, value)
+                })
+                .collect();
+            for (k, v) in &writes {
+                match v {
+                    Some(v) => model.insert(k.clone(), v.clone()),
+                    None => model.remove(k),
+                };
+            }
+            let batch: Vec<(&[u8], Option<&[u8]>)> = writes.iter().map(|(k, v)| (&k[..], v.as_deref())).collect();
+            db.write_batch_deferred(&batch).unwrap();
+            if round % 50 == 49 {
+                db.wait_applied().unwrap();
+                let mut v = Vec::new();
+                for k in 0..20 {
+                    let key = format!("k{k:02}").into_bytes();
+                    let found = db.get(&key, &mut v).unwrap();
+                    assert_eq!(found.then(|| v.clone()), model.get(&key).cloned(), "{} after round {round}", k);
+                }
+            }
+        }
+        let read_all = |db: &mut RocksDbEngine| {
+            let mut out = Vec::new();
+            db.scan(Bound::Unbounded, None, usize::MAX, &mut out).unwrap();
+            out.into_iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect::<std::collections::BTreeMap<_, _>>()
+        };
+        assert_eq!(read_all(&mut db), model);
+        let snap = base.path().join("snap");
+        db.snapshot(&snap).unwrap();
+        drop(db);
+        assert_eq!(read_all(&mut RocksDbEngine::open(&snap, &o).unwrap()), model);
+        let left: Vec<_> = std::fs::read_dir(base.path().join("db"))
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.starts_with("write-"))
+            .collect();
+        assert!(left.is_empty(), "ingested files left behind: {left:?}");
     }
 
     #[test]

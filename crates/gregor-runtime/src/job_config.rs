@@ -417,6 +417,7 @@ fn store_spec(c: &Config, name: &str) -> Result<StoreSpec, ConfigError> {
                 max_open_files: c.get_parsed(&k("rocksdb.max.open.files"), "an integer")?.unwrap_or(d.max_open_files),
                 ttl: c.get_parsed::<u64>(&k("rocksdb.ttl.ms"), "milliseconds")?.map(Duration::from_millis),
                 wal: c.get_bool(&k("rocksdb.wal.enabled"), c.get(&k("changelog")).is_none())?,
+                ingest_min_entries: num("rocksdb.ingest.min.entries", d.ingest_min_entries)?,
             })
         }
         other => return Err(invalid(&k("factory"), other, "rocksdb or memory")),

@@ -300,8 +300,8 @@ pub const KEYS: &[Key] = &[
     key(
         "stores.*.write.batch.size",
         Kind::Positive,
-        "10000",
-        "Dirty cache entries written to the engine and changelog together: a bigger batch coalesces more writes to hot keys, a smaller one keeps commits short.",
+        "(no limit)",
+        "Also write dirty cache entries to the engine and changelog once this many accumulate. Without it they are written at commits, on eviction, before scans, and (RocksDB stores) when they hold a quarter of `cache.max.bytes`: each changed key once per commit interval. A limit shortens the commit-time flush but writes hot keys more often.",
     ),
     key(
         "stores.*.snapshot.records",
@@ -342,6 +342,12 @@ pub const KEYS: &[Key] = &[
         "RocksDB compaction style.",
     ),
     key("stores.*.rocksdb.max.open.files", Kind::Integer, "-1", "RocksDB open file limit (-1: unlimited)."),
+    key(
+        "stores.*.rocksdb.ingest.min.entries",
+        Kind::Positive,
+        "20000",
+        "RocksDB stores without a TTL: a write-out of the cache with at least this many entries is written as an SST file and ingested instead of inserted into the memtable (cheaper for large batches).",
+    ),
     key(
         "stores.*.rocksdb.ttl.ms",
         Kind::Positive,

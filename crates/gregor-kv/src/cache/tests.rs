@@ -85,6 +85,8 @@ enum Op {
     Get(u8),
     Scan(u8, u8),
     Flush,
+    /// Writes out up to this many dirty entries (as a waiting container does).
+    WriteSome(usize),
     /// The engine applies its oldest deferred batch.
     Apply,
 }
@@ -97,6 +99,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (0u8..20).prop_map(Op::Get),
         1 => (0u8..20, 0u8..21).prop_map(|(a, b)| Op::Scan(a, b)),
         1 => Just(Op::Flush),
+        1 => (0usize..4).prop_map(Op::WriteSome),
         2 => Just(Op::Apply),
     ]
 }
@@ -126,6 +129,7 @@ proptest! {
                     prop_assert_eq!(got, want);
                 }
                 Op::Flush => store.flush().unwrap(),
+                Op::WriteSome(n) => { store.write_some(*n).unwrap(); }
                 Op::Apply => store.engine_mut().engine_mut().apply_one(),
             }
         }
@@ -198,4 +202,23 @@ fn dirty_entries_are_written_once_they_fill_a_quarter_of_the_cache() {
     store.put(&24u32.to_be_bytes(), &[0; 8]).unwrap();
     assert_eq!(log.0.borrow().len(), 25, "the 25th dirty entry of a 100-entry cache writes them all");
     assert!(store.dirty.is_empty());
+}
+
+#[test]
+fn a_waiting_container_writes_out_the_oldest_dirty_entries_first() {
+    let log = Recorder::default();
+    let engine = LoggedEngine::new(MemoryEngine::new(), Box::new(log.clone()));
+    let mut store = CachedStore::new("s", engine, CacheLimits { entries: 100, bytes: 1 << 20, dirty: usize::MAX });
+    for k in [b"a", b"b", b"c"] {
+        store.put(k, b"1").unwrap();
+    }
+    assert!(store.write_some(2).unwrap());
+    assert_eq!(log.0.borrow().iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(), vec![b"a".to_vec(), b"b".to_vec()]);
+    store.put(b"a", b"2").unwrap(); // dirty again, now the newest
+    assert!(store.write_some(1).unwrap());
+    assert_eq!(log.0.borrow().last().unwrap(), &(b"c".to_vec(), Some(b"1".to_vec())));
+    store.flush().unwrap();
+    assert_eq!(log.0.borrow().last().unwrap(), &(b"a".to_vec(), Some(b"2".to_vec())));
+    assert!(!store.write_some(10).unwrap(), "nothing left to write");
+    assert_eq!(log.0.borrow().len(), 4);
 }

@@ -27,6 +27,16 @@ impl StoreStack {
         }
     }
 
+    /// Writes out up to `max` dirty cache entries (RocksDB stores; an
+    /// in-memory store sends its changes at commits only); `true` if it
+    /// wrote any.
+    pub fn write_some(&mut self, max: usize) -> Result<bool, StoreError> {
+        match self {
+            StoreStack::Cached(s) => s.write_some(max),
+            StoreStack::Memory(_) => Ok(false),
+        }
+    }
+
     /// Keys with a value: exact in memory, RocksDB's estimate (of what
     /// reached it: entries still only in the cache are not counted).
     pub fn entries(&mut self) -> u64 {
@@ -76,6 +86,8 @@ impl RawStore for StoreStack {
 }
 
 /// A freshly opened engine, before the layers on top.
+// Built once per store opening and consumed at once: boxing would save nothing.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Opened {
     Rocks(RocksDbEngine),
     Memory(MemoryEngine),
