@@ -7,7 +7,8 @@
 //! counts each message per key in a RocksDB store with a changelog (default
 //! store settings, `task.commit.ms=1000`), then copies the message to an
 //! output stream. This process appends 100-byte messages keyed over 1
-//! million keys at a fixed rate, each stamped with its append time, and
+//! million keys and partitioned by key (each task counts its own 125,000
+//! keys) at a fixed rate, each stamped with its append time, and
 //! tails the output; a result's latency is the time it was read minus the
 //! stamp (so it includes the reader's wake-up, tens of microseconds).
 //!
@@ -20,7 +21,7 @@
 
 mod plot;
 
-use gregor_examples::bench::{Keys, PARTITIONS, VALUE_LEN, load};
+use gregor_examples::bench::{PARTITIONS, VALUE_LEN};
 use gregor_log::txn::CommittedFilter;
 use gregor_log::{Durability, Log, PartitionReader, Record, StreamConfig};
 use hdrhistogram::Histogram;
@@ -78,52 +79,86 @@ fn start_job(dir: &std::path::Path, containers: u32, until_end: bool) -> Child {
 fn max_rate(base: &std::path::Path, containers: u32) -> f64 {
     let dir = tempfile::tempdir_in(base).expect("dir");
     let messages = 1_000_000;
-    load(dir.path(), messages, Keys::Uniform(KEYS));
+    {
+        let log = Log::open(dir.path()).expect("log");
+        let input = create_input(&log);
+        let mut keyed = Keyed::new();
+        for _ in 0..messages / 10_000 {
+            keyed.append(&input, 10_000);
+        }
+    }
     let started = Instant::now();
     let status = start_job(dir.path(), containers, true).wait().expect("wait");
     assert!(status.success(), "bench-job failed");
     messages as f64 / started.elapsed().as_secs_f64()
 }
 
+fn create_input(log: &Log) -> Arc<gregor_log::Stream> {
+    log.create_stream("bench-in", StreamConfig { durability: Durability::Os, ..StreamConfig::new(PARTITIONS) })
+        .expect("create input")
+}
+
+/// Messages keyed uniformly over [`KEYS`] keys and partitioned by key, as a
+/// producer of keyed data does, so that each task counts its own keys
+/// (125,000 of them), as a real job would; each value starts with its
+/// append time (ns).
+struct Keyed {
+    rng: u64,
+    keys: Vec<Vec<String>>,
+    values: Vec<Vec<[u8; VALUE_LEN]>>,
+}
+
+impl Keyed {
+    fn new() -> Self {
+        Keyed {
+            rng: 0x9e37_79b9_7f4a_7c15,
+            keys: vec![Vec::new(); PARTITIONS as usize],
+            values: vec![Vec::new(); PARTITIONS as usize],
+        }
+    }
+
+    /// Appends `n` messages, one append per partition.
+    fn append(&mut self, input: &gregor_log::Stream, n: u64) {
+        for _ in 0..n {
+            self.rng ^= self.rng << 13;
+            self.rng ^= self.rng >> 7;
+            self.rng ^= self.rng << 17;
+            let key = self.rng % KEYS;
+            let p = (key % u64::from(PARTITIONS)) as usize;
+            self.keys[p].push(format!("key-{key}"));
+            let mut v = [b'v'; VALUE_LEN];
+            v[..8].copy_from_slice(&now_ns().to_le_bytes());
+            self.values[p].push(v);
+        }
+        for p in 0..PARTITIONS as usize {
+            if self.keys[p].is_empty() {
+                continue;
+            }
+            let records: Vec<Record<'_>> = self.keys[p]
+                .iter()
+                .zip(&self.values[p])
+                .map(|(k, v)| Record { key: Some(k.as_bytes()), ..Record::value(v) })
+                .collect();
+            input.append(p as u32, &records).expect("append");
+            self.keys[p].clear();
+            self.values[p].clear();
+        }
+    }
+}
+
 /// Appends `rate` messages per second, stamped, until `stop`; returns how many.
 fn produce(log: &Log, rate: f64, stop: &AtomicBool) -> u64 {
-    let input = log
-        .create_stream("bench-in", StreamConfig { durability: Durability::Os, ..StreamConfig::new(PARTITIONS) })
-        .expect("create input");
+    let input = create_input(log);
     let started = Instant::now();
     let mut sent = 0u64;
-    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-    let mut keys: Vec<String> = Vec::new();
-    let mut values: Vec<[u8; VALUE_LEN]> = Vec::new();
+    let mut keyed = Keyed::new();
     while !stop.load(Ordering::Relaxed) {
-        // Every millisecond, the messages due by now, one append per partition
-        // (as a client that batches for 1 ms).
+        // Every millisecond, the messages due by now (as a client that
+        // batches for 1 ms).
         let due = (started.elapsed().as_secs_f64() * rate) as u64;
         if due > sent {
-            let n = (due - sent) as usize;
-            for p in 0..PARTITIONS as usize {
-                keys.clear();
-                values.clear();
-                for _ in (p..n).step_by(PARTITIONS as usize) {
-                    rng ^= rng << 13;
-                    rng ^= rng >> 7;
-                    rng ^= rng << 17;
-                    keys.push(format!("key-{}", rng % KEYS));
-                    let mut v = [b'v'; VALUE_LEN];
-                    v[..8].copy_from_slice(&now_ns().to_le_bytes());
-                    values.push(v);
-                }
-                if keys.is_empty() {
-                    continue;
-                }
-                let records: Vec<Record<'_>> = keys
-                    .iter()
-                    .zip(&values)
-                    .map(|(k, v)| Record { key: Some(k.as_bytes()), ..Record::value(v) })
-                    .collect();
-                input.append(((sent as usize + p) % PARTITIONS as usize) as u32, &records).expect("append");
-            }
-            sent += n as u64;
+            keyed.append(&input, due - sent);
+            sent = due;
         }
         std::thread::sleep(Duration::from_millis(1));
     }
