@@ -169,7 +169,7 @@ impl<E: Engine> CachedStore<E> {
     /// As a write: the engine or the changelog refused the batch.
     pub fn write_some(&mut self, max: usize) -> Result<bool, StoreError> {
         self.check_failed()?;
-        if self.dirty.is_empty() {
+        if self.dirty.is_empty() || max == 0 {
             return Ok(false);
         }
         self.write_oldest_dirty(max.min(self.dirty.len()))?;
@@ -215,6 +215,7 @@ impl<E: Engine> CachedStore<E> {
         }
         let mut applied = self.engine.applied();
         let mut visited = 0;
+        let mut handed_over = false;
         loop {
             let i = self.hand;
             self.hand = (self.hand + 1) % self.slots.len();
@@ -231,6 +232,14 @@ impl<E: Engine> CachedStore<E> {
                 continue;
             }
             if slot.ticket > applied {
+                if !handed_over {
+                    // Written out but maybe still gathered by the engine
+                    // (RocksDB stages writes until a flush): start applying
+                    // them, so the sweep finds them evictable soon.
+                    handed_over = true;
+                    self.engine.flush().map_err(|e| self.err(e))?;
+                    applied = self.engine.applied();
+                }
                 continue;
             }
             if slot.dirty {

@@ -52,8 +52,9 @@ pub trait Engine {
     fn get(&mut self, key: &[u8], out: &mut Vec<u8>) -> Result<bool, KvError>;
     /// Applies puts and deletes in order (after any deferred batches).
     fn write_batch(&mut self, batch: &WriteBatch<'_>) -> Result<(), KvError>;
-    /// Starts applying a batch and returns its ticket, without waiting for
-    /// the engine to apply it (RocksDB applies it on a thread of its own).
+    /// Hands a batch to the engine and returns its ticket, without waiting
+    /// for the engine to apply it (RocksDB gathers such batches until the
+    /// next [`Engine::flush`], then applies them on a thread of its own).
     ///
     /// Until [`Engine::applied`] reaches the ticket, [`Engine::get`] may not
     /// see the batch: the caller must serve reads of its keys itself (the
@@ -78,7 +79,8 @@ pub trait Engine {
         limit: usize,
         out: &mut Vec<(Bytes, Bytes)>,
     ) -> Result<(), KvError>;
-    /// Makes written data durable where the engine can (no-op in memory).
+    /// Makes written data durable where the engine can (no-op in memory),
+    /// and starts applying the deferred batches it gathered.
     fn flush(&mut self) -> Result<(), KvError>;
     /// Number of entries (exact or estimated).
     fn len_hint(&self) -> u64;

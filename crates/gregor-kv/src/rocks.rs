@@ -14,6 +14,11 @@
 mod bulk;
 mod writer;
 
+/// Bytes of keys and values staged before they are handed to the writer
+/// thread whatever their count: bounds the memory they hold (and keeps a
+/// batch's 32-bit offsets far from overflowing).
+const STAGE_BYTES: usize = 64 << 20;
+
 use crate::engine::{Engine, KvError, WriteBatch};
 use bytes::Bytes;
 use rocksdb::{
@@ -124,7 +129,8 @@ pub struct RocksDbEngine {
     /// During a bulk load: the last ticket whose writes were all ingested.
     bulk_applied: u64,
     /// Staged entries from which they are handed to the writer thread
-    /// without waiting for a flush (bounds the memory they hold).
+    /// without waiting for a flush (with [`STAGE_BYTES`], bounds the memory
+    /// they hold).
     stage_max: usize,
     /// The options SST files for ingestion are written with, and the batch
     /// size from which they are used (`None` for a TTL store: ingested
@@ -254,7 +260,7 @@ impl RocksDbEngine {
 
     /// Hands the staged writes to the writer thread.
     fn submit_staged(&mut self) -> Result<(), KvError> {
-        if self.staged.len() == 0 {
+        if self.staged.is_empty() {
             return Ok(());
         }
         let batch = std::mem::take(&mut self.staged);
@@ -355,7 +361,7 @@ impl Engine for RocksDbEngine {
         self.staged.extend(batch);
         self.written += batch.len() as u64;
         let ticket = self.submitted + 1;
-        if self.staged.len() >= self.stage_max {
+        if self.staged.len() >= self.stage_max || self.staged.bytes() >= STAGE_BYTES {
             self.submit_staged()?;
         }
         Ok(ticket)
@@ -411,8 +417,14 @@ impl Engine for RocksDbEngine {
 
     fn flush(&mut self) -> Result<(), KvError> {
         // Durability comes from the changelog and from snapshots (which flush
-        // memtables themselves): only the staged writes are started here.
-        self.submit_staged()
+        // memtables themselves): only the staged writes are started here, and
+        // an earlier batch's failure reported (a commit must not succeed
+        // over it).
+        self.submit_staged()?;
+        match &self.writer {
+            Some(w) => w.failure().map_err(|e| self.writer_failed(e)),
+            None => Ok(()),
+        }
     }
 
     fn len_hint(&self) -> u64 {

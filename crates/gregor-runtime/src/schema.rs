@@ -346,7 +346,7 @@ pub const KEYS: &[Key] = &[
         "stores.*.rocksdb.ingest.min.entries",
         Kind::Positive,
         "20000",
-        "RocksDB stores without a TTL: a write-out of the cache with at least this many entries is written as an SST file and ingested instead of inserted into the memtable (cheaper for large batches).",
+        "RocksDB stores: the cache's writes, gathered until the next commit (or until 4 x this many entries or 64 MB), are written as an SST file and ingested when they are at least this many entries (duplicates included), instead of inserted into the memtable (cheaper for large batches; never in stores with a TTL). A very small value makes many small files.",
     ),
     key(
         "stores.*.rocksdb.ttl.ms",

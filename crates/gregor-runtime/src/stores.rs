@@ -212,8 +212,9 @@ pub(crate) fn read_end(job: &JobConfig, plan: &RestorePlan, next: u64) -> u64 {
 
 /// Replays the changelog range of `plan` into the engine in large batches
 /// written straight to it (no changelog layer yet; message buffers are
-/// borrowed, not copied), applied by the engine while the next batch is
-/// read, and all applied before it returns. Shows progress on a terminal
+/// borrowed, not copied), applied by the engine (RocksDB: several
+/// batches at a time, while the next ones are read), and all applied before
+/// it returns. Shows progress on a terminal
 /// and, given `metrics`, in the store's `restore-*` gauges.
 /// Returns (records, bytes).
 #[allow(clippy::too_many_arguments)]

@@ -126,6 +126,7 @@ impl BulkLoad {
 /// file (bloom filter false positives, keys evicted from the cache) wait for
 /// the disk on the task's thread: measured as the latency bench's p99.
 /// Best effort and asynchronous (readahead).
+#[cfg(target_os = "linux")]
 fn reload_page_cache(path: &Path) {
     use std::os::fd::AsRawFd;
     if let Ok(file) = std::fs::File::open(path) {
@@ -133,3 +134,6 @@ fn reload_page_cache(path: &Path) {
         unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_WILLNEED) };
     }
 }
+
+#[cfg(not(target_os = "linux"))]
+fn reload_page_cache(_: &Path) {}

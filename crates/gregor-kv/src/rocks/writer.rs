@@ -6,8 +6,9 @@
 //! RocksDB's skip list) and writes it. A batch of at least
 //! `ingest_min_entries` (a commit's or an eviction's write-out of a large cache) is
 //! instead written as an SST file and ingested, as restores are: no skip
-//! list inserts and no memtable flush for it (stores with a TTL excepted,
-//! whose values RocksDB must stamp). This module must never reorder
+//! list inserts (RocksDB flushes the memtable first when it holds keys in
+//! the file's range; stores with a TTL never ingest, their values must be
+//! stamped by RocksDB). This module must never reorder
 //! batches, nor writes of one key within a batch, and must never lose a
 //! failure: after a failed write it applies nothing more and reports the
 //! failure to every later caller.
@@ -73,6 +74,16 @@ impl OwnedBatch {
         self.entries.len()
     }
 
+    /// Whether the batch holds no entries.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Bytes of keys and values held.
+    pub fn bytes(&self) -> usize {
+        self.bytes.len()
+    }
+
     /// Ingests the batch as one SST file through `load`.
     fn ingest(&self, db: &DB, load: &mut BulkLoad) -> Result<(), String> {
         for &(k, kl, v, vl) in &self.entries {
@@ -121,16 +132,20 @@ impl Writer {
     ) -> std::io::Result<Writer> {
         let shared = Arc::new(Shared::default());
         let (queue, batches) = sync_channel(QUEUE);
-        let mut ingest = ingest.map(|(o, min)| {
-            let mut load = BulkLoad::new(o, dir, "write");
-            load.run_bytes = usize::MAX; // one file per batch
-            (load, min)
-        });
+        // Runs of up to 64 MB: one file per batch (staged batches are
+        // handed over before they reach that size).
+        let mut ingest = ingest.map(|(o, min)| (BulkLoad::new(o, dir, "write"), min));
         let thread = std::thread::Builder::new().name(format!("rocksdb-write {name}")).spawn({
             let shared = shared.clone();
             move || {
                 lower_priority();
-                apply(&db, wal, &batches, &shared, ingest.as_mut())
+                // A panic must not leave waiters waiting: it becomes the
+                // failure every later caller sees.
+                let run = std::panic::AssertUnwindSafe(|| apply(&db, wal, &batches, &shared, ingest.as_mut()));
+                if std::panic::catch_unwind(run).is_err() {
+                    lock(&shared.progress).failed = Some("the RocksDB writer thread panicked".into());
+                    shared.changed.notify_all();
+                }
             }
         })?;
         Ok(Writer { queue: Some(queue), shared, thread: Some(thread) })
@@ -191,14 +206,18 @@ impl Drop for Writer {
 /// latency bench's p99). The cache keeps unapplied entries readable, so a
 /// slower writer only holds their memory a little longer. Best effort: a
 /// refused change leaves the thread as it was.
+#[cfg(target_os = "linux")]
 fn lower_priority() {
     // SAFETY: setpriority has no memory effects; on Linux, PRIO_PROCESS with
-    // who = 0 names the calling thread.
+    // who = 0 names the calling thread (elsewhere it would be the process).
     let refused = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) } != 0;
     if refused {
         tracing::debug!("could not lower the RocksDB writer thread's priority");
     }
 }
+
+#[cfg(not(target_os = "linux"))]
+fn lower_priority() {}
 
 fn lock(m: &Mutex<Progress>) -> std::sync::MutexGuard<'_, Progress> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)

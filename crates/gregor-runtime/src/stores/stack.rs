@@ -28,8 +28,8 @@ impl StoreStack {
     }
 
     /// Writes out up to `max` dirty cache entries (RocksDB stores; an
-    /// in-memory store sends its changes at commits only); `true` if it
-    /// wrote any.
+    /// in-memory store sends its changes at commits and every
+    /// `write.batch.size` changes only); `true` if it wrote any.
     pub fn write_some(&mut self, max: usize) -> Result<bool, StoreError> {
         match self {
             StoreStack::Cached(s) => s.write_some(max),
