@@ -98,6 +98,11 @@ pub struct CachedStore<E> {
     hand: usize,
     dirty: Vec<u32>,
     batch_size: usize,
+    /// Every key the store holds is in the cache: the engine was empty when
+    /// the store opened and no entry was evicted since, so a key the cache
+    /// lacks is absent and a read need not ask the engine (a RocksDB `Get`
+    /// for a new key probes a bloom filter per file, a cache miss each).
+    complete: bool,
     /// Set when writing dirty entries through failed: the engine and the
     /// changelog may disagree, so every later call fails until the task restarts
     /// (and restores from its checkpoint).
@@ -119,8 +124,17 @@ impl<E: Engine> CachedStore<E> {
             hand: 0,
             dirty: Vec::new(),
             batch_size: limits.dirty.max(1),
+            complete: false,
             failed: None,
         }
+    }
+
+    /// Declares the engine empty (a store created or rebuilt from nothing):
+    /// until the cache first evicts an entry, reads of keys it lacks answer
+    /// "absent" without asking the engine.
+    pub fn assume_empty_engine(mut self) -> Self {
+        self.complete = self.capacity > 0;
+        self
     }
 
     /// The engine underneath.
@@ -213,6 +227,8 @@ impl<E: Engine> CachedStore<E> {
             self.bytes += SLOT_OVERHEAD;
             return Ok(self.slots.len() - 1);
         }
+        // From here on a slot is reused: its key leaves the cache.
+        self.complete = false;
         let mut applied = self.engine.applied();
         let mut visited = 0;
         let mut handed_over = false;
@@ -330,7 +346,12 @@ impl<E: Engine> RawStore for CachedStore<E> {
             out.extend_from_slice(slot.value());
             return Ok(slot.present);
         }
-        let found = self.engine.get(key, out).map_err(|e| self.err(e))?;
+        let found = if self.complete {
+            out.clear();
+            false
+        } else {
+            self.engine.get(key, out).map_err(|e| self.err(e))?
+        };
         if self.capacity > 0 {
             let i = self.free_slot()?;
             self.fill(i, key, found.then_some(&out[..]), false);

@@ -93,7 +93,8 @@ pub(crate) fn open_store(
     let Some(changelog) = &spec.changelog else {
         // No changelog: the engine's own files are the whole state.
         let engine = open_engine(spec, local.as_ref(), tasks, false).map_err(|e| engine_err("open", e))?;
-        let mut store = engine.into_store(spec, tasks, None);
+        // Its files may hold anything: never assumed empty.
+        let mut store = engine.into_store(spec, tasks, None, false);
         let group = gregor_api::Group::store(&task.name, &spec.name);
         for name in ["restore-target-records", "restore-done-records", "restore-done-bytes", "restore-ms"] {
             metrics.gauge(&group, name).set(0); // nothing to restore
@@ -185,7 +186,10 @@ pub(crate) fn open_store(
     }
     let target = producers.borrow_mut().target(&ssp)?;
     let writer = ChangelogWriter { producers: producers.clone(), target };
-    let mut store = engine.into_store(spec, tasks, Some(Box::new(writer)));
+    // Nothing restored into a new database (`reset_current(None)` above):
+    // the engine is empty.
+    let empty = plan.snapshot.is_none() && records == 0;
+    let mut store = engine.into_store(spec, tasks, Some(Box::new(writer)), empty);
     let entries = metrics.gauge(&group, "entries");
     entries.set(store.entries() as i64);
     Ok(TaskStore {

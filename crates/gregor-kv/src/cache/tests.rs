@@ -106,11 +106,15 @@ fn op() -> impl Strategy<Value = Op> {
 
 proptest! {
     #[test]
-    fn behaves_like_a_map_and_the_changelog_replays_to_the_same_state(ops in proptest::collection::vec(op(), 1..200), cache in 0usize..8, bytes in 0usize..2000, batch in 1usize..6) {
+    fn behaves_like_a_map_and_the_changelog_replays_to_the_same_state(ops in proptest::collection::vec(op(), 1..200), cache in 0usize..8, bytes in 0usize..2000, batch in 1usize..6, empty in any::<bool>()) {
         let log = Recorder::default();
         let engine = LoggedEngine::new(Deferring::new(), Box::new(log.clone()));
         // Entry and byte limits both bound the cache, whichever is hit first.
         let mut store = CachedStore::new("s", engine, CacheLimits { entries: cache, bytes, dirty: batch });
+        if empty {
+            // True here: the engine starts empty.
+            store = store.assume_empty_engine();
+        }
         let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
         for op in &ops {
             match op {
@@ -221,4 +225,56 @@ fn a_waiting_container_writes_out_the_oldest_dirty_entries_first() {
     assert_eq!(log.0.borrow().last().unwrap(), &(b"a".to_vec(), Some(b"2".to_vec())));
     assert!(!store.write_some(10).unwrap(), "nothing left to write");
     assert_eq!(log.0.borrow().len(), 4);
+}
+
+/// Counts the reads that reach the engine.
+struct CountingReads {
+    engine: MemoryEngine,
+    reads: Rc<RefCell<u32>>,
+}
+
+impl Engine for CountingReads {
+    fn get(&mut self, key: &[u8], out: &mut Vec<u8>) -> Result<bool, KvError> {
+        *self.reads.borrow_mut() += 1;
+        self.engine.get(key, out)
+    }
+    fn write_batch(&mut self, batch: &crate::WriteBatch<'_>) -> Result<(), KvError> {
+        self.engine.write_batch(batch)
+    }
+    fn scan(
+        &mut self,
+        from: Bound<&[u8]>,
+        to: Option<&[u8]>,
+        limit: usize,
+        out: &mut Vec<(Bytes, Bytes)>,
+    ) -> Result<(), KvError> {
+        self.engine.scan(from, to, limit, out)
+    }
+    fn flush(&mut self) -> Result<(), KvError> {
+        Ok(())
+    }
+    fn len_hint(&self) -> u64 {
+        self.engine.len_hint()
+    }
+}
+
+#[test]
+fn a_store_over_an_empty_engine_reads_it_only_once_the_cache_evicted() {
+    let reads = Rc::new(RefCell::new(0));
+    let engine = CountingReads { engine: MemoryEngine::new(), reads: reads.clone() };
+    let limits = CacheLimits { entries: 4, bytes: usize::MAX, dirty: usize::MAX };
+    let mut store = CachedStore::new("s", engine, limits).assume_empty_engine();
+    let mut out = Vec::new();
+    for k in 0..4u8 {
+        assert!(!store.get(&[k], &mut out).unwrap());
+        store.put(&[k], &[k]).unwrap();
+    }
+    assert_eq!(*reads.borrow(), 0, "every key is cached: new keys are absent without a read");
+    for k in 4..8u8 {
+        store.put(&[k], &[k]).unwrap(); // evicts
+    }
+    for k in 0..8u8 {
+        assert!(store.get(&[k], &mut out).unwrap() && out == [k], "key {k}");
+    }
+    assert!(*reads.borrow() > 0, "evicted keys are read back from the engine");
 }

@@ -101,8 +101,16 @@ impl Opened {
         }
     }
 
-    /// The task's store over this engine, its changes sent to `changelog`.
-    pub fn into_store(self, spec: &StoreSpec, tasks: usize, changelog: Option<Box<dyn ChangelogSink>>) -> StoreStack {
+    /// The task's store over this engine, its changes sent to `changelog`;
+    /// `empty`: the engine holds nothing (no snapshot, nothing replayed), so
+    /// the cache can answer reads of keys it lacks until it first evicts.
+    pub fn into_store(
+        self,
+        spec: &StoreSpec,
+        tasks: usize,
+        changelog: Option<Box<dyn ChangelogSink>>,
+        empty: bool,
+    ) -> StoreStack {
         match self {
             Opened::Memory(e) => {
                 // A disabled cache means every change reaches the changelog at once.
@@ -114,7 +122,8 @@ impl Opened {
                     Some(sink) => Box::new(LoggedEngine::new(e, sink)),
                     None => Box::new(e),
                 };
-                StoreStack::Cached(CachedStore::new(&spec.name, engine, cache_limits(spec, tasks)))
+                let cache = CachedStore::new(&spec.name, engine, cache_limits(spec, tasks));
+                StoreStack::Cached(if empty { cache.assume_empty_engine() } else { cache })
             }
         }
     }
