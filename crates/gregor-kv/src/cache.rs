@@ -64,8 +64,8 @@ impl Slot {
 const SLOT_OVERHEAD: usize = std::mem::size_of::<Slot>() + 16;
 
 /// Dirty entries are written out once they hold this share (1/4) of the
-/// byte budget: the cache then never fills up with entries it cannot evict,
-/// and one write-out stays a bounded batch (a few MB per task by default)
+/// byte budget: at most a quarter of the cache waits for a write-out, and
+/// one write-out stays a bounded batch (a few MB per task by default)
 /// instead of the whole cache at once.
 const DIRTY_SHARE: usize = 4;
 
