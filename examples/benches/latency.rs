@@ -21,6 +21,7 @@
 
 mod plot;
 
+use gregor_examples::Rng;
 use gregor_examples::bench::{PARTITIONS, VALUE_LEN};
 use gregor_log::txn::CommittedFilter;
 use gregor_log::{Durability, Log, PartitionReader, Record, StreamConfig};
@@ -103,7 +104,7 @@ fn create_input(log: &Log) -> Arc<gregor_log::Stream> {
 /// (125,000 of them), as a real job would; each value starts with its
 /// append time (ns).
 struct Keyed {
-    rng: u64,
+    rng: Rng,
     keys: Vec<Vec<String>>,
     values: Vec<Vec<[u8; VALUE_LEN]>>,
 }
@@ -111,7 +112,7 @@ struct Keyed {
 impl Keyed {
     fn new() -> Self {
         Keyed {
-            rng: 0x9e37_79b9_7f4a_7c15,
+            rng: Rng(0x9e37_79b9_7f4a_7c15),
             keys: vec![Vec::new(); PARTITIONS as usize],
             values: vec![Vec::new(); PARTITIONS as usize],
         }
@@ -120,10 +121,7 @@ impl Keyed {
     /// Appends `n` messages, one append per partition.
     fn append(&mut self, input: &gregor_log::Stream, n: u64) {
         for _ in 0..n {
-            self.rng ^= self.rng << 13;
-            self.rng ^= self.rng >> 7;
-            self.rng ^= self.rng << 17;
-            let key = self.rng % KEYS;
+            let key = self.rng.below(KEYS);
             let p = (key % u64::from(PARTITIONS)) as usize;
             self.keys[p].push(format!("key-{key}"));
             let mut v = [b'v'; VALUE_LEN];

@@ -139,15 +139,7 @@ fn compare(
 // ---- word count ----
 
 fn wordcount_api() -> App<streams::GraphTask> {
-    streams::app("streams-wordcount", |app: &mut StreamApp| {
-        let counts = app.output::<String, i64>("word-counts");
-        app.input::<(), String>("lines")
-            .flat_map(|_, line: String| ascii_words(&line).map(|w| (w, ())).collect::<Vec<_>>())
-            .partition_by("by-word")
-            .count("counts")
-            .to(&counts);
-        Ok(())
-    })
+    streams::app("streams-wordcount", gregor_examples::describe_streams_wordcount)
 }
 
 /// Stage 1 splits lines into `words` (keyed by word); stage 2 counts them.

@@ -35,6 +35,22 @@ pub fn ascii_words(line: &str) -> impl Iterator<Item = String> + '_ {
     line.split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_ascii_lowercase)
 }
 
+/// The Streams API word count of the `streams-wordcount` example: lines from
+/// the stream id `lines`, `word -> new count` to `word-counts` (shared with
+/// the `streams` benchmark, so that it measures the shipped job).
+///
+/// # Errors
+/// None today; the signature is the one `gregor::streams::app` takes.
+pub fn describe_streams_wordcount(app: &mut gregor::streams::StreamApp) -> Result<(), gregor::TaskError> {
+    let counts = app.output::<String, i64>("word-counts");
+    app.input::<(), String>("lines")
+        .flat_map(|_, line: String| ascii_words(&line).map(|w| (w, ())).collect::<Vec<_>>())
+        .partition_by("by-word")
+        .count("counts")
+        .to(&counts);
+    Ok(())
+}
+
 /// The last value per key of a stream in the log at `data_dir` (what a
 /// changelog-like output means), reading every partition to its end.
 ///

@@ -26,6 +26,7 @@ use bytes::Bytes;
 use gregor_api::{RawStore, StoreError};
 use hashbrown::HashTable;
 use smallvec::SmallVec;
+use std::collections::VecDeque;
 use std::hash::BuildHasher;
 use std::ops::Bound;
 
@@ -96,7 +97,8 @@ pub struct CachedStore<E> {
     index: HashTable<u32>,
     hasher: hashbrown::DefaultHashBuilder,
     hand: usize,
-    dirty: Vec<u32>,
+    /// Slots of dirty entries, oldest first (idle write-outs take from the front).
+    dirty: VecDeque<u32>,
     batch_size: usize,
     /// Every key the store holds is in the cache: the engine was empty when
     /// the store opened and no entry was evicted since, so a key the cache
@@ -122,7 +124,7 @@ impl<E: Engine> CachedStore<E> {
             index: HashTable::new(),
             hasher: hashbrown::DefaultHashBuilder::default(),
             hand: 0,
-            dirty: Vec::new(),
+            dirty: VecDeque::new(),
             batch_size: limits.dirty.max(1),
             complete: false,
             failed: None,
@@ -195,8 +197,9 @@ impl<E: Engine> CachedStore<E> {
             return Ok(());
         }
         let slots = &self.slots;
-        let batch: Vec<(&[u8], Option<&[u8]>)> = self.dirty[..n]
-            .iter()
+        let batch: Vec<(&[u8], Option<&[u8]>)> = self
+            .dirty
+            .range(..n)
             .map(|&i| &slots[i as usize])
             .filter(|s| s.dirty)
             .map(|s| (s.key(), s.present.then(|| s.value())))
@@ -210,7 +213,7 @@ impl<E: Engine> CachedStore<E> {
                 return Err(self.err(e));
             }
         };
-        for &i in &self.dirty[..n] {
+        for &i in self.dirty.range(..n) {
             let slot = &mut self.slots[i as usize];
             slot.dirty = false;
             slot.ticket = ticket;
@@ -320,13 +323,13 @@ impl<E: Engine> CachedStore<E> {
                 slot.referenced = true;
                 if !slot.dirty {
                     slot.dirty = true;
-                    self.dirty.push(i as u32);
+                    self.dirty.push_back(i as u32);
                 }
             }
             None => {
                 let i = self.free_slot()?;
                 self.fill(i, key, value, true);
-                self.dirty.push(i as u32);
+                self.dirty.push_back(i as u32);
             }
         }
         if self.dirty.len() >= self.batch_size || self.dirty_over_budget() {

@@ -7,20 +7,9 @@
 //! ASCII letters and digits, lower-cased. Counts stay exact after any crash
 //! with no de-duplication code here: see docs/streams-api.md.
 
-use gregor::TaskError;
-use gregor::streams::{self, StreamApp};
-use gregor_examples::ascii_words;
+use gregor::streams;
+use gregor_examples::describe_streams_wordcount as describe;
 use std::process::ExitCode;
-
-fn describe(app: &mut StreamApp) -> Result<(), TaskError> {
-    let counts = app.output::<String, i64>("word-counts");
-    app.input::<(), String>("lines")
-        .flat_map(|_, line: String| ascii_words(&line).map(|w| (w, ())).collect::<Vec<_>>())
-        .partition_by("by-word")
-        .count("counts")
-        .to(&counts);
-    Ok(())
-}
 
 fn main() -> ExitCode {
     streams::app("streams-wordcount", describe).main()
@@ -32,6 +21,7 @@ mod tests {
     use gregor::Config;
     use gregor::streams::GraphTask;
     use gregor::testing::{CommitPoint, TestJob};
+    use gregor_examples::ascii_words;
     use std::collections::BTreeMap;
     use std::time::Duration;
 
