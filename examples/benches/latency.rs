@@ -17,7 +17,9 @@
 //! load (10%, 50% and 90% of it) runs for `--seconds` (default 10) after a
 //! 2-second warm-up. Prints p50, p99, p99.9 and the maximum.
 //! `GREGOR_BENCH_EXTRA="key=value;key=value"` adds config to the job;
-//! `GREGOR_BENCH_JOB_LOG=FILE` keeps its log.
+//! `GREGOR_BENCH_JOB_LOG=FILE` keeps its log; `GREGOR_BENCH_TIMELINE=MS`
+//! prints each 100 ms (by append time) whose slowest result took more than
+//! MS, to see when a tail happens.
 
 mod plot;
 
@@ -181,6 +183,10 @@ fn consume(log: &Log, measure_from: u64, expected: &dyn Fn() -> Option<u64>) -> 
     let mut held: Vec<CommittedFilter<u64>> = readers.iter().map(|_| CommittedFilter::new()).collect();
     let mut hist = Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3).expect("histogram");
     let mut received = 0u64;
+    // GREGOR_BENCH_TIMELINE=MS prints each 100 ms (by append time) whose
+    // slowest result took more than MS.
+    let over: Option<u64> = std::env::var("GREGOR_BENCH_TIMELINE").ok().and_then(|ms| ms.parse().ok());
+    let mut timeline: Option<Vec<u64>> = over.map(|_| Vec::new());
     let mut last_progress = Instant::now();
     loop {
         let mut got = 0;
@@ -193,7 +199,15 @@ fn consume(log: &Log, measure_from: u64, expected: &dyn Fn() -> Option<u64>) -> 
             }
             while let Some(stamp) = held.pop() {
                 if stamp >= measure_from {
-                    hist.record(now_ns().saturating_sub(stamp).max(1_000)).expect("record");
+                    let latency = now_ns().saturating_sub(stamp).max(1_000);
+                    hist.record(latency).expect("record");
+                    if let Some(t) = timeline.as_mut() {
+                        let w = ((stamp - measure_from) / 100_000_000) as usize;
+                        if t.len() <= w {
+                            t.resize(w + 1, 0);
+                        }
+                        t[w] = t[w].max(latency);
+                    }
                 }
                 got += 1;
             }
@@ -202,6 +216,11 @@ fn consume(log: &Log, measure_from: u64, expected: &dyn Fn() -> Option<u64>) -> 
         if got > 0 {
             last_progress = Instant::now();
         } else if expected().is_some_and(|e| received >= e) || last_progress.elapsed() > Duration::from_secs(10) {
+            if let Some(t) = timeline {
+                for (w, max) in t.iter().enumerate().filter(|(_, m)| **m > over.unwrap_or(0) * 1_000_000) {
+                    eprintln!("timeline: {:.1} s: max {:.1} ms", w as f64 / 10.0, *max as f64 / 1e6);
+                }
+            }
             return (hist, received);
         } else {
             let refs: Vec<&PartitionReader> = readers.iter().collect();

@@ -96,6 +96,62 @@ pub trait Engine {
             message: "this engine keeps no local files".into(),
         })
     }
+    /// Starts what [`Engine::snapshot`] does, of the state after every
+    /// write made so far, and returns without waiting for it: later writes
+    /// are not in the copy. The default takes it before returning.
+    ///
+    /// # Errors
+    /// As [`Engine::snapshot`], for what fails before the work is handed
+    /// over; later failures arrive through the [`PendingSnapshot`].
+    fn start_snapshot(&mut self, dir: &std::path::Path) -> Result<PendingSnapshot, KvError> {
+        self.snapshot(dir).map(|()| PendingSnapshot::taken())
+    }
+}
+
+/// A snapshot an engine is taking in the background.
+pub struct PendingSnapshot {
+    location: String,
+    /// `None`: taken already.
+    outcome: Option<std::sync::mpsc::Receiver<Result<(), String>>>,
+}
+
+impl PendingSnapshot {
+    /// A snapshot taken before it was handed over.
+    pub fn taken() -> Self {
+        PendingSnapshot { location: String::new(), outcome: None }
+    }
+
+    /// A snapshot whose outcome arrives on `outcome` (engine directory `location`).
+    pub(crate) fn pending(location: String, outcome: std::sync::mpsc::Receiver<Result<(), String>>) -> Self {
+        PendingSnapshot { location, outcome: Some(outcome) }
+    }
+
+    /// `None` while it is being taken; then whether it was.
+    pub fn outcome(&mut self) -> Option<Result<(), KvError>> {
+        use std::sync::mpsc::TryRecvError;
+        let Some(rx) = &self.outcome else { return Some(Ok(())) };
+        match rx.try_recv() {
+            Ok(r) => Some(r.map_err(|m| self.failed(m))),
+            Err(TryRecvError::Empty) => None,
+            Err(TryRecvError::Disconnected) => Some(Err(self.failed("the engine stopped before taking it".into()))),
+        }
+    }
+
+    /// Waits until it is taken.
+    ///
+    /// # Errors
+    /// The engine failed to take it.
+    pub fn wait(self) -> Result<(), KvError> {
+        let Some(rx) = &self.outcome else { return Ok(()) };
+        match rx.recv() {
+            Ok(r) => r.map_err(|m| self.failed(m)),
+            Err(_) => Err(self.failed("the engine stopped before taking it".into())),
+        }
+    }
+
+    fn failed(&self, message: String) -> KvError {
+        KvError::Engine { location: self.location.clone(), operation: "snapshot".into(), message }
+    }
 }
 
 impl<E: Engine + ?Sized> Engine for Box<E> {
@@ -131,5 +187,8 @@ impl<E: Engine + ?Sized> Engine for Box<E> {
     }
     fn snapshot(&mut self, dir: &std::path::Path) -> Result<(), KvError> {
         (**self).snapshot(dir)
+    }
+    fn start_snapshot(&mut self, dir: &std::path::Path) -> Result<PendingSnapshot, KvError> {
+        (**self).start_snapshot(dir)
     }
 }

@@ -27,7 +27,7 @@ mod memory;
 mod rocks;
 
 pub use cache::{CacheLimits, CachedStore};
-pub use engine::{Engine, KvError, WriteBatch};
+pub use engine::{Engine, KvError, PendingSnapshot, WriteBatch};
 pub use logged::{ChangelogSink, LoggedEngine};
 pub use memory::{MemoryEngine, MemoryStore};
 pub use rocks::{RocksDbEngine, RocksOptions, compaction_style, compression};

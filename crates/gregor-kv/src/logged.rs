@@ -83,4 +83,8 @@ impl<E: Engine> Engine for LoggedEngine<E> {
     fn snapshot(&mut self, dir: &std::path::Path) -> Result<(), KvError> {
         self.engine.snapshot(dir)
     }
+
+    fn start_snapshot(&mut self, dir: &std::path::Path) -> Result<crate::PendingSnapshot, KvError> {
+        self.engine.start_snapshot(dir)
+    }
 }

@@ -85,6 +85,15 @@ impl LocalState {
                 std::fs::write(&marker_path, marker).map_err(|e| io("writing", &marker_path, e))?;
             }
         }
+        // Snapshots an earlier run left unfinished (it held the lock, so
+        // none is still being taken).
+        if let Ok(entries) = std::fs::read_dir(dir.join("snapshots")) {
+            for e in entries.flatten() {
+                if e.file_name().to_str().is_none_or(|n| n.parse::<u64>().is_err()) {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
         Ok(LocalState { dir, _lock: lock })
     }
 
@@ -109,19 +118,16 @@ impl LocalState {
         Ok(out)
     }
 
-    /// Offsets of the complete snapshots present (unfinished ones are removed).
+    /// Offsets of the complete snapshots present (one being taken, or left
+    /// unfinished until the next open, is not listed).
     pub fn snapshots(&self) -> Result<Vec<u64>, RuntimeError> {
         let root = self.dir.join("snapshots");
         let mut out = Vec::new();
         let Ok(entries) = std::fs::read_dir(&root) else { return Ok(out) };
         for e in entries {
             let e = e.map_err(|e| io("listing", &root, e))?;
-            let name = e.file_name();
-            match name.to_str().and_then(|n| n.parse::<u64>().ok()) {
-                Some(o) => out.push(o),
-                None => {
-                    let _ = std::fs::remove_dir_all(e.path()); // an interrupted snapshot
-                }
+            if let Some(o) = e.file_name().to_str().and_then(|n| n.parse::<u64>().ok()) {
+                out.push(o);
             }
         }
         out.sort_unstable();
@@ -156,18 +162,40 @@ impl LocalState {
         offset: u64,
         take: impl FnOnce(&Path) -> Result<(), RuntimeError>,
     ) -> Result<(), RuntimeError> {
-        let done = self.snapshot_dir(offset);
-        if done.exists() {
-            return Ok(());
+        let Some(tmp) = self.begin_snapshot(offset)? else { return Ok(()) };
+        take(&tmp)?;
+        self.finish_snapshot(offset)
+    }
+
+    /// The directory a snapshot tagged `offset` is to be taken into (under
+    /// a temporary name, made free), or `None` if that snapshot exists.
+    /// [`Self::finish_snapshot`] publishes it once complete.
+    pub fn begin_snapshot(&self, offset: u64) -> Result<Option<PathBuf>, RuntimeError> {
+        if self.snapshot_dir(offset).exists() {
+            return Ok(None);
         }
         let root = self.dir.join("snapshots");
         std::fs::create_dir_all(&root).map_err(|e| io("creating", &root, e))?;
-        let tmp = root.join(format!(".taking-{offset}"));
+        let tmp = self.taking_dir(offset);
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp).map_err(|e| io("removing", &tmp, e))?;
         }
-        take(&tmp)?;
-        std::fs::rename(&tmp, &done).map_err(|e| io("renaming", &done, e))
+        Ok(Some(tmp))
+    }
+
+    /// Publishes the complete snapshot [`Self::begin_snapshot`] started.
+    pub fn finish_snapshot(&self, offset: u64) -> Result<(), RuntimeError> {
+        let done = self.snapshot_dir(offset);
+        std::fs::rename(self.taking_dir(offset), &done).map_err(|e| io("renaming", &done, e))
+    }
+
+    /// Removes a snapshot [`Self::begin_snapshot`] started that failed.
+    pub fn abandon_snapshot(&self, offset: u64) {
+        let _ = std::fs::remove_dir_all(self.taking_dir(offset));
+    }
+
+    fn taking_dir(&self, offset: u64) -> PathBuf {
+        self.dir.join("snapshots").join(format!(".taking-{offset}"))
     }
 
     /// Deletes every snapshot but `keep`.
@@ -327,6 +355,14 @@ mod tests {
         // An interrupted snapshot is not listed; complete ones are.
         a.snapshot(7, |d| std::fs::create_dir(d).map_err(|e| io("creating", d, e))).unwrap();
         std::fs::create_dir_all(base.path().join("j-1/s/Partition 0/snapshots/.taking-9")).unwrap();
+        assert_eq!(a.snapshots().unwrap(), vec![7]);
+        // One being taken survives listing and retaining; the next open
+        // removes what an earlier run left unfinished.
+        a.retain(Some(7)).unwrap();
+        assert!(base.path().join("j-1/s/Partition 0/snapshots/.taking-9").exists());
+        drop(a);
+        let a = LocalState::open(base.path(), "j-1", "s", "Partition 0").unwrap();
+        assert!(!base.path().join("j-1/s/Partition 0/snapshots/.taking-9").exists());
         assert_eq!(a.snapshots().unwrap(), vec![7]);
         drop(a);
         // A foreign marker makes the directory be discarded.

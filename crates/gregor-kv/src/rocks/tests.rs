@@ -1,5 +1,5 @@
 //! The RocksDB engine against real databases: damaged files, deferred and
-//! ingested writes in order, bulk loads, TTL stores.
+//! ingested writes in order, background snapshots, bulk loads, TTL stores.
 
 use super::*;
 
@@ -122,6 +122,62 @@ fn ingested_and_inserted_batches_apply_in_order() {
         .filter(|n| n.starts_with("write-"))
         .collect();
     assert!(left.is_empty(), "ingested files left behind: {left:?}");
+}
+
+/// A background snapshot holds exactly the writes made before it started,
+/// including staged and ingested ones, and none made after; the writes
+/// after it still apply.
+#[test]
+fn a_background_snapshot_holds_the_writes_before_it_and_none_after() {
+    let base = tempfile::tempdir().unwrap();
+    let o = RocksOptions { ingest_min_entries: 3, ..small() };
+    let mut db = RocksDbEngine::open(&base.path().join("db"), &o).unwrap();
+    db.write_batch_deferred(&[(b"a", Some(b"1")), (b"b", Some(b"1")), (b"c", Some(b"1"))]).unwrap();
+    db.flush().unwrap(); // handed over (ingested)
+    db.write_batch_deferred(&[(b"a", Some(b"2")), (b"b", None)]).unwrap(); // still staged
+    let snap = base.path().join("snap");
+    let pending = db.start_snapshot(&snap).unwrap();
+    db.write_batch_deferred(&[(b"a", Some(b"3")), (b"d", Some(b"3"))]).unwrap();
+    db.flush().unwrap();
+    pending.wait().unwrap();
+    let read_all = |db: &mut RocksDbEngine| {
+        let mut out = Vec::new();
+        db.scan(Bound::Unbounded, None, usize::MAX, &mut out).unwrap();
+        out.into_iter().map(|(k, v)| (String::from_utf8(k.to_vec()).unwrap(), v.to_vec())).collect::<Vec<_>>()
+    };
+    let own = |kv: &[(&str, &[u8])]| kv.iter().map(|(k, v)| ((*k).to_owned(), v.to_vec())).collect::<Vec<_>>();
+    assert_eq!(read_all(&mut db), own(&[("a", b"3"), ("c", b"1"), ("d", b"3")]));
+    drop(db);
+    assert_eq!(read_all(&mut RocksDbEngine::open(&snap, &o).unwrap()), own(&[("a", b"2"), ("c", b"1")]));
+}
+
+/// While the writer thread cannot apply anything (here: the test holds the
+/// turn the writers take), commits keep their writes staged instead of
+/// waiting for room in its queue; once it runs, everything applies in order.
+#[test]
+fn commits_do_not_wait_for_a_writer_that_is_behind() {
+    let base = tempfile::tempdir().unwrap();
+    let o = RocksOptions { ingest_min_entries: 2, ..small() };
+    let mut db = RocksDbEngine::open(&base.path().join("db"), &o).unwrap();
+    let turn = writer::APPLYING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let (done, finished) = std::sync::mpsc::channel();
+    let committing = std::thread::spawn(move || {
+        for round in 0..8u8 {
+            db.write_batch_deferred(&[(b"a", Some(&[round])), (&[b'k', round], Some(b"v"))]).unwrap();
+            db.flush().unwrap();
+        }
+        done.send(()).unwrap();
+        db
+    });
+    let waited = finished.recv_timeout(std::time::Duration::from_secs(20));
+    drop(turn);
+    assert!(waited.is_ok(), "a commit waited for the writer thread");
+    let mut db = committing.join().unwrap();
+    db.wait_applied().unwrap();
+    let mut out = Vec::new();
+    db.scan(Bound::Unbounded, None, usize::MAX, &mut out).unwrap();
+    assert_eq!(out.len(), 9);
+    assert_eq!((&out[0].0[..], &out[0].1[..]), (&b"a"[..], &[7u8][..]), "the last write wins");
 }
 
 #[test]

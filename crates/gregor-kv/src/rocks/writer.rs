@@ -8,16 +8,18 @@
 //! instead written as an SST file and ingested, as restores are: no skip
 //! list inserts (RocksDB flushes the memtable first when it holds keys in
 //! the file's range; stores with a TTL never ingest, their values must be
-//! stamped by RocksDB). This module must never reorder
-//! batches, nor writes of one key within a batch, and must never lose a
+//! stamped by RocksDB). It also takes the snapshots queued between
+//! batches (RocksDB checkpoints), so that one holds exactly the batches
+//! queued before it. This module must never reorder
+//! batches or snapshots, nor writes of one key within a batch, and must never lose a
 //! failure: after a failed write it applies nothing more and reports the
 //! failure to every later caller.
 
 use super::bulk::BulkLoad;
 use rocksdb::{DB, Options, WriteOptions};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
@@ -112,9 +114,18 @@ impl OwnedBatch {
     }
 }
 
+/// What the writer thread does, in the order submitted.
+enum Job {
+    /// Applies a batch.
+    Batch(OwnedBatch),
+    /// Writes a RocksDB checkpoint of the database as it is after every
+    /// earlier job into the new directory, and reports how that went.
+    Snapshot(PathBuf, SyncSender<Result<(), String>>),
+}
+
 /// The writer thread of one database.
 pub(super) struct Writer {
-    queue: Option<SyncSender<(u64, OwnedBatch)>>,
+    queue: Option<SyncSender<(u64, Job)>>,
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
 }
@@ -131,17 +142,19 @@ impl Writer {
         ingest: Option<(Options, usize)>,
     ) -> std::io::Result<Writer> {
         let shared = Arc::new(Shared::default());
-        let (queue, batches) = sync_channel(QUEUE);
+        let (queue, jobs) = sync_channel(QUEUE);
         // Runs of up to 64 MB: one file per batch (staged batches are
         // handed over before they reach that size).
         let mut ingest = ingest.map(|(o, min)| (BulkLoad::new(o, dir, "write"), min));
         let thread = std::thread::Builder::new().name(format!("rocksdb-write {name}")).spawn({
             let shared = shared.clone();
             move || {
-                lower_priority();
+                // A commit's batch waits for the cores the task threads
+                // leave free instead of delaying their messages.
+                super::background::become_background();
                 // A panic must not leave waiters waiting: it becomes the
                 // failure every later caller sees.
-                let run = std::panic::AssertUnwindSafe(|| apply(&db, wal, &batches, &shared, ingest.as_mut()));
+                let run = std::panic::AssertUnwindSafe(|| apply(&db, wal, &jobs, &shared, ingest.as_mut()));
                 if std::panic::catch_unwind(run).is_err() {
                     lock(&shared.progress).failed = Some("the RocksDB writer thread panicked".into());
                     shared.changed.notify_all();
@@ -151,11 +164,39 @@ impl Writer {
         Ok(Writer { queue: Some(queue), shared, thread: Some(thread) })
     }
 
-    /// Queues a batch (waiting while [`QUEUE`] batches are ahead of it).
+    /// Queues a batch (waiting while [`QUEUE`] jobs are ahead of it).
     pub fn submit(&self, ticket: u64, batch: OwnedBatch) -> Result<(), String> {
+        self.queue(ticket, Job::Batch(batch))
+    }
+
+    /// Queues a checkpoint of the database into the new directory `dir`,
+    /// taken once every earlier batch is applied (and before any later
+    /// one); its outcome arrives on the returned channel. A failed snapshot
+    /// is not a failed write: later batches still apply.
+    pub fn snapshot(&self, ticket: u64, dir: PathBuf) -> Result<Receiver<Result<(), String>>, String> {
+        let (done, outcome) = sync_channel(1);
+        self.queue(ticket, Job::Snapshot(dir, done))?;
+        Ok(outcome)
+    }
+
+    /// Queues a batch unless [`QUEUE`] jobs are ahead of it; then hands it
+    /// back (`Ok(Some)`) instead of waiting.
+    pub fn try_submit(&self, ticket: u64, batch: OwnedBatch) -> Result<Option<OwnedBatch>, String> {
         self.failure()?;
         match &self.queue {
-            Some(q) if q.send((ticket, batch)).is_ok() => Ok(()),
+            Some(q) => match q.try_send((ticket, Job::Batch(batch))) {
+                Ok(()) => Ok(None),
+                Err(TrySendError::Full((_, Job::Batch(batch)))) => Ok(Some(batch)),
+                Err(_) => Err(self.failure().err().unwrap_or_else(|| "the RocksDB writer thread stopped".into())),
+            },
+            None => Err("the RocksDB writer thread stopped".into()),
+        }
+    }
+
+    fn queue(&self, ticket: u64, job: Job) -> Result<(), String> {
+        self.failure()?;
+        match &self.queue {
+            Some(q) if q.send((ticket, job)).is_ok() => Ok(()),
             _ => Err(self.failure().err().unwrap_or_else(|| "the RocksDB writer thread stopped".into())),
         }
     }
@@ -199,43 +240,36 @@ impl Drop for Writer {
     }
 }
 
-/// Gives this thread a lower CPU priority (nice 10) than the containers'
-/// threads: on a busy machine the batches a commit hands over (RocksDB
-/// inserts or an SST file) then wait for the cores the task threads leave
-/// free, instead of delaying the messages behind them (measured: the
-/// latency bench's p99). The cache keeps unapplied entries readable, so a
-/// slower writer only holds their memory a little longer. Best effort: a
-/// refused change leaves the thread as it was.
-#[cfg(target_os = "linux")]
-fn lower_priority() {
-    // SAFETY: setpriority has no memory effects; on Linux, PRIO_PROCESS with
-    // who = 0 names the calling thread (elsewhere it would be the process).
-    let refused = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) } != 0;
-    if refused {
-        tracing::debug!("could not lower the RocksDB writer thread's priority");
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn lower_priority() {}
+/// Held while a writer thread applies a batch: the process's writer threads
+/// (one per database) take turns. With all eight of the latency bench's
+/// writers at work at once after each commit, p99 at half the maximum rate
+/// was 13-25 ms; taking turns, 5-12 ms (two cores: running them side by
+/// side gains nothing, and their memory traffic slows the task threads).
+pub(super) static APPLYING: Mutex<()> = Mutex::new(());
 
 fn lock(m: &Mutex<Progress>) -> std::sync::MutexGuard<'_, Progress> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn apply(
-    db: &DB,
-    wal: bool,
-    batches: &Receiver<(u64, OwnedBatch)>,
-    shared: &Shared,
-    mut ingest: Option<&mut (BulkLoad, usize)>,
-) {
+fn apply(db: &DB, wal: bool, jobs: &Receiver<(u64, Job)>, shared: &Shared, mut ingest: Option<&mut (BulkLoad, usize)>) {
     let mut options = WriteOptions::default();
     options.disable_wal(!wal);
-    for (ticket, batch) in batches {
-        let failed = match ingest.as_deref_mut() {
-            Some((load, min)) if batch.len() >= *min => batch.ingest(db, load).err(),
-            _ => db.write_opt(batch.sorted(), &options).err().map(|e| e.to_string()),
+    for (ticket, job) in jobs {
+        let failed = match job {
+            Job::Batch(batch) => {
+                let _one_at_a_time = APPLYING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                match ingest.as_deref_mut() {
+                    Some((load, min)) if batch.len() >= *min => batch.ingest(db, load).err(),
+                    _ => db.write_opt(batch.sorted(), &options).err().map(|e| e.to_string()),
+                }
+            }
+            Job::Snapshot(dir, done) => {
+                let taken = rocksdb::checkpoint::Checkpoint::new(db).and_then(|cp| cp.create_checkpoint(&dir));
+                // The receiver may be gone (its container stopped): the
+                // snapshot then only stays unused.
+                let _ = done.send(taken.map_err(|e| e.to_string()));
+                None
+            }
         };
         let stop = failed.is_some();
         {

@@ -19,11 +19,12 @@ pub(crate) enum StoreStack {
 }
 
 impl StoreStack {
-    /// Writes a consistent copy of the store's local files into `dir`.
-    pub fn snapshot(&mut self, dir: &std::path::Path) -> Result<(), KvError> {
+    /// Starts writing a consistent copy of the store's local files, as of
+    /// now, into `dir`, in the background where the engine can.
+    pub fn start_snapshot(&mut self, dir: &std::path::Path) -> Result<gregor_kv::PendingSnapshot, KvError> {
         match self {
-            StoreStack::Cached(s) => s.engine_mut().snapshot(dir),
-            StoreStack::Memory(s) => s.snapshot(dir),
+            StoreStack::Cached(s) => s.engine_mut().start_snapshot(dir),
+            StoreStack::Memory(s) => s.snapshot(dir).map(|()| gregor_kv::PendingSnapshot::taken()),
         }
     }
 
