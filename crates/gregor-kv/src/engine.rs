@@ -126,17 +126,6 @@ impl PendingSnapshot {
         PendingSnapshot { location, outcome: Some(outcome) }
     }
 
-    /// `None` while it is being taken; then whether it was.
-    pub fn outcome(&mut self) -> Option<Result<(), KvError>> {
-        use std::sync::mpsc::TryRecvError;
-        let Some(rx) = &self.outcome else { return Some(Ok(())) };
-        match rx.try_recv() {
-            Ok(r) => Some(r.map_err(|m| self.failed(m))),
-            Err(TryRecvError::Empty) => None,
-            Err(TryRecvError::Disconnected) => Some(Err(self.failed("the engine stopped before taking it".into()))),
-        }
-    }
-
     /// Waits until it is taken.
     ///
     /// # Errors

@@ -13,6 +13,7 @@
 
 mod background;
 mod bulk;
+mod turns;
 mod writer;
 
 /// Bytes of keys and values staged before they are handed to the writer
@@ -465,10 +466,9 @@ impl Engine for RocksDbEngine {
     }
 
     /// Queues the checkpoint behind the writes made so far, for the writer
-    /// thread (which applies them in order): the task's thread does not
-    /// wait for RocksDB to apply them, flush its memtables and link the
-    /// files (100-300 ms at a commit of the latency bench). Writes made
-    /// after this call are queued behind it, and a bulk load or a database
+    /// thread (which applies them in order); the caller chooses whether to
+    /// wait for it ([`crate::PendingSnapshot::wait`]). Writes made after
+    /// this call are queued behind it, and a bulk load or a database
     /// without a writer yet takes it at once.
     fn start_snapshot(&mut self, dir: &Path) -> Result<crate::PendingSnapshot, KvError> {
         if self.bulk.is_some() || self.writer.is_none() {

@@ -151,15 +151,15 @@ fn a_background_snapshot_holds_the_writes_before_it_and_none_after() {
     assert_eq!(read_all(&mut RocksDbEngine::open(&snap, &o).unwrap()), own(&[("a", b"2"), ("c", b"1")]));
 }
 
-/// While the writer thread cannot apply anything (here: the test holds the
-/// turn the writers take), commits keep their writes staged instead of
-/// waiting for room in its queue; once it runs, everything applies in order.
+/// While the writer thread cannot apply anything (here: the test pauses
+/// it), commits keep their writes staged instead of waiting for room in its
+/// queue; once it runs, everything applies in order.
 #[test]
 fn commits_do_not_wait_for_a_writer_that_is_behind() {
     let base = tempfile::tempdir().unwrap();
     let o = RocksOptions { ingest_min_entries: 2, ..small() };
     let mut db = RocksDbEngine::open(&base.path().join("db"), &o).unwrap();
-    let turn = writer::APPLYING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let paused = writer::PAUSE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let (done, finished) = std::sync::mpsc::channel();
     let committing = std::thread::spawn(move || {
         for round in 0..8u8 {
@@ -170,7 +170,7 @@ fn commits_do_not_wait_for_a_writer_that_is_behind() {
         db
     });
     let waited = finished.recv_timeout(std::time::Duration::from_secs(20));
-    drop(turn);
+    drop(paused);
     assert!(waited.is_ok(), "a commit waited for the writer thread");
     let mut db = committing.join().unwrap();
     db.wait_applied().unwrap();

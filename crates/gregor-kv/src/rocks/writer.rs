@@ -16,6 +16,7 @@
 //! failure to every later caller.
 
 use super::bulk::BulkLoad;
+use super::turns;
 use rocksdb::{DB, Options, WriteOptions};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,6 +40,8 @@ struct Shared {
     applied: AtomicU64,
     progress: Mutex<Progress>,
     changed: Condvar,
+    /// Task threads waiting for this writer (its batches skip the turn).
+    waiters: turns::Waiters,
 }
 
 /// A batch copied into one buffer: entries are (key start, key length,
@@ -195,9 +198,21 @@ impl Writer {
 
     fn queue(&self, ticket: u64, job: Job) -> Result<(), String> {
         self.failure()?;
-        match &self.queue {
-            Some(q) if q.send((ticket, job)).is_ok() => Ok(()),
-            _ => Err(self.failure().err().unwrap_or_else(|| "the RocksDB writer thread stopped".into())),
+        let sent = match &self.queue {
+            Some(q) => match q.try_send((ticket, job)) {
+                Ok(()) => true,
+                Err(TrySendError::Full(job)) => {
+                    let _waiting = self.shared.waiters.waiting();
+                    q.send(job).is_ok()
+                }
+                Err(TrySendError::Disconnected(_)) => false,
+            },
+            None => false,
+        };
+        if sent {
+            Ok(())
+        } else {
+            Err(self.failure().err().unwrap_or_else(|| "the RocksDB writer thread stopped".into()))
         }
     }
 
@@ -216,6 +231,7 @@ impl Writer {
 
     /// Waits until the batch `ticket` (and so every one before) is applied.
     pub fn wait(&self, ticket: u64) -> Result<(), String> {
+        let _waiting = (self.applied() < ticket).then(|| self.shared.waiters.waiting());
         let mut p = lock(&self.shared.progress);
         loop {
             if let Some(e) = &p.failed {
@@ -240,12 +256,9 @@ impl Drop for Writer {
     }
 }
 
-/// Held while a writer thread applies a batch: the process's writer threads
-/// (one per database) take turns. With all eight of the latency bench's
-/// writers at work at once after each commit, p99 at half the maximum rate
-/// was 13-25 ms; taking turns, 5-12 ms (two cores: running them side by
-/// side gains nothing, and their memory traffic slows the task threads).
-pub(super) static APPLYING: Mutex<()> = Mutex::new(());
+/// Held by a test to stop every writer thread before its next job.
+#[cfg(test)]
+pub(super) static PAUSE: Mutex<()> = Mutex::new(());
 
 fn lock(m: &Mutex<Progress>) -> std::sync::MutexGuard<'_, Progress> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -255,9 +268,11 @@ fn apply(db: &DB, wal: bool, jobs: &Receiver<(u64, Job)>, shared: &Shared, mut i
     let mut options = WriteOptions::default();
     options.disable_wal(!wal);
     for (ticket, job) in jobs {
+        #[cfg(test)]
+        drop(PAUSE.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
         let failed = match job {
             Job::Batch(batch) => {
-                let _one_at_a_time = APPLYING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let _turn = turns::take(&shared.waiters);
                 match ingest.as_deref_mut() {
                     Some((load, min)) if batch.len() >= *min => batch.ingest(db, load).err(),
                     _ => db.write_opt(batch.sorted(), &options).err().map(|e| e.to_string()),
