@@ -370,24 +370,33 @@ impl Partition {
     }
 
     /// Seals the active segment and starts a new one at the next offset.
+    ///
+    /// Under `always` the sealed segment is synced here (its index was not
+    /// yet) and the recovery point moves into the new one. Under an interval
+    /// the roll syncs nothing: a roll of every partition at once used to stop
+    /// the appending thread for 3-13 ms per partition. The recovery point
+    /// stays where the last [`Self::flush`] left it, recovery scans on from
+    /// there across every later segment, and the next flush syncs the sealed
+    /// segments, the directory and the active segment before moving it.
     fn roll_locked(&self, slot: &mut Option<ActiveFiles>, f: &mut WriterFields, now: i64) -> Result<()> {
-        if self.config.durability != Durability::Os
-            && let Some(old) = slot.as_ref()
-        {
+        let always = self.config.durability == Durability::Always;
+        if always && let Some(old) = slot.as_ref() {
             old.log.sync_data().context(|| format!("syncing {}", old.log_path.display()))?;
             old.index.sync_data().context(|| format!("syncing the index of {}", old.log_path.display()))?;
         }
         let base = f.next_offset;
         let generation = f.segments_gen.wrapping_add(1);
         *slot = Some(self.open_active(base, generation, true)?);
-        crate::fsutil::sync_dir(&self.dir)?;
+        if always {
+            crate::fsutil::sync_dir(&self.dir)?;
+        }
         f.active_base = base;
         f.active_len = 0;
         f.active_max_ts = i64::MIN;
         f.active_created_ms = now;
         f.index_last_pos = NO_INDEX;
         f.segments_gen = generation;
-        if self.config.durability != Durability::Os {
+        if always {
             f.recovery_base = base;
             f.recovery_pos = 0;
         }
@@ -409,27 +418,39 @@ impl Partition {
         Ok(())
     }
 
-    /// fsyncs the active segment if it holds unsynced data (interval durability).
+    /// fsyncs what is not yet synced (interval durability): the segments
+    /// sealed since the last flush (data and index), the directory that
+    /// names them, and the active segment; then moves the recovery point to
+    /// the synced end.
     pub fn flush(&self) -> Result<()> {
         // Sync without holding the write lock, so appends go on meanwhile;
-        // then record what is now durable (unless a roll moved on already).
-        let (base, len) = {
+        // then record what is now durable (unless a later flush got further).
+        let (recovery_base, base, len) = {
             let _lock = self.write_lock()?;
             let f = self.head.writer_fields();
             if f.recovery_base == f.active_base && f.recovery_pos >= f.active_len {
                 return Ok(());
             }
-            (f.active_base, f.active_len)
+            (f.recovery_base, f.active_base, f.active_len)
         };
+        if recovery_base < base {
+            let bases = segment::list_bases(&self.dir)?;
+            for &sealed in sealed_since(&bases, recovery_base, base) {
+                let path = segment::log_path(&self.dir, sealed);
+                for (file, what) in [(path.clone(), "segment"), (segment::index_path(&self.dir, sealed), "index")] {
+                    sync_if_present(&file).context(|| format!("syncing the sealed {what} {}", file.display()))?;
+                }
+            }
+            crate::fsutil::sync_dir(&self.dir)?;
+        }
         let path = segment::log_path(&self.dir, base);
-        match std::fs::File::open(&path) {
-            Ok(file) => file.sync_data().context(|| format!("syncing {}", path.display()))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(e).context(|| format!("opening {} to sync it", path.display())),
+        if !sync_if_present(&path).context(|| format!("syncing {}", path.display()))? {
+            // Retention or compaction replaced it meanwhile: the next flush syncs what is there now.
+            return Ok(());
         }
         let _lock = self.write_lock()?;
         let mut f = self.head.writer_fields();
-        if f.active_base == base && (f.recovery_base < base || (f.recovery_base == base && f.recovery_pos < len)) {
+        if (f.recovery_base, f.recovery_pos) < (base, len) {
             f.recovery_base = base;
             f.recovery_pos = len;
             self.head.publish(&f);
@@ -452,6 +473,45 @@ impl Partition {
         }
         self.head.publish(&f);
         Ok(())
+    }
+}
+
+/// The sealed segments a flush syncs: from the one holding the recovery
+/// point (whose tail may have been written since) up to the active one.
+fn sealed_since(bases: &[u64], recovery_base: u64, active_base: u64) -> &[u64] {
+    let from = bases.partition_point(|&b| b <= recovery_base).saturating_sub(1);
+    let to = bases.partition_point(|&b| b < active_base);
+    &bases[from.min(to)..to]
+}
+
+/// `fdatasync`s a file by path; `false` if it no longer exists (retention or
+/// compaction removed it, which syncs what replaces it).
+fn sync_if_present(path: &std::path::Path) -> std::io::Result<bool> {
+    match File::open(path) {
+        Ok(file) => file.sync_data().map(|()| true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sealed_since;
+
+    #[test]
+    fn a_flush_syncs_the_segments_sealed_since_the_recovery_point() {
+        let bases = [0, 100, 200, 300];
+        // Nothing sealed since: only the active segment is synced.
+        assert_eq!(sealed_since(&bases, 300, 300), &[] as &[u64]);
+        // Rolled twice since the recovery point at the start of 100.
+        assert_eq!(sealed_since(&bases, 100, 300), &[100, 200]);
+        // A recovery point inside a segment that compaction merged away
+        // still covers the segment holding it.
+        assert_eq!(sealed_since(&bases, 150, 300), &[100, 200]);
+        // Retention removed everything before the active segment.
+        assert_eq!(sealed_since(&[300], 100, 300), &[] as &[u64]);
+        // A recovery point older than every file (retention moved past it).
+        assert_eq!(sealed_since(&[200, 300], 0, 300), &[200]);
     }
 }
 

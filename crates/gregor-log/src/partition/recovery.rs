@@ -106,7 +106,9 @@ impl Partition {
 
     fn full_recovery(&self, mut bases: Vec<u64>, initialized: bool, old: &WriterFields) -> Result<()> {
         // Scan from the segment holding the recovery point (the last segment
-        // if the head is unknown). Earlier segments were fsynced when sealed.
+        // if the head is unknown). Earlier segments were synced before the
+        // recovery point moved past them; the later ones, sealed since, were
+        // not (an interval roll does not sync), so their indexes are rebuilt.
         let (start, durable_pos) = if initialized {
             let i = bases.partition_point(|&b| b <= old.recovery_base).saturating_sub(1);
             (i, if bases[i] == old.recovery_base { old.recovery_pos } else { 0 })
@@ -143,6 +145,21 @@ impl Partition {
                 }
             };
             let is_last = i + 1 == bases.len();
+            // A sealed segment that ends short of the next one's base lost its
+            // tail (a power failure before the flush after its roll), unless
+            // compaction removed those records. Without compaction segments
+            // are contiguous, so the gap is a torn tail like any other.
+            let fault = match fault {
+                None if !is_last
+                    && expected < bases[i + 1]
+                    && self.config.cleanup_policy != crate::config::CleanupPolicy::Compact =>
+                {
+                    let why =
+                        format!("the segment ends at offset {expected} but the next one starts at {}", bases[i + 1]);
+                    Some((valid_end, FormatError::Invalid(why)))
+                }
+                fault => fault,
+            };
             let faulted = fault.is_some();
             if let Some((position, error)) = fault {
                 if i == start && position < durable_pos {
@@ -184,10 +201,10 @@ impl Partition {
                     truncated_at: position,
                 };
             }
+            let index_out = segment::index_path(&self.dir, base);
+            let interval = self.config.index_interval_bytes;
+            let (last_index, max_ts) = segment::rebuild_index(base, &file, &path, valid_end, interval, &index_out)?;
             if faulted || is_last {
-                let index_out = segment::index_path(&self.dir, base);
-                let interval = self.config.index_interval_bytes;
-                let (last_index, max_ts) = segment::rebuild_index(base, &file, &path, valid_end, interval, &index_out)?;
                 (active_len, active_max_ts, index_last_pos) = (valid_end, max_ts, last_index);
             }
             file.sync_data().context(|| format!("syncing {}", path.display()))?;
