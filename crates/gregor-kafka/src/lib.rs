@@ -73,11 +73,13 @@ impl KafkaSettings {
         let start_oldest = config.get(&format!("systems.{name}.samza.offset.default")) != Some("upcoming");
         let lag_key = format!("systems.{name}.changelog.min.compaction.lag.ms");
         let changelog_compaction_lag_ms = config.get_parsed(&lag_key, "milliseconds")?.unwrap_or(4 * 3600 * 1000);
+        let mut producer = collect("producer");
+        keep_partition_order(name, &mut producer)?;
         Ok(KafkaSettings {
             name: name.to_owned(),
             bootstrap,
             consumer: collect("consumer"),
-            producer: collect("producer"),
+            producer,
             replication,
             start_oldest,
             changelog_compaction_lag_ms,
@@ -217,5 +219,74 @@ impl SystemFactory for KafkaSystemFactory {
 
     fn producer(&self) -> Result<Box<dyn SystemProducer>, SystemError> {
         Ok(Box::new(producer::KafkaProducer::new(self.settings.clone())?))
+    }
+}
+
+/// Producer settings that keep each partition in send order across retries.
+///
+/// gregor relies on that order: a changelog is restored in offset order (a
+/// store's last write must win), and the sequence numbers that drop re-sent
+/// intermediate messages assume a producer's messages reach a partition in
+/// the order sent. librdkafka keeps the order with idempotence (the
+/// default) or with one request in flight; without idempotence its default
+/// of up to 1,000,000 requests in flight lets a retried batch land after a
+/// later one (seen after a broker restart: counts about 10% low, a retried
+/// intermediate batch dropped as already seen). So turning idempotence off
+/// also limits the requests in flight to 1, and turning it off with more
+/// in flight is refused.
+fn keep_partition_order(system: &str, producer: &mut Vec<(String, String)>) -> Result<(), ConfigError> {
+    let get = |key: &str| producer.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.trim().to_owned());
+    let idempotent = get("enable.idempotence").is_none_or(|v| !v.eq_ignore_ascii_case("false"));
+    if idempotent {
+        return Ok(());
+    }
+    let in_flight_keys = ["max.in.flight.requests.per.connection", "max.in.flight"]; // the second is an alias
+    let set: Vec<(&str, String)> = in_flight_keys.iter().filter_map(|k| get(k).map(|v| (*k, v))).collect();
+    if let Some((key, v)) = set.iter().find(|(_, v)| v != "1") {
+        return Err(gregor_api::config::invalid(
+            &format!("systems.{system}.producer.{key}"),
+            v,
+            &format!(
+                "1 while systems.{system}.producer.enable.idempotence=false: more requests in flight without idempotence let a retried batch land after a later one, which reorders changelogs and makes re-sent messages look like duplicates"
+            ),
+        ));
+    }
+    if set.is_empty() {
+        producer.push((in_flight_keys[0].to_owned(), "1".to_owned()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod order_tests {
+    use super::*;
+
+    fn settings(pairs: &[(&str, &str)]) -> Result<KafkaSettings, ConfigError> {
+        let mut config = Config::new();
+        config.set("systems.k.bootstrap.servers", "localhost:9092");
+        for (k, v) in pairs {
+            config.set(format!("systems.k.producer.{k}"), *v);
+        }
+        KafkaSettings::from_config(&config, "k")
+    }
+
+    fn in_flight(s: &KafkaSettings) -> Option<&str> {
+        s.producer.iter().find(|(k, _)| k == "max.in.flight.requests.per.connection").map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn without_idempotence_one_request_is_in_flight_and_more_are_refused() {
+        assert_eq!(in_flight(&settings(&[]).unwrap()), None, "idempotence keeps the order by itself");
+        assert_eq!(in_flight(&settings(&[("max.in.flight", "5")]).unwrap()), None);
+        let off = settings(&[("enable.idempotence", "false")]).unwrap();
+        assert_eq!(in_flight(&off), Some("1"));
+        let config = off.producer_config();
+        assert_eq!(config.get("max.in.flight.requests.per.connection"), Some("1"));
+        assert_eq!(config.get("enable.idempotence"), Some("false"));
+        assert!(settings(&[("enable.idempotence", "false"), ("max.in.flight", "1")]).is_ok());
+        let refused = settings(&[("enable.idempotence", "False"), ("max.in.flight.requests.per.connection", "5")]);
+        let message = refused.err().expect("refused").to_string();
+        assert!(message.contains("systems.k.producer.max.in.flight.requests.per.connection"), "{message}");
+        assert!(message.contains("enable.idempotence=false"), "{message}");
     }
 }

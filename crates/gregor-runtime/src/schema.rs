@@ -202,7 +202,7 @@ pub const KEYS: &[Key] = &[
         "systems.*.producer.**",
         Kind::Text,
         "acks=all, enable.idempotence=true, compression.type=lz4, linger.ms=5",
-        "`kafka` systems: passed to librdkafka's producer unchanged (overriding gregor's defaults); never logged.",
+        "`kafka` systems: passed to librdkafka's producer unchanged (overriding gregor's defaults); never logged. With `enable.idempotence=false`, `max.in.flight.requests.per.connection` is 1 and a larger value is refused (partitions must keep send order across retries; docs/kafka.md).",
     ),
     key(
         "systems.*.changelog.min.compaction.lag.ms",
