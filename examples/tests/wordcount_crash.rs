@@ -77,9 +77,11 @@ fn counts_are_exact_after_many_kills_with_local_state_wiped() {
     crash_repeatedly(&["task.commit.ms=25"], 10, 0x1234_5678_9abc_def1, true);
 }
 
-/// Local snapshots every few changelog records: restarts start from
-/// snapshots behind the checkpoint (replaying the rest) and find snapshots
-/// past it (taken by a commit that was killed before its checkpoint).
+/// Local snapshots every few changelog records, taken in the background:
+/// restarts start from snapshots behind the checkpoint (replaying the
+/// rest), find snapshots past it (started by a commit that was killed
+/// before its checkpoint) and unfinished ones (killed while the writer
+/// thread took them).
 #[test]
 fn counts_are_exact_after_many_kills_with_snapshots_behind_and_ahead_of_the_checkpoint() {
     crash_repeatedly(

@@ -113,24 +113,57 @@ pub struct PendingSnapshot {
     location: String,
     /// `None`: taken already.
     outcome: Option<std::sync::mpsc::Receiver<Result<(), String>>>,
+    /// The writer taking it, told when someone waits for it (it then no
+    /// longer defers to background work).
+    writer: Option<crate::rocks::Awaitable>,
+    /// Held while someone waits (see [`Self::expedite`]).
+    awaited: Option<crate::rocks::AwaitedGuard>,
 }
 
 impl PendingSnapshot {
     /// A snapshot taken before it was handed over.
     pub fn taken() -> Self {
-        PendingSnapshot { location: String::new(), outcome: None }
+        PendingSnapshot { location: String::new(), outcome: None, writer: None, awaited: None }
     }
 
-    /// A snapshot whose outcome arrives on `outcome` (engine directory `location`).
-    pub(crate) fn pending(location: String, outcome: std::sync::mpsc::Receiver<Result<(), String>>) -> Self {
-        PendingSnapshot { location, outcome: Some(outcome) }
+    /// A snapshot whose outcome arrives on `outcome` (engine directory
+    /// `location`), taken by `writer`.
+    pub(crate) fn pending(
+        location: String,
+        outcome: std::sync::mpsc::Receiver<Result<(), String>>,
+        writer: crate::rocks::Awaitable,
+    ) -> Self {
+        PendingSnapshot { location, outcome: Some(outcome), writer: Some(writer), awaited: None }
+    }
+
+    /// Tells the engine that it is waited for from now on: taken in the
+    /// background it yields to other work (RocksDB: its writer thread
+    /// takes turns with the other stores' writers), which a caller about to
+    /// wait for several snapshots must not let it do. [`Self::wait`] does
+    /// this itself.
+    pub fn expedite(&mut self) {
+        if self.awaited.is_none() {
+            self.awaited = self.writer.as_ref().map(crate::rocks::Awaitable::awaited);
+        }
+    }
+
+    /// `None` while it is being taken; then whether it was.
+    pub fn outcome(&mut self) -> Option<Result<(), KvError>> {
+        use std::sync::mpsc::TryRecvError;
+        let Some(rx) = &self.outcome else { return Some(Ok(())) };
+        match rx.try_recv() {
+            Ok(r) => Some(r.map_err(|m| self.failed(m))),
+            Err(TryRecvError::Empty) => None,
+            Err(TryRecvError::Disconnected) => Some(Err(self.failed("the engine stopped before taking it".into()))),
+        }
     }
 
     /// Waits until it is taken.
     ///
     /// # Errors
     /// The engine failed to take it.
-    pub fn wait(self) -> Result<(), KvError> {
+    pub fn wait(mut self) -> Result<(), KvError> {
+        self.expedite();
         let Some(rx) = &self.outcome else { return Ok(()) };
         match rx.recv() {
             Ok(r) => r.map_err(|m| self.failed(m)),

@@ -16,6 +16,8 @@ mod bulk;
 mod turns;
 mod writer;
 
+pub(crate) use writer::{Awaitable, AwaitedGuard};
+
 /// Bytes of keys and values staged before they are handed to the writer
 /// thread whatever their count: bounds the memory they hold (and keeps a
 /// batch's 32-bit offsets far from overflowing).
@@ -478,7 +480,9 @@ impl Engine for RocksDbEngine {
         self.submitted += 1;
         let ticket = self.submitted;
         match self.writer.as_ref().map(|w| w.snapshot(ticket, dir.to_owned())) {
-            Some(Ok(outcome)) => Ok(crate::PendingSnapshot::pending(self.path.display().to_string(), outcome)),
+            Some(Ok((outcome, writer))) => {
+                Ok(crate::PendingSnapshot::pending(self.path.display().to_string(), outcome, writer))
+            }
             Some(Err(e)) => Err(self.writer_failed(e)),
             None => Err(self.writer_failed("the writer thread was not started".into())),
         }

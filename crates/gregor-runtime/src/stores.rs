@@ -42,6 +42,8 @@ pub(crate) struct TaskStore {
     pub snapshot_at: Option<u64>,
     /// When the container took or found it (the container's clock).
     pub snapshot_taken: Instant,
+    /// The snapshot being taken in the background, and its changelog offset.
+    pub snapshot_running: Option<(u64, gregor_kv::PendingSnapshot)>,
     /// The `entries` gauge of the store, set at each commit.
     pub entries: gregor_api::Gauge,
 }
@@ -108,6 +110,7 @@ pub(crate) fn open_store(
             local,
             snapshot_at: None,
             snapshot_taken: Instant::now(),
+            snapshot_running: None,
             entries,
         });
     };
@@ -200,6 +203,7 @@ pub(crate) fn open_store(
         // The snapshot kept above: `plan.snapshot` may be one `retain` just deleted.
         snapshot_at,
         snapshot_taken: Instant::now(),
+        snapshot_running: None,
         entries,
     })
 }

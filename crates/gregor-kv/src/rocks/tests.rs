@@ -151,6 +151,32 @@ fn a_background_snapshot_holds_the_writes_before_it_and_none_after() {
     assert_eq!(read_all(&mut RocksDbEngine::open(&snap, &o).unwrap()), own(&[("a", b"2"), ("c", b"1")]));
 }
 
+/// A snapshot nobody waits for is background work and takes turns with
+/// the other writers (here: another writer holds the turn); once someone
+/// waits for it, it and the writes before it skip the turns. Waiting for
+/// snapshots one by one while each writer still took its turn made a
+/// commit of 4 snapshots take 100-200 ms.
+#[test]
+fn a_snapshot_waited_for_and_the_writes_before_it_do_not_wait_for_the_turn() {
+    let base = tempfile::tempdir().unwrap();
+    let mut db = RocksDbEngine::open(&base.path().join("db"), &small()).unwrap();
+    let background = turns::Waiters::default();
+    let held = turns::take(&background).expect("no other writer runs in this test");
+    db.write_batch_deferred(&[(b"a", Some(b"1"))]).unwrap(); // staged, queued before the snapshot
+    let mut pending = db.start_snapshot(&base.path().join("snap")).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(pending.outcome().is_none(), "taken in the background while another writer had the turn");
+    let (done, taken) = std::sync::mpsc::channel();
+    let waiting = std::thread::spawn(move || done.send(pending.wait()).unwrap());
+    let outcome = taken.recv_timeout(std::time::Duration::from_secs(20));
+    drop(held);
+    waiting.join().unwrap();
+    assert!(matches!(outcome, Ok(Ok(()))), "the snapshot waited for another writer's turn: {outcome:?}");
+    let mut value = Vec::new();
+    assert!(RocksDbEngine::open(&base.path().join("snap"), &small()).unwrap().get(b"a", &mut value).unwrap());
+    assert_eq!(value, b"1");
+}
+
 /// While the writer thread cannot apply anything (here: the test pauses
 /// it), commits keep their writes staged instead of waiting for room in its
 /// queue; once it runs, everything applies in order.

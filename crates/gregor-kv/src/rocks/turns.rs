@@ -32,12 +32,22 @@ impl Waiters {
     /// Marks a task thread as waiting until the guard drops; a writer
     /// waiting for the turn goes at once.
     pub fn waiting(&self) -> Waiting<'_> {
+        self.start_waiting();
+        Waiting(self)
+    }
+
+    /// As [`Self::waiting`], for a guard that must own its writer; each
+    /// call needs one [`Self::stop_waiting`].
+    pub fn start_waiting(&self) {
         self.0.fetch_add(1, Ordering::AcqRel);
         // Under the lock, so a writer about to wait for the turn sees the
         // count or gets the wake-up.
         drop(busy());
         FREED.notify_all();
-        Waiting(self)
+    }
+
+    pub fn stop_waiting(&self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 
     fn any(&self) -> bool {
@@ -47,7 +57,7 @@ impl Waiters {
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        self.0.0.fetch_sub(1, Ordering::AcqRel);
+        self.0.stop_waiting();
     }
 }
 
