@@ -18,6 +18,8 @@
 
 mod common;
 
+use common::segment_files;
+
 use gregor_log::{CleanupPolicy, Durability, Log, LogError, Message, PartitionReader, Record, StreamConfig};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -388,16 +390,6 @@ fn read_batch_by_batch(partition: &Arc<gregor_log::Partition>, offset: u64) -> (
         }
     }
     (served, None)
-}
-
-fn segment_files(partition_dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(partition_dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "log"))
-        .collect();
-    files.sort();
-    files
 }
 
 fn segment_bases(partition_dir: &Path) -> Vec<u64> {

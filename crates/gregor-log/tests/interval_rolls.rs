@@ -5,10 +5,11 @@
 
 mod common;
 
-use gregor_log::{Durability, Log, LogError, Partition, Record, StreamConfig};
+use common::{reopen_partition, segment_files};
+
+use gregor_log::{Durability, Log, Partition, Record, StreamConfig};
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 
 fn config() -> StreamConfig {
     StreamConfig {
@@ -31,16 +32,6 @@ fn append_until(p: &Partition, segments: usize, written: &mut Vec<String>) {
     }
 }
 
-fn segment_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "log"))
-        .collect();
-    files.sort();
-    files
-}
-
 fn base_of(segment: &Path) -> u64 {
     segment.file_stem().unwrap().to_str().unwrap().parse().unwrap()
 }
@@ -52,12 +43,6 @@ fn crash_and_reboot(log: Log, partition_dir: &Path) {
     std::mem::forget(log);
     let head = std::fs::OpenOptions::new().write(true).open(partition_dir.join("head")).unwrap();
     head.write_all_at(&[0u8; 40], 128).unwrap(); // the boot id field (head.rs)
-}
-
-fn reopen(dir: &Path) -> Result<(Log, Arc<Partition>), LogError> {
-    let log = Log::open(dir)?;
-    let p = log.stream("s")?.partition(0)?;
-    Ok((log, p))
 }
 
 #[test]
@@ -90,7 +75,8 @@ fn a_reboot_can_tear_a_segment_sealed_since_the_last_flush_and_recovery_truncate
         let cut = batches / 2 * batch_len + if cut_inside_a_batch { 5 } else { 0 };
         std::fs::OpenOptions::new().write(true).open(torn).unwrap().set_len(cut).unwrap();
 
-        let (_log, p) = reopen(dir.path()).expect("a torn unsynced segment is a tail to truncate, not an error");
+        let (_log, p) =
+            reopen_partition(dir.path()).expect("a torn unsynced segment is a tail to truncate, not an error");
         let report = p.recovery_report();
         assert_eq!(report.truncated_file.as_deref(), Some(torn.as_path()));
         assert!(report.bytes_dropped > len - cut, "the torn end and the later segments: {report:?}");
@@ -119,17 +105,7 @@ fn a_flush_covers_the_segments_sealed_since_the_previous_one() {
     // Losing synced data at the end of the active segment is damage, not a
     // torn tail: the flush moved the recovery point there.
     let active = segment_files(&pdir).pop().unwrap();
-    let len = std::fs::metadata(&active).unwrap().len();
-    std::fs::OpenOptions::new().write(true).open(&active).unwrap().set_len(len - 3).unwrap();
-    match reopen(dir.path()) {
-        Err(LogError::Corrupt { file, reason, .. }) => {
-            assert_eq!(file, active);
-            assert!(reason.contains("already synced"), "{reason}");
-        }
-        Err(other) => panic!("unexpected error {other}"),
-        Ok(_) => panic!("recovery truncated data that a flush had synced"),
-    }
-    assert_eq!(std::fs::metadata(&active).unwrap().len(), len - 3, "nothing may be truncated");
+    common::assert_lost_synced_data_is_refused(dir.path(), &active);
 }
 
 #[test]
@@ -148,7 +124,7 @@ fn after_a_reboot_every_segment_sealed_since_the_flush_reads_back_whole() {
     let index = segment_files(&pdir)[2].with_extension("index");
     std::fs::write(&index, vec![0xAB; 36]).unwrap();
 
-    let (_log, p) = reopen(dir.path()).unwrap();
+    let (_log, p) = reopen_partition(dir.path()).unwrap();
     assert_eq!(p.recovery_report().bytes_dropped, 0);
     // Readers check index entries against the data, so a torn index only
     // slows them down; recovery rebuilds it so that it does not stay slow.

@@ -4,19 +4,11 @@
 
 mod common;
 
+use common::{reopen_partition, segment_files};
+
 use gregor_log::{Durability, Log, LogError, Record, StreamConfig};
 use proptest::prelude::*;
 use std::path::{Path, PathBuf};
-
-fn segment_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "log"))
-        .collect();
-    files.sort();
-    files
-}
 
 /// Writes `batches` batches of 3 messages `b<i>-<j>`.
 fn fill(dir: &Path, config: StreamConfig, batches: usize) -> Vec<String> {
@@ -30,12 +22,6 @@ fn fill(dir: &Path, config: StreamConfig, batches: usize) -> Vec<String> {
         all.extend(values);
     }
     all
-}
-
-fn reopen_partition(dir: &Path) -> Result<(Log, std::sync::Arc<gregor_log::Partition>), LogError> {
-    let log = Log::open(dir)?;
-    let p = log.stream("s")?.partition(0)?;
-    Ok((log, p))
 }
 
 #[test]
@@ -83,17 +69,7 @@ fn synced_data_that_vanished_is_an_error_not_a_truncation() {
     let dir = tempfile::tempdir().unwrap();
     fill(dir.path(), StreamConfig { durability: Durability::Always, ..StreamConfig::new(1) }, 5);
     let seg = segment_files(&dir.path().join("s/0")).pop().unwrap();
-    let len = std::fs::metadata(&seg).unwrap().len();
-    std::fs::OpenOptions::new().write(true).open(&seg).unwrap().set_len(len - 3).unwrap();
-    match reopen_partition(dir.path()) {
-        Err(LogError::Corrupt { file, reason, .. }) => {
-            assert_eq!(file, seg);
-            assert!(reason.contains("already synced"), "{reason}");
-        }
-        Err(other) => panic!("unexpected error {other}"),
-        Ok(_) => panic!("recovery silently accepted lost synced data"),
-    }
-    assert_eq!(std::fs::metadata(&seg).unwrap().len(), len - 3, "nothing may be truncated");
+    common::assert_lost_synced_data_is_refused(dir.path(), &seg);
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! Helpers shared by the log's integration tests.
 #![allow(dead_code)]
 
-use gregor_log::{Message, Partition, PartitionReader};
+use gregor_log::{Log, LogError, Message, Partition, PartitionReader};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Reads every message of a partition from its oldest offset to its end.
@@ -32,4 +33,38 @@ pub fn read_from(partition: &Arc<Partition>, offset: u64) -> Vec<Message> {
 /// The text of a message's value.
 pub fn text(m: &Message) -> String {
     String::from_utf8(m.value.as_ref().expect("value").to_vec()).expect("utf-8")
+}
+
+/// The segment files of a partition directory, oldest first.
+pub fn segment_files(partition_dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(partition_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Opens the log at `dir` and partition 0 of its stream `s` (recovering it).
+pub fn reopen_partition(dir: &Path) -> Result<(Log, Arc<Partition>), LogError> {
+    let log = Log::open(dir)?;
+    let p = log.stream("s")?.partition(0)?;
+    Ok((log, p))
+}
+
+/// Cuts the last 3 bytes of `segment` (data the head says was synced) and
+/// checks that reopening refuses, naming the file, and truncates nothing.
+pub fn assert_lost_synced_data_is_refused(dir: &Path, segment: &Path) {
+    let len = std::fs::metadata(segment).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(segment).unwrap().set_len(len - 3).unwrap();
+    match reopen_partition(dir) {
+        Err(LogError::Corrupt { file, reason, .. }) => {
+            assert_eq!(file, segment);
+            assert!(reason.contains("already synced"), "{reason}");
+        }
+        Err(other) => panic!("unexpected error {other}"),
+        Ok(_) => panic!("recovery silently accepted lost synced data"),
+    }
+    assert_eq!(std::fs::metadata(segment).unwrap().len(), len - 3, "nothing may be truncated");
 }
