@@ -46,6 +46,7 @@ impl Waiters {
         FREED.notify_all();
     }
 
+    /// Ends one [`Self::start_waiting`].
     pub fn stop_waiting(&self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
