@@ -183,10 +183,9 @@ fn consume(log: &Log, measure_from: u64, expected: &dyn Fn() -> Option<u64>) -> 
     let mut held: Vec<CommittedFilter<u64>> = readers.iter().map(|_| CommittedFilter::new()).collect();
     let mut hist = Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 3).expect("histogram");
     let mut received = 0u64;
-    // GREGOR_BENCH_TIMELINE=MS prints each 100 ms (by append time) whose
-    // slowest result took more than MS.
-    let over: Option<u64> = std::env::var("GREGOR_BENCH_TIMELINE").ok().and_then(|ms| ms.parse().ok());
-    let mut timeline: Option<Vec<u64>> = over.map(|_| Vec::new());
+    // GREGOR_BENCH_TIMELINE (module docs): (threshold ms, slowest per 100 ms).
+    let mut timeline: Option<(u64, Vec<u64>)> =
+        std::env::var("GREGOR_BENCH_TIMELINE").ok().and_then(|ms| ms.parse().ok()).map(|ms| (ms, Vec::new()));
     let mut last_progress = Instant::now();
     loop {
         let mut got = 0;
@@ -201,7 +200,7 @@ fn consume(log: &Log, measure_from: u64, expected: &dyn Fn() -> Option<u64>) -> 
                 if stamp >= measure_from {
                     let latency = now_ns().saturating_sub(stamp).max(1_000);
                     hist.record(latency).expect("record");
-                    if let Some(t) = timeline.as_mut() {
+                    if let Some((_, t)) = timeline.as_mut() {
                         let w = ((stamp - measure_from) / 100_000_000) as usize;
                         if t.len() <= w {
                             t.resize(w + 1, 0);
@@ -216,8 +215,8 @@ fn consume(log: &Log, measure_from: u64, expected: &dyn Fn() -> Option<u64>) -> 
         if got > 0 {
             last_progress = Instant::now();
         } else if expected().is_some_and(|e| received >= e) || last_progress.elapsed() > Duration::from_secs(10) {
-            if let Some(t) = timeline {
-                for (w, max) in t.iter().enumerate().filter(|(_, m)| **m > over.unwrap_or(0) * 1_000_000) {
+            if let Some((over, t)) = timeline {
+                for (w, max) in t.iter().enumerate().filter(|(_, m)| **m > over * 1_000_000) {
                     eprintln!("timeline: {:.1} s: max {:.1} ms", w as f64 / 10.0, *max as f64 / 1e6);
                 }
             }

@@ -116,14 +116,12 @@ pub struct PendingSnapshot {
     /// The writer taking it, told when someone waits for it (it then no
     /// longer defers to background work).
     writer: Option<crate::rocks::Awaitable>,
-    /// Held while someone waits (see [`Self::expedite`]).
-    awaited: Option<crate::rocks::AwaitedGuard>,
 }
 
 impl PendingSnapshot {
     /// A snapshot taken before it was handed over.
     pub fn taken() -> Self {
-        PendingSnapshot { location: String::new(), outcome: None, writer: None, awaited: None }
+        PendingSnapshot { location: String::new(), outcome: None, writer: None }
     }
 
     /// A snapshot whose outcome arrives on `outcome` (engine directory
@@ -133,7 +131,7 @@ impl PendingSnapshot {
         outcome: std::sync::mpsc::Receiver<Result<(), String>>,
         writer: crate::rocks::Awaitable,
     ) -> Self {
-        PendingSnapshot { location, outcome: Some(outcome), writer: Some(writer), awaited: None }
+        PendingSnapshot { location, outcome: Some(outcome), writer: Some(writer) }
     }
 
     /// Tells the engine that it is waited for from now on: taken in the
@@ -142,8 +140,8 @@ impl PendingSnapshot {
     /// wait for several snapshots must not let it do. [`Self::wait`] does
     /// this itself.
     pub fn expedite(&mut self) {
-        if self.awaited.is_none() {
-            self.awaited = self.writer.as_ref().map(crate::rocks::Awaitable::awaited);
+        if let Some(writer) = &mut self.writer {
+            writer.expedite();
         }
     }
 

@@ -16,7 +16,7 @@ mod bulk;
 mod turns;
 mod writer;
 
-pub(crate) use writer::{Awaitable, AwaitedGuard};
+pub(crate) use writer::Awaitable;
 
 /// Bytes of keys and values staged before they are handed to the writer
 /// thread whatever their count: bounds the memory they hold (and keeps a

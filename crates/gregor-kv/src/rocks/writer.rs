@@ -34,26 +34,31 @@ struct Progress {
     failed: Option<String>,
 }
 
-/// A writer that work someone may wait for was queued to.
-pub(crate) struct Awaitable(Arc<Shared>);
+/// The writer a snapshot was queued to. Taken in the background, the
+/// snapshot and the batches ahead of it take turns with the other writers
+/// ([`turns`]); once [`Awaitable::expedite`]d, until this is dropped, they
+/// skip the turns. Waiting for a commit's snapshots one by one while each
+/// writer still took its turn made a commit of 4 snapshots take 100-200 ms.
+pub(crate) struct Awaitable {
+    shared: Arc<Shared>,
+    awaited: bool,
+}
 
 impl Awaitable {
-    /// Marks the writer as waited for until the guard drops: it then skips
-    /// the turns (see [`turns`]), for the jobs queued ahead too. Waiting
-    /// for a commit's snapshots one by one while each writer still took its
-    /// turn made a commit of 4 snapshots take 100-200 ms.
-    pub fn awaited(&self) -> AwaitedGuard {
-        self.0.waiters.start_waiting();
-        AwaitedGuard(self.0.clone())
+    /// Marks the writer as waited for (once).
+    pub fn expedite(&mut self) {
+        if !self.awaited {
+            self.shared.waiters.start_waiting();
+            self.awaited = true;
+        }
     }
 }
 
-/// Marks a writer as waited for (see [`turns`]) until dropped.
-pub(crate) struct AwaitedGuard(Arc<Shared>);
-
-impl Drop for AwaitedGuard {
+impl Drop for Awaitable {
     fn drop(&mut self) {
-        self.0.waiters.stop_waiting();
+        if self.awaited {
+            self.shared.waiters.stop_waiting();
+        }
     }
 }
 
@@ -197,14 +202,14 @@ impl Writer {
 
     /// Queues a checkpoint of the database into the new directory `dir`,
     /// taken once every earlier batch is applied (and before any later
-    /// one); its outcome arrives on the returned channel. A failed snapshot
-    /// is not a failed write: later batches still apply.
-    /// Queues a checkpoint into `dir`, taken in the background (taking
-    /// turns) until someone waits for it ([`Awaitable::awaited`]).
+    /// one), in the background until someone waits for it
+    /// ([`Awaitable::expedite`]); its outcome arrives on the returned
+    /// channel. A failed snapshot is not a failed write: later batches
+    /// still apply.
     pub fn snapshot(&self, ticket: u64, dir: PathBuf) -> Result<(Receiver<Result<(), String>>, Awaitable), String> {
         let (done, outcome) = sync_channel(1);
         self.queue(ticket, Job::Snapshot(dir, done))?;
-        Ok((outcome, Awaitable(self.shared.clone())))
+        Ok((outcome, Awaitable { shared: self.shared.clone(), awaited: false }))
     }
 
     /// Queues a batch unless [`QUEUE`] jobs are ahead of it; then hands it
