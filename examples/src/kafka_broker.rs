@@ -14,6 +14,36 @@ pub struct KafkaBroker {
     /// Its port on 127.0.0.1.
     pub port: u16,
     dir: tempfile::TempDir,
+    _slot: Slot,
+}
+
+/// Brokers one process runs at once. A test binary runs its tests in
+/// parallel; with ten brokers and their jobs on 2 cores, a broker left
+/// metadata requests unanswered for over 10 s and a job gave up.
+const MAX_BROKERS: usize = 4;
+
+static RUNNING: std::sync::Mutex<usize> = std::sync::Mutex::new(0);
+static FREED: std::sync::Condvar = std::sync::Condvar::new();
+
+/// One of the [`MAX_BROKERS`] places, held for a broker's life.
+struct Slot;
+
+impl Slot {
+    fn take() -> Slot {
+        let mut running = RUNNING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        while *running >= MAX_BROKERS {
+            running = FREED.wait(running).unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        *running += 1;
+        Slot
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        *RUNNING.lock().unwrap_or_else(std::sync::PoisonError::into_inner) -= 1;
+        FREED.notify_one();
+    }
 }
 
 /// Where `scripts/test-deps` puts its tools.
@@ -24,10 +54,12 @@ pub fn tools_dir() -> PathBuf {
 }
 
 impl KafkaBroker {
-    /// Starts a broker and waits until it answers metadata requests.
+    /// Starts a broker and waits until it answers metadata requests (and,
+    /// first, until fewer than [`MAX_BROKERS`] of this process run).
     pub fn start() -> KafkaBroker {
+        let slot = Slot::take();
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut broker = KafkaBroker { child: None, port, dir: tempfile::tempdir().unwrap() };
+        let mut broker = KafkaBroker { child: None, port, dir: tempfile::tempdir().unwrap(), _slot: slot };
         broker.resume();
         broker
     }
