@@ -71,10 +71,21 @@ pub fn read_raw(kafka: &KafkaSystemFactory, topic: &str) -> Result<Vec<(u32, gre
     }
     consumer.start()?;
     let mut out = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    // Gives up after a minute without progress, not after a fixed time: a
+    // test broker sharing 2 cores with other tests' brokers and jobs serves
+    // a large topic slowly (a fixed 120 s ran out in parallel test runs).
+    let mut last_progress = (std::time::Instant::now(), 0);
     while ends.iter().any(|(ssp, end)| consumer.position(ssp).is_some_and(|p| p < *end)) {
-        if std::time::Instant::now() > deadline {
-            return Err(SystemError::other(format!("reading {topic}"), "timed out"));
+        if out.len() > last_progress.1 {
+            last_progress = (std::time::Instant::now(), out.len());
+        } else if last_progress.0.elapsed() > Duration::from_secs(60) {
+            let behind: Vec<String> = (ends.iter())
+                .filter_map(|(ssp, end)| Some(format!("{ssp} at {} of {end}", consumer.position(ssp)?)))
+                .collect();
+            return Err(SystemError::other(
+                format!("reading {topic}"),
+                format!("no progress for 60 s: {}", behind.join(", ")),
+            ));
         }
         consumer.poll(
             &|_| true,
