@@ -58,7 +58,8 @@ pub trait RawStore {
         limit: usize,
         out: &mut Vec<(Bytes, Bytes)>,
     ) -> Result<(), StoreError>;
-    /// Writes buffered changes through to the engine and changelog.
+    /// Writes buffered changes through to the changelog, and to the engine
+    /// unless its writes wait for the next snapshot.
     fn flush(&mut self) -> Result<(), StoreError>;
 }
 

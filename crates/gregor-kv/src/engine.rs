@@ -63,9 +63,30 @@ pub trait Engine {
     fn write_batch_deferred(&mut self, batch: &WriteBatch<'_>) -> Result<u64, KvError> {
         self.write_batch(batch).map(|()| 0)
     }
+    /// Sends `batch` to the changelog only, if this engine is the
+    /// changelog layer over an engine whose own copy may wait: the caller
+    /// then owes the engine those writes ([`Engine::write_unlogged_deferred`])
+    /// before it takes a snapshot, scans or forgets them. `Ok(false)` (the
+    /// default): nothing was done; write the batch with
+    /// [`Engine::write_batch_deferred`].
+    fn log_only(&mut self, _batch: &WriteBatch<'_>) -> Result<bool, KvError> {
+        Ok(false)
+    }
+    /// As [`Engine::write_batch_deferred`], for a batch that
+    /// [`Engine::log_only`] sent to the changelog already.
+    fn write_unlogged_deferred(&mut self, batch: &WriteBatch<'_>) -> Result<u64, KvError> {
+        self.write_batch_deferred(batch)
+    }
     /// The ticket up to which deferred batches are applied.
     fn applied(&self) -> u64 {
         u64::MAX
+    }
+    /// Whether deferred batches wait to be handed over because the engine
+    /// is behind (RocksDB: its writer thread's queue is full), so that
+    /// more of them could soon make a write wait. Work that can wait (the
+    /// cache writing ahead of a snapshot) holds back meanwhile.
+    fn behind(&self) -> bool {
+        false
     }
     /// Waits until every deferred batch is applied.
     fn wait_applied(&mut self) -> Result<(), KvError> {
@@ -99,12 +120,15 @@ pub trait Engine {
     /// Starts what [`Engine::snapshot`] does, of the state after every
     /// write made so far, and returns without waiting for it: later writes
     /// are not in the copy. The default takes it before returning.
+    /// `Ok(None)` if the engine cannot start it without waiting (RocksDB:
+    /// its writer thread is behind): nothing was started, and the caller
+    /// asks again later or calls [`Engine::snapshot`].
     ///
     /// # Errors
     /// As [`Engine::snapshot`], for what fails before the work is handed
     /// over; later failures arrive through the [`PendingSnapshot`].
-    fn start_snapshot(&mut self, dir: &std::path::Path) -> Result<PendingSnapshot, KvError> {
-        self.snapshot(dir).map(|()| PendingSnapshot::taken())
+    fn start_snapshot(&mut self, dir: &std::path::Path) -> Result<Option<PendingSnapshot>, KvError> {
+        self.snapshot(dir).map(|()| Some(PendingSnapshot::taken()))
     }
 }
 
@@ -184,8 +208,17 @@ impl<E: Engine + ?Sized> Engine for Box<E> {
     fn write_batch_deferred(&mut self, batch: &WriteBatch<'_>) -> Result<u64, KvError> {
         (**self).write_batch_deferred(batch)
     }
+    fn log_only(&mut self, batch: &WriteBatch<'_>) -> Result<bool, KvError> {
+        (**self).log_only(batch)
+    }
+    fn write_unlogged_deferred(&mut self, batch: &WriteBatch<'_>) -> Result<u64, KvError> {
+        (**self).write_unlogged_deferred(batch)
+    }
     fn applied(&self) -> u64 {
         (**self).applied()
+    }
+    fn behind(&self) -> bool {
+        (**self).behind()
     }
     fn wait_applied(&mut self) -> Result<(), KvError> {
         (**self).wait_applied()
@@ -208,7 +241,7 @@ impl<E: Engine + ?Sized> Engine for Box<E> {
     fn snapshot(&mut self, dir: &std::path::Path) -> Result<(), KvError> {
         (**self).snapshot(dir)
     }
-    fn start_snapshot(&mut self, dir: &std::path::Path) -> Result<PendingSnapshot, KvError> {
+    fn start_snapshot(&mut self, dir: &std::path::Path) -> Result<Option<PendingSnapshot>, KvError> {
         (**self).start_snapshot(dir)
     }
 }

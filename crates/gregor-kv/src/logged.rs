@@ -54,8 +54,26 @@ impl<E: Engine> Engine for LoggedEngine<E> {
         Ok(ticket)
     }
 
+    /// Whether the engine's copy may wait is the caller's call (the cache
+    /// of a RocksDB store, which the runtime rebuilds from a snapshot and
+    /// the changelog at every start, lets it wait for the next snapshot).
+    fn log_only(&mut self, batch: &WriteBatch<'_>) -> Result<bool, KvError> {
+        for (k, v) in batch {
+            self.sink.send(k, *v)?;
+        }
+        Ok(true)
+    }
+
+    fn write_unlogged_deferred(&mut self, batch: &WriteBatch<'_>) -> Result<u64, KvError> {
+        self.engine.write_batch_deferred(batch)
+    }
+
     fn applied(&self) -> u64 {
         self.engine.applied()
+    }
+
+    fn behind(&self) -> bool {
+        self.engine.behind()
     }
 
     fn wait_applied(&mut self) -> Result<(), KvError> {
@@ -84,7 +102,7 @@ impl<E: Engine> Engine for LoggedEngine<E> {
         self.engine.snapshot(dir)
     }
 
-    fn start_snapshot(&mut self, dir: &std::path::Path) -> Result<crate::PendingSnapshot, KvError> {
+    fn start_snapshot(&mut self, dir: &std::path::Path) -> Result<Option<crate::PendingSnapshot>, KvError> {
         self.engine.start_snapshot(dir)
     }
 }

@@ -396,6 +396,12 @@ impl Engine for RocksDbEngine {
         Ok(ticket)
     }
 
+    /// The staged writes reached the size at which they are offered to the
+    /// writer thread, and it had no room for them.
+    fn behind(&self) -> bool {
+        self.staged.len() >= self.stage_max || self.staged.bytes() >= STAGE_BYTES
+    }
+
     fn applied(&self) -> u64 {
         if self.bulk.is_some() {
             return self.bulk_applied;
@@ -471,18 +477,23 @@ impl Engine for RocksDbEngine {
     /// thread (which applies them in order); the caller chooses whether to
     /// wait for it ([`crate::PendingSnapshot::wait`]). Writes made after
     /// this call are queued behind it, and a bulk load or a database
-    /// without a writer yet takes it at once.
-    fn start_snapshot(&mut self, dir: &Path) -> Result<crate::PendingSnapshot, KvError> {
+    /// without a writer yet takes it at once. `Ok(None)`, without waiting,
+    /// while the writer's queue has no room for it and the staged writes
+    /// ahead of it.
+    fn start_snapshot(&mut self, dir: &Path) -> Result<Option<crate::PendingSnapshot>, KvError> {
         if self.bulk.is_some() || self.writer.is_none() {
-            return self.snapshot(dir).map(|()| crate::PendingSnapshot::taken());
+            return self.snapshot(dir).map(|()| Some(crate::PendingSnapshot::taken()));
         }
-        self.submit_staged()?;
-        self.submitted += 1;
-        let ticket = self.submitted;
-        match self.writer.as_ref().map(|w| w.snapshot(ticket, dir.to_owned())) {
-            Some(Ok((outcome, writer))) => {
-                Ok(crate::PendingSnapshot::pending(self.path.display().to_string(), outcome, writer))
+        self.offer_staged()?;
+        if !self.staged.is_empty() {
+            return Ok(None);
+        }
+        match self.writer.as_ref().map(|w| w.try_snapshot(self.submitted + 1, dir.to_owned())) {
+            Some(Ok(Some((outcome, writer)))) => {
+                self.submitted += 1;
+                Ok(Some(crate::PendingSnapshot::pending(self.path.display().to_string(), outcome, writer)))
             }
+            Some(Ok(None)) => Ok(None),
             Some(Err(e)) => Err(self.writer_failed(e)),
             None => Err(self.writer_failed("the writer thread was not started".into())),
         }

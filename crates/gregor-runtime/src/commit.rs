@@ -186,37 +186,68 @@ pub fn plan_commit(tasks: &[TaskFacts], last: bool, limits_due: bool) -> CommitP
     if plan.writes_checkpoints() && limits_due { plan } else { CommitPlan { compaction_limits: Vec::new(), ..plan } }
 }
 
+/// Whether a store's next snapshot is near: its changelog `end` is three
+/// quarters of `records` past its newest snapshot (`at`). Its cache then
+/// writes what it owes the engine while the container waits for input, so
+/// that the snapshot's commit has little left to write. Without a snapshot
+/// the next commit takes one (of a store that has little).
+pub(crate) fn snapshot_near(end: u64, at: Option<u64>, records: u64) -> bool {
+    at.is_some_and(|at| end.saturating_sub(at) >= records - records / 4)
+}
+
+/// Whether a snapshot put off because its writer was behind must now be
+/// taken even if that means waiting: the changelog grew by twice
+/// `records` since the newest one, or that one is stale (a restart would
+/// replay ever more, and after [`crate::local_state::MAX_SNAPSHOT_AGE`]
+/// all of the changelog).
+pub(crate) fn snapshot_overdue(end: u64, at: Option<u64>, records: u64, stale: bool) -> bool {
+    stale || at.is_some_and(|at| end.saturating_sub(at) >= records.saturating_mul(2))
+}
+
 /// Starts the snapshot of `store` at changelog `offset`; the store's engine
 /// takes it behind the writes the commit flushed (RocksDB: on its writer
 /// thread) while the loop goes on, and [`collect_snapshot`] publishes it at
 /// a later commit. Waiting for it instead stopped the loop for 110-320 ms at
-/// half the latency bench's maximum rate. The changelog is the source of
-/// truth: a failed snapshot only makes the next restart slower, so it is
-/// logged, not returned.
-fn start_snapshot(store: &mut TaskStore, task: &str, offset: u64, now: std::time::Instant) {
+/// half the latency bench's maximum rate. An engine that cannot start it
+/// without waiting (a writer thread behind) is asked again at the next
+/// commit, unless `now` (the last commit, or the snapshot is overdue:
+/// [`snapshot_overdue`]), which takes it. The changelog is the
+/// source of truth: a failed snapshot only makes the next restart slower,
+/// so it is logged, not returned.
+fn start_snapshot(store: &mut TaskStore, task: &str, offset: u64, now: bool, clock_now: std::time::Instant) {
     let Some(local) = &store.local else { return };
     let name = &store.spec.name;
     let started = local.begin_snapshot(offset).and_then(|dir| {
-        let Some(dir) = dir else { return Ok(None) }; // taken already
-        let pending = store.store.borrow_mut().start_snapshot(&dir).map_err(|source| RuntimeError::StoreEngine {
+        let Some(dir) = dir else { return Ok(Started::Exists) };
+        let pending = store.store.borrow_mut().start_snapshot(&dir, now).map_err(|source| RuntimeError::StoreEngine {
             store: name.clone(),
             task: task.to_owned(),
             operation: "snapshot",
             source: Box::new(source),
         });
-        if pending.is_err() {
+        if !matches!(pending, Ok(Some(_))) {
             local.abandon_snapshot(offset);
         }
-        pending.map(Some)
+        pending.map(|p| p.map_or(Started::Later, Started::Running))
     });
     match started {
-        Ok(None) => {
+        Ok(Started::Exists) => {
             store.snapshot_at = Some(offset);
-            store.snapshot_taken = now;
+            store.snapshot_taken = clock_now;
         }
-        Ok(Some(pending)) => store.snapshot_running = Some((offset, pending)),
+        Ok(Started::Running(pending)) => store.snapshot_running = Some((offset, pending)),
+        Ok(Started::Later) => tracing::debug!(store = %name, task, "snapshot put off: the store's writer is behind"),
         Err(e) => tracing::warn!(store = %name, task, "skipping this commit's local snapshot: {e}"),
     }
+}
+
+/// What [`start_snapshot`] did.
+enum Started {
+    /// The snapshot of that offset exists already.
+    Exists,
+    Running(gregor_kv::PendingSnapshot),
+    /// The engine could not start it without waiting.
+    Later,
 }
 
 /// Publishes the store's background snapshot if it is complete (waiting
@@ -345,7 +376,16 @@ impl<T: StreamTask> Container<T> {
                 }
             }
             for &(i, offset) in &tp.snapshots {
-                start_snapshot(&mut task.stores[i], &task.name, offset, clock_now);
+                let s = &task.stores[i];
+                let stale =
+                    clock_now.saturating_duration_since(s.snapshot_taken) >= crate::local_state::SNAPSHOT_REFRESH;
+                let now = last || snapshot_overdue(offset, s.snapshot_at, s.spec.snapshot_records, stale);
+                start_snapshot(&mut task.stores[i], &task.name, offset, now, clock_now);
+            }
+            for store in task.stores.iter().filter(|s| s.local.is_some()) {
+                let end = store.changelog.as_ref().map_or(0, |(_, end)| *end);
+                let near = snapshot_near(end, store.snapshot_at, store.spec.snapshot_records);
+                store.store.borrow_mut().store_ahead(near);
             }
             if tp.write {
                 let json = encode_checkpoint(&tp.checkpoint)?;
@@ -408,6 +448,29 @@ mod tests {
 
     fn ssp(s: &str, p: u32) -> SystemStreamPartition {
         SystemStream::new("log", s).partition(p)
+    }
+
+    /// A cache writes ahead from three quarters of the snapshot interval
+    /// on, and not for a store without a snapshot (its next commit takes one).
+    #[test]
+    fn a_snapshot_is_near_three_quarters_of_its_records_on() {
+        assert!(!snapshot_near(1_749, Some(1_000), 1_000));
+        assert!(snapshot_near(1_750, Some(1_000), 1_000));
+        assert!(snapshot_near(9_000, Some(1_000), 1_000), "overdue (its writer was behind)");
+        assert!(!snapshot_near(5_000, None, 1_000));
+        assert!(!snapshot_near(0, Some(10), 1_000), "a changelog behind the snapshot");
+        assert!(snapshot_near(1, Some(0), 1), "one record per snapshot");
+    }
+
+    /// A snapshot put off since twice its records, or stale, is taken even
+    /// if the commit waits for it.
+    #[test]
+    fn a_snapshot_put_off_too_long_is_overdue() {
+        assert!(!snapshot_overdue(2_999, Some(1_000), 1_000, false));
+        assert!(snapshot_overdue(3_000, Some(1_000), 1_000, false));
+        assert!(snapshot_overdue(1_001, Some(1_000), 1_000, true), "stale");
+        assert!(!snapshot_overdue(5_000, None, 1_000, false), "the first one is taken at once anyway");
+        assert!(snapshot_overdue(u64::MAX, Some(0), u64::MAX, false), "saturates instead of overflowing");
     }
 
     fn store(acked: Option<u64>, local: bool, snapshot_at: Option<u64>) -> StoreFacts {

@@ -301,7 +301,7 @@ pub const KEYS: &[Key] = &[
         "stores.*.write.batch.size",
         Kind::Positive,
         "(no limit)",
-        "Also write dirty cache entries to the engine and changelog once this many accumulate. Without it they are written at commits, on eviction, before scans, and (RocksDB stores) when they hold a quarter of `cache.max.bytes`: each changed key once per commit interval. A limit shortens the commit-time flush but writes hot keys more often.",
+        "Also write dirty cache entries to the changelog (and the engine, unless it waits for the next snapshot: docs/state.md) once this many accumulate. Without it they are written at commits, on eviction, before scans, and (RocksDB stores) when they hold a quarter of `cache.max.bytes`: each changed key once per commit interval. A limit shortens the commit-time flush but writes hot keys more often.",
     ),
     key(
         "stores.*.snapshot.records",

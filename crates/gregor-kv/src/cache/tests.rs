@@ -26,11 +26,13 @@ struct Deferring {
     applied: u64,
     /// Reads that reached the engine.
     reads: u32,
+    /// What [`Engine::behind`] answers.
+    behind: bool,
 }
 
 impl Deferring {
     fn new() -> Self {
-        Deferring { engine: MemoryEngine::new(), queued: Default::default(), applied: 0, reads: 0 }
+        Deferring { engine: MemoryEngine::new(), queued: Default::default(), applied: 0, reads: 0, behind: false }
     }
     fn apply_one(&mut self) {
         if let Some(b) = self.queued.pop_front() {
@@ -56,6 +58,9 @@ impl Engine for Deferring {
     }
     fn applied(&self) -> u64 {
         self.applied
+    }
+    fn behind(&self) -> bool {
+        self.behind
     }
     fn wait_applied(&mut self) -> Result<(), KvError> {
         while !self.queued.is_empty() {
@@ -92,6 +97,12 @@ enum Op {
     WriteSome(usize),
     /// The engine applies its oldest deferred batch.
     Apply,
+    /// What a commit that takes a snapshot does: flush, write what the
+    /// engine is owed, and let it apply everything; the engine then holds
+    /// the state.
+    Snapshot,
+    /// Idle write-outs also write what the engine is owed, or stop to.
+    StoreAhead(bool),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -104,12 +115,14 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Flush),
         1 => (0usize..4).prop_map(Op::WriteSome),
         2 => Just(Op::Apply),
+        1 => Just(Op::Snapshot),
+        1 => any::<bool>().prop_map(Op::StoreAhead),
     ]
 }
 
 proptest! {
     #[test]
-    fn behaves_like_a_map_and_the_changelog_replays_to_the_same_state(ops in proptest::collection::vec(op(), 1..200), cache in 0usize..8, bytes in 0usize..2000, batch in 1usize..6, empty in any::<bool>()) {
+    fn behaves_like_a_map_and_the_changelog_replays_to_the_same_state(ops in proptest::collection::vec(op(), 1..200), cache in 0usize..8, bytes in 0usize..2000, batch in 1usize..6, empty in any::<bool>(), defer in any::<bool>()) {
         let log = Recorder::default();
         let engine = LoggedEngine::new(Deferring::new(), Box::new(log.clone()));
         // Entry and byte limits both bound the cache, whichever is hit first.
@@ -118,6 +131,15 @@ proptest! {
             // True here: the engine starts empty.
             store = store.assume_empty_engine();
         }
+        if defer {
+            store = store.defer_engine_writes();
+        }
+        let engine_state = |store: &mut CachedStore<LoggedEngine<Deferring>>| {
+            store.engine_mut().wait_applied().unwrap();
+            let mut all = Vec::new();
+            store.engine_mut().scan(Bound::Unbounded, None, usize::MAX, &mut all).unwrap();
+            all.into_iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect::<BTreeMap<Vec<u8>, Vec<u8>>>()
+        };
         let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
         for op in &ops {
             match op {
@@ -135,24 +157,109 @@ proptest! {
                     let want: Vec<_> = model.range(vec![*a]..).take_while(|(k, _)| k[..] < [*b][..]).map(|(k, v)| (k.clone(), v.clone())).collect();
                     prop_assert_eq!(got, want);
                 }
-                Op::Flush => store.flush().unwrap(),
+                Op::Flush => {
+                    store.flush().unwrap();
+                    if store.complete {
+                        prop_assert_eq!(store.entries(), model.len() as u64, "exact while every key is cached");
+                    }
+                }
                 Op::WriteSome(n) => { store.write_some(*n).unwrap(); }
                 Op::Apply => store.engine_mut().engine_mut().apply_one(),
+                Op::StoreAhead(on) => store.store_ahead(*on),
+                Op::Snapshot => {
+                    store.flush().unwrap();
+                    store.store_unstored().unwrap();
+                    prop_assert_eq!(&engine_state(&mut store), &model);
+                }
             }
         }
         store.flush().unwrap();
+        store.store_unstored().unwrap();
         // Once every deferred write is applied, the engine holds the state.
-        store.engine_mut().wait_applied().unwrap();
-        let mut all = Vec::new();
-        store.engine_mut().scan(Bound::Unbounded, None, usize::MAX, &mut all).unwrap();
-        let engine_state: BTreeMap<Vec<u8>, Vec<u8>> = all.into_iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect();
-        prop_assert_eq!(&engine_state, &model);
+        prop_assert_eq!(&engine_state(&mut store), &model);
         let mut replayed: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
         for (k, v) in log.0.borrow().iter() {
             match v { Some(v) => { replayed.insert(k.clone(), v.clone()); } None => { replayed.remove(k); } }
         }
         prop_assert_eq!(replayed, model);
     }
+}
+
+/// With deferred engine writes, a commit's flush reaches the changelog
+/// only; the engine gets each key once, when a snapshot needs it.
+#[test]
+fn deferred_engine_writes_wait_for_the_snapshot_and_write_each_key_once() {
+    let log = Recorder::default();
+    let engine = LoggedEngine::new(Deferring::new(), Box::new(log.clone()));
+    let limits = CacheLimits { entries: 100, bytes: 1 << 20, dirty: usize::MAX };
+    let mut store = CachedStore::new("s", engine, limits).defer_engine_writes();
+    for commit in 0..5u8 {
+        store.put(b"hot", &[commit]).unwrap();
+        store.put(&[b'k', commit], b"v").unwrap();
+        store.flush().unwrap();
+    }
+    assert_eq!(log.0.borrow().len(), 10, "every commit's changes are in the changelog");
+    assert!(store.engine_mut().engine_mut().queued.is_empty(), "no engine write before the snapshot");
+    let mut out = Vec::new();
+    assert!(store.get(b"hot", &mut out).unwrap() && out == [4], "read from the cache");
+    store.store_unstored().unwrap();
+    let queued = &store.engine_mut().engine_mut().queued;
+    assert_eq!(queued.len(), 1, "one batch");
+    assert_eq!(queued[0].len(), 6, "each key once");
+    assert!(queued[0].contains(&(b"hot".to_vec(), Some(vec![4]))), "the newest value");
+}
+
+/// The store's size is exact while the cache holds every key, even with
+/// the engine's writes waiting for a snapshot; once it evicts, it is the
+/// engine's estimate or the cached keys, whichever is more.
+#[test]
+fn entries_are_exact_while_the_cache_holds_every_key() {
+    let engine = LoggedEngine::new(Deferring::new(), Box::new(Recorder::default()));
+    let limits = CacheLimits { entries: 4, bytes: 1 << 20, dirty: usize::MAX };
+    let mut store = CachedStore::new("s", engine, limits).assume_empty_engine().defer_engine_writes();
+    for k in 0..3u8 {
+        store.put(&[k], b"v").unwrap();
+    }
+    store.delete(&[1]).unwrap();
+    store.delete(&[9]).unwrap(); // never there
+    store.put(&[0], b"w").unwrap();
+    store.flush().unwrap();
+    assert_eq!(store.entries(), 2);
+    for k in 10..20u8 {
+        store.put(&[k], b"v").unwrap(); // evicts
+    }
+    store.flush().unwrap();
+    store.engine_mut().wait_applied().unwrap();
+    assert!(store.entries() >= 4, "at least the cached keys: {}", store.entries());
+}
+
+/// Near a snapshot, idle write-outs write the oldest owed entries, after
+/// the dirty ones are logged.
+#[test]
+fn idle_write_outs_store_ahead_of_a_snapshot() {
+    let log = Recorder::default();
+    let engine = LoggedEngine::new(Deferring::new(), Box::new(log.clone()));
+    let limits = CacheLimits { entries: 100, bytes: 1 << 20, dirty: usize::MAX };
+    let mut store = CachedStore::new("s", engine, limits).defer_engine_writes();
+    for k in [b"a", b"b", b"c"] {
+        store.put(k, b"1").unwrap();
+    }
+    store.flush().unwrap();
+    store.put(b"d", b"1").unwrap();
+    assert!(store.write_some(10).unwrap(), "logs d");
+    assert!(!store.write_some(10).unwrap(), "owed entries wait while no snapshot is near");
+    store.store_ahead(true);
+    store.engine_mut().engine_mut().behind = true;
+    assert!(!store.write_some(2).unwrap(), "no writing ahead while the engine is behind");
+    store.engine_mut().engine_mut().behind = false;
+    assert!(store.write_some(2).unwrap());
+    let queued = |store: &mut CachedStore<LoggedEngine<Deferring>>| store.engine_mut().engine_mut().queued.clone();
+    let key = |k: &[u8]| (k.to_vec(), Some(b"1".to_vec()));
+    assert_eq!(queued(&mut store), vec![vec![key(b"a"), key(b"b")]], "the oldest two");
+    assert!(store.write_some(10).unwrap());
+    assert!(!store.write_some(10).unwrap(), "nothing left");
+    assert_eq!(queued(&mut store)[1], vec![key(b"c"), key(b"d")]);
+    assert_eq!(log.0.borrow().len(), 4);
 }
 
 #[test]

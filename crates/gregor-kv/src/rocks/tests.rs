@@ -7,6 +7,17 @@ fn small() -> RocksOptions {
     RocksOptions { block_cache_bytes: 1 << 20, write_buffer_bytes: 1 << 20, ..RocksOptions::default() }
 }
 
+/// A background snapshot, once the writer has room for it (the tests that
+/// pause every writer thread run beside this one's).
+fn started_snapshot(db: &mut RocksDbEngine, dir: &Path) -> crate::PendingSnapshot {
+    loop {
+        match db.start_snapshot(dir).unwrap() {
+            Some(pending) => return pending,
+            None => db.wait_applied().unwrap(),
+        }
+    }
+}
+
 /// A database with a few keys flushed to an SST file (a snapshot flushes).
 fn written(dir: &Path) {
     let mut db = RocksDbEngine::open(dir, &small()).unwrap();
@@ -136,7 +147,7 @@ fn a_background_snapshot_holds_the_writes_before_it_and_none_after() {
     db.flush().unwrap(); // handed over (ingested)
     db.write_batch_deferred(&[(b"a", Some(b"2")), (b"b", None)]).unwrap(); // still staged
     let snap = base.path().join("snap");
-    let pending = db.start_snapshot(&snap).unwrap();
+    let pending = started_snapshot(&mut db, &snap);
     db.write_batch_deferred(&[(b"a", Some(b"3")), (b"d", Some(b"3"))]).unwrap();
     db.flush().unwrap();
     pending.wait().unwrap();
@@ -163,7 +174,7 @@ fn a_snapshot_waited_for_and_the_writes_before_it_do_not_wait_for_the_turn() {
     let background = turns::Waiters::default();
     let held = turns::take(&background).expect("no other writer runs in this test");
     db.write_batch_deferred(&[(b"a", Some(b"1"))]).unwrap(); // staged, queued before the snapshot
-    let mut pending = db.start_snapshot(&base.path().join("snap")).unwrap();
+    let mut pending = started_snapshot(&mut db, &base.path().join("snap"));
     std::thread::sleep(std::time::Duration::from_millis(300));
     assert!(pending.outcome().is_none(), "taken in the background while another writer had the turn");
     let (done, taken) = std::sync::mpsc::channel();
@@ -204,6 +215,52 @@ fn commits_do_not_wait_for_a_writer_that_is_behind() {
     db.scan(Bound::Unbounded, None, usize::MAX, &mut out).unwrap();
     assert_eq!(out.len(), 9);
     assert_eq!((&out[0].0[..], &out[0].1[..]), (&b"a"[..], &[7u8][..]), "the last write wins");
+}
+
+/// A snapshot is not started behind a writer whose queue is full (here:
+/// the test pauses it): `start_snapshot` returns at once and leaves
+/// nothing behind; once the writer catches up, a snapshot holds every
+/// write made before it.
+#[test]
+fn a_snapshot_is_put_off_while_the_writer_is_behind() {
+    let base = tempfile::tempdir().unwrap();
+    let o = RocksOptions { ingest_min_entries: 2, ..small() };
+    let mut db = RocksDbEngine::open(&base.path().join("db"), &o).unwrap();
+    let snap = base.path().join("snap");
+    let paused = writer::PAUSE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let (done, finished) = std::sync::mpsc::channel();
+    let committing = {
+        let snap = snap.clone();
+        std::thread::spawn(move || {
+            for round in 0..4u8 {
+                db.write_batch_deferred(&[(&[b'k', round], Some(b"v"))]).unwrap();
+                db.flush().unwrap();
+            }
+            let started = db.start_snapshot(&snap).unwrap().is_some();
+            // Staged writes of the hand-over size (8 entries here) that the
+            // full queue refused.
+            for k in 0..8u8 {
+                db.write_batch_deferred(&[(&[b'x', k], Some(b"v"))]).unwrap();
+            }
+            let behind = db.behind();
+            done.send(()).unwrap();
+            (db, started, behind)
+        })
+    };
+    let waited = finished.recv_timeout(std::time::Duration::from_secs(20));
+    drop(paused);
+    assert!(waited.is_ok(), "starting a snapshot waited for the writer thread");
+    let (mut db, started, behind) = committing.join().unwrap();
+    assert!(behind, "staged writes past the hand-over size say the writer is behind");
+    assert!(!started, "a snapshot was queued behind a full queue");
+    db.wait_applied().unwrap();
+    assert!(!db.behind());
+    assert!(!snap.exists(), "a put-off snapshot wrote {}", snap.display());
+    started_snapshot(&mut db, &snap).wait().unwrap();
+    drop(db);
+    let mut out = Vec::new();
+    RocksDbEngine::open(&snap, &o).unwrap().scan(Bound::Unbounded, None, usize::MAX, &mut out).unwrap();
+    assert_eq!(out.len(), 12, "the snapshot holds the writes before it");
 }
 
 #[test]

@@ -4,7 +4,7 @@
 //! anything to a changelog: restores write below these layers.
 
 use super::cache_limits;
-use crate::job_config::StoreSpec;
+use crate::job_config::{StoreEngine, StoreSpec};
 use bytes::Bytes;
 use gregor_api::{RawStore, StoreError};
 use gregor_kv::{CachedStore, ChangelogSink, Engine, KvError, LoggedEngine, MemoryEngine, MemoryStore, RocksDbEngine};
@@ -20,11 +20,28 @@ pub(crate) enum StoreStack {
 
 impl StoreStack {
     /// Starts writing a consistent copy of the store's local files, as of
-    /// now, into `dir`, in the background where the engine can.
-    pub fn start_snapshot(&mut self, dir: &std::path::Path) -> Result<gregor_kv::PendingSnapshot, KvError> {
-        match self {
-            StoreStack::Cached(s) => s.engine_mut().start_snapshot(dir),
-            StoreStack::Memory(s) => s.snapshot(dir).map(|()| gregor_kv::PendingSnapshot::taken()),
+    /// now, into `dir`, in the background where the engine can; with
+    /// `now`, takes it before returning if it cannot start at once, else
+    /// `Ok(None)` then ([`gregor_kv::Engine::start_snapshot`]). The cache
+    /// first writes the changes it still owes the engine.
+    pub fn start_snapshot(
+        &mut self,
+        dir: &std::path::Path,
+        now: bool,
+    ) -> Result<Option<gregor_kv::PendingSnapshot>, KvError> {
+        let taken = || Some(gregor_kv::PendingSnapshot::taken());
+        let s = match self {
+            StoreStack::Cached(s) => s,
+            StoreStack::Memory(s) => return s.snapshot(dir).map(|()| taken()),
+        };
+        s.store_unstored().map_err(|e| KvError::Engine {
+            location: dir.display().to_string(),
+            operation: "writing the changes a snapshot needs".into(),
+            message: e.to_string(),
+        })?;
+        match s.engine_mut().start_snapshot(dir)? {
+            None if now => s.engine_mut().snapshot(dir).map(|()| taken()),
+            started => Ok(started),
         }
     }
 
@@ -38,11 +55,19 @@ impl StoreStack {
         }
     }
 
-    /// Keys with a value: exact in memory, RocksDB's estimate (of what
-    /// reached it: entries still only in the cache are not counted).
+    /// Lets idle write-outs also write what a RocksDB store's cache owes
+    /// its engine ([`CachedStore::store_ahead`]).
+    pub fn store_ahead(&mut self, on: bool) {
+        if let StoreStack::Cached(s) = self {
+            s.store_ahead(on);
+        }
+    }
+
+    /// Keys with a value: exact in memory and while a RocksDB store's
+    /// cache holds every key, else about ([`CachedStore::entries`]).
     pub fn entries(&mut self) -> u64 {
         match self {
-            StoreStack::Cached(s) => s.engine_mut().len_hint(),
+            StoreStack::Cached(s) => s.entries(),
             StoreStack::Memory(s) => s.len() as u64,
         }
     }
@@ -119,11 +144,22 @@ impl Opened {
                 StoreStack::Memory(MemoryStore::new(&spec.name, e, changelog, dirty))
             }
             Opened::Rocks(e) => {
+                let logged = changelog.is_some();
                 let engine: Box<dyn Engine> = match changelog {
                     Some(sink) => Box::new(LoggedEngine::new(e, sink)),
                     None => Box::new(e),
                 };
-                let cache = CachedStore::new(&spec.name, engine, cache_limits(spec, tasks));
+                let mut cache = CachedStore::new(&spec.name, engine, cache_limits(spec, tasks));
+                // The live database of a changelogged store is rebuilt from a
+                // snapshot at every start: its writes wait for the next
+                // snapshot. Without a changelog it is the whole state; with a
+                // TTL its write times are the expiry's clock, and FIFO
+                // compaction drops the files written first.
+                let ordered =
+                    matches!(&spec.engine, StoreEngine::RocksDb(o) if o.ttl.is_some() || o.compaction_style == "fifo");
+                if logged && !ordered {
+                    cache = cache.defer_engine_writes();
+                }
                 StoreStack::Cached(if empty { cache.assume_empty_engine() } else { cache })
             }
         }
@@ -138,5 +174,87 @@ pub(crate) fn rocks_options(opts: &gregor_kv::RocksOptions, tasks: usize) -> gre
         block_cache_bytes: share(opts.block_cache_bytes),
         write_buffer_bytes: share(opts.write_buffer_bytes),
         ..opts.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gregor_api::SystemStream;
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    #[derive(Clone, Default)]
+    struct Changelog(Rc<RefCell<Vec<Vec<u8>>>>);
+
+    impl ChangelogSink for Changelog {
+        fn send(&mut self, key: &[u8], _value: Option<&[u8]>) -> Result<(), KvError> {
+            self.0.borrow_mut().push(key.to_vec());
+            Ok(())
+        }
+    }
+
+    fn spec(ttl: Option<std::time::Duration>) -> StoreSpec {
+        StoreSpec {
+            name: "counts".into(),
+            engine: StoreEngine::RocksDb(gregor_kv::RocksOptions { ttl, ..Default::default() }),
+            key_serde: "string".into(),
+            msg_serde: "long".into(),
+            changelog: Some(SystemStream::new("log", "counts-changelog")),
+            cache_entries: usize::MAX,
+            cache_bytes: 1 << 20,
+            write_batch_size: usize::MAX,
+            snapshot_records: 1_000_000,
+            bulk_restore_records: 50_000,
+        }
+    }
+
+    /// A changelogged RocksDB store's commits reach the changelog only; a
+    /// snapshot started after them still holds every change (a restart
+    /// replays the changelog from the snapshot's offset on, so a change
+    /// missing from it would be lost).
+    #[test]
+    fn a_snapshot_holds_every_change_the_changelog_has_before_it() {
+        let base = tempfile::tempdir().unwrap();
+        let o = gregor_kv::RocksOptions::default();
+        let engine = RocksDbEngine::open(&base.path().join("db"), &o).unwrap();
+        let log = Changelog::default();
+        let mut store = Opened::Rocks(engine).into_store(&spec(None), 1, Some(Box::new(log.clone())), true);
+        for commit in 0..3u8 {
+            for k in 0..100u8 {
+                store.put(&[k], &[commit]).unwrap();
+            }
+            store.flush().unwrap();
+        }
+        assert_eq!(log.0.borrow().len(), 300, "each commit's changes are in the changelog");
+        let StoreStack::Cached(cache) = &mut store else { panic!("a RocksDB store is cached") };
+        assert_eq!(cache.engine_mut().len_hint(), 0, "RocksDB waits for the snapshot");
+        let dir = base.path().join("snap");
+        let pending = store.start_snapshot(&dir, true).unwrap().expect("taken when it must be");
+        pending.wait().unwrap();
+        drop(store);
+        let mut snap = RocksDbEngine::open(&dir, &o).unwrap();
+        let mut value = Vec::new();
+        for k in 0..100u8 {
+            assert!(snap.get(&[k], &mut value).unwrap(), "key {k} missing from the snapshot");
+            assert_eq!(value, [2], "key {k}: the last commit's value");
+        }
+    }
+
+    /// A TTL store's write times are its expiry clock: its changes reach
+    /// RocksDB at every commit.
+    #[test]
+    fn a_ttl_store_writes_rocksdb_at_every_commit() {
+        let base = tempfile::tempdir().unwrap();
+        let o = gregor_kv::RocksOptions { ttl: Some(std::time::Duration::from_secs(3600)), ..Default::default() };
+        let engine = RocksDbEngine::open(&base.path().join("db"), &o).unwrap();
+        let spec = spec(o.ttl);
+        let mut store = Opened::Rocks(engine).into_store(&spec, 1, Some(Box::new(Changelog::default())), true);
+        store.put(b"k", b"v").unwrap();
+        store.flush().unwrap();
+        let StoreStack::Cached(cache) = &mut store else { panic!("a RocksDB store is cached") };
+        cache.engine_mut().wait_applied().unwrap();
+        let mut value = Vec::new();
+        assert!(cache.engine_mut().get(b"k", &mut value).unwrap(), "written at the commit");
     }
 }
