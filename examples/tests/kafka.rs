@@ -115,7 +115,20 @@ fn exactly_once_on_kafka_drops_resent_intermediate_messages_across_kill_9() {
     let state = tempfile::tempdir().unwrap();
     // Commits 1 s apart leave the splitting tasks' sends unconfirmed long
     // enough for a kill to land after them and before their checkpoint.
-    let eo = ["task.processing.guarantee=exactly-once", "wordcount.deduplicate=false", "task.commit.ms=1000"];
+    // Without idempotence, as the broker-restart test: Tansu's storage task
+    // can panic on an idempotent produce from a producer id it no longer
+    // knows, and then serves nothing. With idempotence this test's broker
+    // stopped answering that way (metadata requests timed out, a reader
+    // got nothing for 60 s) in 3 of 4 full-suite runs, after kills of
+    // idempotent producers (its log was not kept). gregor then keeps one
+    // request in flight, so a retried batch cannot overtake a later one,
+    // and its own sequence numbers drop the resent copies.
+    let eo = [
+        "task.processing.guarantee=exactly-once",
+        "wordcount.deduplicate=false",
+        "task.commit.ms=1000",
+        "systems.kafka.producer.enable.idempotence=false",
+    ];
     let admin = gregor_api::system::SystemFactory::admin(&system(&broker.bootstrap())).unwrap();
     let job = |until_end| {
         let mut cmd = wordcount(&broker, state.path(), until_end);
