@@ -91,6 +91,16 @@ const DIRTY_SHARE: usize = 4;
 /// meet one.
 const UNSTORED_SHARE: usize = 2;
 
+/// The writes that carry the entries of `slots` at `indexes` that `keep`
+/// selects (a deletion for an absent key).
+fn batch_of<'a>(
+    slots: &'a [Slot],
+    indexes: impl Iterator<Item = &'a u32>,
+    keep: impl Fn(&Slot) -> bool,
+) -> Vec<(&'a [u8], Option<&'a [u8]>)> {
+    indexes.map(|&i| &slots[i as usize]).filter(|s| keep(s)).map(|s| (s.key(), s.present.then(|| s.value()))).collect()
+}
+
 /// How much a [`CachedStore`] may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CacheLimits {
@@ -274,21 +284,10 @@ impl<E: Engine> CachedStore<E> {
         if n == 0 {
             return Ok(());
         }
-        let slots = &self.slots;
-        let batch: Vec<(&[u8], Option<&[u8]>)> = self
-            .dirty
-            .range(..n)
-            .map(|&i| &slots[i as usize])
-            .filter(|s| s.dirty)
-            .map(|s| (s.key(), s.present.then(|| s.value())))
-            .collect();
-        let result = match self.defer_engine {
-            true => self.engine.log_only(&batch).and_then(|logged| match logged {
-                true => Ok(None),
-                false => self.engine.write_batch_deferred(&batch).map(Some),
-            }),
-            false => self.engine.write_batch_deferred(&batch).map(Some),
-        };
+        let batch = batch_of(&self.slots, self.dirty.range(..n), |s| s.dirty);
+        let logged_only = if self.defer_engine { self.engine.log_only(&batch) } else { Ok(false) };
+        let result = logged_only
+            .and_then(|logged| if logged { Ok(None) } else { self.engine.write_batch_deferred(&batch).map(Some) });
         drop(batch);
         let ticket = result.map_err(|e| self.fail(e))?;
         for &i in self.dirty.range(..n) {
@@ -329,14 +328,7 @@ impl<E: Engine> CachedStore<E> {
         if n == 0 {
             return Ok(());
         }
-        let slots = &self.slots;
-        let batch: Vec<(&[u8], Option<&[u8]>)> = self
-            .unstored
-            .range(..n)
-            .map(|&i| &slots[i as usize])
-            .filter(|s| !s.dirty)
-            .map(|s| (s.key(), s.present.then(|| s.value())))
-            .collect();
+        let batch = batch_of(&self.slots, self.unstored.range(..n), |s| !s.dirty);
         let result = self.engine.write_unlogged_deferred(&batch);
         drop(batch);
         let ticket = result.map_err(|e| self.fail(e))?;
