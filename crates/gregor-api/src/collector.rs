@@ -5,7 +5,7 @@
 //! batch to the systems' producers after the task returns. No I/O happens
 //! here, and after warm-up sending allocates nothing.
 
-use crate::serde::{Data, Serde, Serdes};
+use crate::serde::{Data, RawBytes, Serde, Serdes};
 use crate::system::SystemStream;
 use std::any::{Any, TypeId};
 use std::ops::Range;
@@ -94,6 +94,12 @@ pub enum SendError {
     },
 }
 
+/// The bytes of `value` when `T` is `Bytes` or [`RawBytes`].
+fn as_bytes<T: 'static>(value: &T) -> Option<&[u8]> {
+    let any = value as &dyn Any;
+    any.downcast_ref::<bytes::Bytes>().map(|b| &b[..]).or_else(|| any.downcast_ref::<RawBytes>().map(|r| &r.0[..]))
+}
+
 /// Looks up an output stream's key and message serde names (from config).
 pub type SerdeNamesFor = Box<dyn Fn(&SystemStream) -> Result<(String, String), String>>;
 
@@ -119,6 +125,9 @@ struct Resolved {
     is_key: bool,
     /// An `Arc<dyn Serde<T>>` for that type.
     serde: Box<dyn Any>,
+    /// The serde encodes `Bytes` as they are ([`Serde::is_identity`]): the
+    /// bytes are copied without calling it.
+    identity: bool,
 }
 
 /// Collects a task's output messages.
@@ -175,7 +184,8 @@ impl MessageCollector {
         let (key_name, msg_name) = (self.names)(stream).map_err(&fail)?;
         let name = if is_key { key_name } else { msg_name };
         let serde = self.serdes.resolve::<T>(&name).map_err(|e| fail(e.0))?;
-        self.resolved.push(Resolved { stream: index, type_id, is_key, serde: Box::new(serde) });
+        let identity = serde.is_identity();
+        self.resolved.push(Resolved { stream: index, type_id, is_key, serde: Box::new(serde), identity });
         Ok(self.resolved.len() - 1)
     }
 
@@ -188,6 +198,13 @@ impl MessageCollector {
         let Some(value) = value else { return Ok(None) };
         let r = self.resolve::<T>(index, is_key)?;
         let MessageCollector { resolved, buf, streams, .. } = self;
+        if resolved[r].identity
+            && let Some(bytes) = as_bytes(value)
+        {
+            let start = buf.len();
+            buf.extend_from_slice(bytes);
+            return Ok(Some(start..buf.len()));
+        }
         let serde = resolved[r].serde.downcast_ref::<Arc<dyn Serde<T>>>().ok_or_else(|| {
             Box::new(SendError::Stream {
                 stream: streams[index as usize].clone(),

@@ -66,6 +66,9 @@ impl Serde<RawBytes> for RawSerde {
     fn decode_owned(&self, bytes: Bytes) -> Result<RawBytes, SerdeError> {
         Ok(RawBytes(bytes))
     }
+    fn is_identity(&self) -> bool {
+        true
+    }
 }
 
 /// Why bytes did not become a value, or a value bytes.
@@ -88,6 +91,30 @@ pub trait Serde<T>: Send + Sync + 'static {
     /// keep the buffer itself (`bytes` for `Bytes`) overrides this.
     fn decode_owned(&self, bytes: Bytes) -> Result<T, SerdeError> {
         self.decode_shared(&bytes)
+    }
+    /// Whether [`Self::decode_owned`] is the identity: `T` is `Bytes` or
+    /// [`RawBytes`] and the buffer is returned unchanged, never an error.
+    /// The run loop then hands input buffers over without calling the
+    /// serde (a virtual call and a panic guard per key and value). Only the
+    /// built-in `bytes` serde for `Bytes` and the raw pass-through say yes.
+    #[doc(hidden)]
+    fn is_identity(&self) -> bool {
+        false
+    }
+}
+
+/// `bytes` as a `T`, when `T` is `Bytes` or [`RawBytes`] (what a serde whose
+/// [`Serde::is_identity`] holds decodes to); otherwise `bytes` back.
+#[doc(hidden)]
+pub fn bytes_as<T: 'static>(bytes: Bytes) -> Result<T, Bytes> {
+    let mut plain = Some(bytes);
+    if let Some(t) = (&mut plain as &mut dyn Any).downcast_mut::<Option<T>>() {
+        return t.take().ok_or_else(Bytes::new);
+    }
+    let mut raw = plain.map(RawBytes);
+    match (&mut raw as &mut dyn Any).downcast_mut::<Option<T>>() {
+        Some(t) => t.take().ok_or_else(Bytes::new),
+        None => Err(raw.map(|r| r.0).unwrap_or_default()),
     }
 }
 
@@ -116,6 +143,9 @@ impl Serde<Bytes> for BytesSerde {
     }
     fn decode_owned(&self, bytes: Bytes) -> Result<Bytes, SerdeError> {
         Ok(bytes)
+    }
+    fn is_identity(&self) -> bool {
+        true
     }
 }
 impl Serde<Vec<u8>> for BytesSerde {
@@ -245,6 +275,38 @@ mod tests {
         let mut out = Vec::new();
         s.encode(&v, &mut out).unwrap();
         assert_eq!(s.decode(&Bytes::from(out)).unwrap(), v);
+    }
+
+    #[test]
+    fn only_the_plain_bytes_serdes_are_the_identity() {
+        let mut s = Serdes::new();
+        assert!(s.resolve::<Bytes>("bytes").unwrap().is_identity());
+        assert!(s.resolve::<RawBytes>("json").unwrap().is_identity());
+        assert!(!s.resolve::<Vec<u8>>("bytes").unwrap().is_identity());
+        assert!(!s.resolve::<String>("string").unwrap().is_identity());
+        // A serde of the user's own for `Bytes`, even under the built-in's
+        // name, transforms: the run loop must call it.
+        struct Upper;
+        impl Serde<Bytes> for Upper {
+            fn encode(&self, v: &Bytes, out: &mut Vec<u8>) -> Result<(), SerdeError> {
+                out.extend_from_slice(v);
+                Ok(())
+            }
+            fn decode(&self, b: &[u8]) -> Result<Bytes, SerdeError> {
+                Ok(b.to_ascii_uppercase().into())
+            }
+        }
+        s.register("bytes", Upper);
+        assert!(!s.resolve::<Bytes>("bytes").unwrap().is_identity());
+    }
+
+    #[test]
+    fn bytes_become_bytes_or_raw_bytes_and_nothing_else() {
+        let b = Bytes::from_static(b"k1");
+        assert_eq!(bytes_as::<Bytes>(b.clone()).unwrap(), b);
+        assert_eq!(bytes_as::<RawBytes>(b.clone()).unwrap(), RawBytes(b.clone()));
+        assert_eq!(bytes_as::<String>(b.clone()).unwrap_err(), b);
+        assert_eq!(bytes_as::<Vec<u8>>(b.clone()).unwrap_err(), b);
     }
 
     #[test]

@@ -25,6 +25,27 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir).and_then(|d| d.sync_all()).context(|| format!("syncing directory {}", dir.display()))
 }
 
+/// Starts the kernel writing `file`'s dirty pages in `from..to` to disk
+/// without waiting for them (Linux `sync_file_range(SYNC_FILE_RANGE_WRITE)`),
+/// so that a later `fdatasync` waits for less. Elsewhere it does nothing.
+/// It makes nothing durable by itself.
+pub(crate) fn start_writeback(file: &File, from: u64, to: u64) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        let (Ok(offset), Ok(len)) = (i64::try_from(from), i64::try_from(to.saturating_sub(from))) else {
+            return Ok(());
+        };
+        // SAFETY: a plain syscall on a file descriptor `file` keeps open.
+        let rc = unsafe { libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE) };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (file, from, to);
+    Ok(())
+}
+
 /// Opens a file for reading and writing, creating it if missing.
 pub(crate) fn open_rw(path: &Path) -> Result<File> {
     OpenOptions::new()

@@ -1,6 +1,13 @@
 //! Background upkeep of the partitions a process has open: interval fsyncs,
 //! retention and compaction, on one thread.
 //!
+//! Between interval fsyncs each tick also starts the kernel writing a
+//! partition's new bytes (once [`WRITEBACK_MIN_BYTES`] are new), without
+//! waiting for the disk: the fsync, and the one when the log closes, then
+//! wait for one tick's writes instead of a whole interval's. A job that
+//! stops after writing 240 MB in half a second spent 50-100 ms in those
+//! fsyncs before.
+//!
 //! Each job takes the partition's own locks, so several processes may run
 //! maintenance on the same partitions without harm. Maintenance never blocks
 //! appends for longer than a head update.
@@ -15,11 +22,14 @@
 use crate::config::{CleanupPolicy, Durability};
 use crate::fsutil::now_ms;
 use crate::log::Log;
-use crate::partition::Partition;
+use crate::partition::{Partition, WritebackMark};
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+/// New bytes in a partition's active segment that make a tick start their writeback.
+pub(crate) const WRITEBACK_MIN_BYTES: u64 = 1 << 20;
 
 /// How often background maintenance does what.
 #[derive(Debug, Clone, Copy)]
@@ -62,6 +72,7 @@ impl Drop for Maintenance {
 #[derive(Default)]
 struct State {
     last_flush: HashMap<(String, u32), Instant>,
+    writeback: HashMap<(String, u32), WritebackMark>,
     last_compacted_active: HashMap<(String, u32), u64>,
     last_retention: Option<Instant>,
     last_compaction: Option<Instant>,
@@ -108,11 +119,25 @@ fn run_once(log: &Log, options: &MaintenanceOptions, state: &mut State, stopped:
                 return;
             }
             let key = (stream.name().to_owned(), partition.id());
-            if let Durability::IntervalMs(ms) = stream.config().durability
-                && due(state.last_flush.get(&key).copied(), Duration::from_millis(ms))
-            {
-                report(partition, "fsync", partition.flush());
-                state.last_flush.insert(key.clone(), now);
+            if let Durability::IntervalMs(ms) = stream.config().durability {
+                if due(state.last_flush.get(&key).copied(), Duration::from_millis(ms)) {
+                    report(partition, "fsync", partition.flush());
+                    state.last_flush.insert(key.clone(), now);
+                } else {
+                    match partition.start_writeback(state.writeback.get(&key).copied(), WRITEBACK_MIN_BYTES) {
+                        Ok(Some(mark)) => {
+                            state.writeback.insert(key.clone(), mark);
+                        }
+                        Ok(None) => {}
+                        // Loses nothing (the next fsync writes it, and reports
+                        // a failing disk); logged quietly, as it repeats every tick.
+                        Err(e) => tracing::debug!(
+                            stream = partition.stream(),
+                            partition = partition.id(),
+                            "starting writeback failed: {e}"
+                        ),
+                    }
+                }
             }
             if retention_due {
                 report(partition, "retention", partition.enforce_retention(now_ms()).map(|_| ()));

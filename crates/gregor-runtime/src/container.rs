@@ -94,6 +94,10 @@ pub(crate) struct Input<T: StreamTask> {
     pub consumer: usize,
     pub key_serde: Arc<dyn Serde<T::Key>>,
     pub msg_serde: Arc<dyn Serde<T::Message>>,
+    /// The serdes hand buffers over unchanged ([`Serde::is_identity`]):
+    /// the run loop skips calling them.
+    pub key_is_identity: bool,
+    pub msg_is_identity: bool,
     /// Next offset to process (what the checkpoint records).
     pub next_offset: u64,
     /// Where a bounded input ends.
@@ -344,6 +348,8 @@ impl<T: StreamTask> Container<T> {
                     ssp: ssp.clone(),
                     task: t,
                     consumer,
+                    key_is_identity: key_serde.is_identity(),
+                    msg_is_identity: msg_serde.is_identity(),
                     key_serde,
                     msg_serde,
                     next_offset: start.offset,

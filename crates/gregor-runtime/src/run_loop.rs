@@ -6,7 +6,8 @@
 use crate::container::Container;
 use crate::error::{RuntimeError, call_task, panic_message};
 use crate::job_config::DeserializationPolicy;
-use gregor_api::{IncomingEnvelope, RawMessage, SerdeError, ShutdownScope, StreamTask};
+use bytes::Bytes;
+use gregor_api::{IncomingEnvelope, RawMessage, Serde, SerdeError, ShutdownScope, StreamTask};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -34,6 +35,14 @@ pub(crate) const GAUGE_REFRESH: Duration = Duration::from_secs(2);
 /// `Deserialize`) into an ordinary decoding error, subject to the policy.
 fn guarded_decode<T>(f: impl FnOnce() -> Result<T, SerdeError>) -> Result<T, SerdeError> {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|p| Err(SerdeError(panic_message(&*p))))
+}
+
+/// The buffer itself as the task's type, for an identity serde (`bytes` for
+/// `Bytes`): no virtual call and no panic guard per message. The serde is
+/// only called if the types disagree, which [`Serde::is_identity`] rules out.
+#[inline]
+fn handed_over<T: 'static>(serde: &Arc<dyn Serde<T>>, buf: Bytes) -> Result<T, SerdeError> {
+    gregor_api::serde::bytes_as::<T>(buf).or_else(|buf| guarded_decode(|| serde.decode_owned(buf)))
 }
 
 /// What a finished container did.
@@ -282,6 +291,7 @@ impl<T: StreamTask> Container<T> {
         let keep = matches!(self.job.deserialization, DeserializationPolicy::DeadLetter(_));
         let key = match &input.key_serde {
             s if keep => m.key.as_ref().map(|k| guarded_decode(|| s.decode_shared(k))),
+            s if input.key_is_identity => m.key.take().map(|k| handed_over(s, k)),
             s => m.key.take().map(|k| guarded_decode(|| s.decode_owned(k))),
         };
         let key = match key.transpose() {
@@ -290,6 +300,7 @@ impl<T: StreamTask> Container<T> {
         };
         let message = match &input.msg_serde {
             s if keep => m.value.as_ref().map(|v| guarded_decode(|| s.decode_shared(v))),
+            s if input.msg_is_identity => m.value.take().map(|v| handed_over(s, v)),
             s => m.value.take().map(|v| guarded_decode(|| s.decode_owned(v))),
         };
         let message = match message.transpose() {

@@ -204,3 +204,65 @@ fn an_ended_stream_ends_its_tasks() {
     assert_eq!(summary.processed, 2);
     assert_eq!(seen(&job).len(), 2);
 }
+
+/// Receives `bytes::Bytes` and sends each message's text to `log.seen`.
+#[derive(Default)]
+struct RecordBytes;
+
+impl StreamTask for RecordBytes {
+    type Key = bytes::Bytes;
+    type Message = bytes::Bytes;
+
+    fn process(
+        &mut self,
+        e: IncomingEnvelope<'_, bytes::Bytes, bytes::Bytes>,
+        c: &mut MessageCollector,
+        _: &mut TaskCoordinator,
+    ) -> Result<(), TaskError> {
+        let text = String::from_utf8_lossy(&e.message.unwrap_or_default()).into_owned();
+        let key = e.key.map(|k| String::from_utf8_lossy(&k).into_owned());
+        c.send(OutgoingEnvelope::to_partition(&SystemStream::new("log", "seen"), 0, key, text))?;
+        Ok(())
+    }
+}
+
+/// Decodes by upper-casing (encodes as is).
+struct Upper;
+
+impl gregor::Serde<bytes::Bytes> for Upper {
+    fn encode(&self, v: &bytes::Bytes, out: &mut Vec<u8>) -> Result<(), gregor::SerdeError> {
+        out.extend_from_slice(v);
+        Ok(())
+    }
+    fn decode(&self, b: &[u8]) -> Result<bytes::Bytes, gregor::SerdeError> {
+        Ok(b.to_ascii_uppercase().into())
+    }
+}
+
+#[test]
+fn input_bytes_reach_the_task_as_they_are_unless_the_app_registers_its_own_serde() {
+    // The built-in `bytes` serde hands the buffers over without being called;
+    // a serde the app registers for `Bytes`, even under that name, is called.
+    for (app, expected) in [
+        (App::new("rec", || RecordBytes), ("k1", "hello")),
+        (App::new("rec", || RecordBytes).serde("bytes", Upper), ("K1", "HELLO")),
+    ] {
+        let config = Config::from_properties(
+            "job.name=rec\ntask.inputs=log.in\nsystems.log.factory=log\nsystems.log.samza.offset.default=oldest\n\
+             systems.log.samza.key.serde=bytes\nsystems.log.samza.msg.serde=bytes\n\
+             streams.seen.samza.key.serde=string\nstreams.seen.samza.msg.serde=string\n",
+            "test",
+        )
+        .unwrap();
+        let mut job = TestJob::new(app, config).unwrap();
+        job.create_stream("in", 1).unwrap();
+        job.create_stream("seen", 1).unwrap();
+        let input = job.input::<bytes::Bytes, bytes::Bytes>("in").unwrap();
+        input.send(0, bytes::Bytes::from_static(b"k1"), bytes::Bytes::from_static(b"hello")).unwrap();
+        job.run_to_end().unwrap();
+        let seen = job.output::<String, String>("seen").unwrap();
+        let out = seen.records();
+        assert_eq!(out.len(), 1);
+        assert_eq!((out[0].key.as_deref(), out[0].value.as_deref()), (Some(expected.0), Some(expected.1)));
+    }
+}
