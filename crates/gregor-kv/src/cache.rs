@@ -42,9 +42,13 @@ use std::collections::VecDeque;
 use std::hash::BuildHasher;
 use std::ops::Bound;
 
+mod slots;
+use slots::{Slots, index_entry, slot_of, table_hash};
+
 #[derive(Default)]
 struct Slot {
-    hash: u64,
+    /// The low 32 bits of the key's hash (also kept in the index).
+    hash: u32,
     /// The key, then the value: up to 24 bytes inline, so a small key and
     /// value cost no heap allocation and no extra memory access per lookup.
     data: SmallVec<[u8; 24]>,
@@ -94,7 +98,7 @@ const UNSTORED_SHARE: usize = 2;
 /// The writes that carry the entries of `slots` at `indexes` that `keep`
 /// selects (a deletion for an absent key).
 fn batch_of<'a>(
-    slots: &'a [Slot],
+    slots: &'a Slots,
     indexes: impl Iterator<Item = &'a u32>,
     keep: impl Fn(&Slot) -> bool,
 ) -> Vec<(&'a [u8], Option<&'a [u8]>)> {
@@ -126,8 +130,11 @@ pub struct CachedStore<E> {
     bytes: usize,
     /// Cached entries with a value (`present`).
     live: usize,
-    slots: Vec<Slot>,
-    index: HashTable<u32>,
+    slots: Slots,
+    /// Each entry is a slot number and its key's hash ([`index_entry`]): a
+    /// lookup compares hashes without touching the slot, and growing the
+    /// table rehashes without reading any slot (see [`slots`]).
+    index: HashTable<u64>,
     hasher: hashbrown::DefaultHashBuilder,
     hand: usize,
     /// Slots of dirty entries, oldest first (idle write-outs take from the front).
@@ -162,7 +169,7 @@ impl<E: Engine> CachedStore<E> {
             max_bytes: limits.bytes,
             bytes: 0,
             live: 0,
-            slots: Vec::new(),
+            slots: Slots::default(),
             index: HashTable::new(),
             hasher: hashbrown::DefaultHashBuilder::default(),
             hand: 0,
@@ -228,14 +235,9 @@ impl<E: Engine> CachedStore<E> {
     }
 
     fn find(&self, key: &[u8]) -> Option<usize> {
-        let hash = self.hasher.hash_one(key);
+        let hash = self.hasher.hash_one(key) as u32;
         let slots = &self.slots;
-        self.index
-            .find(hash, |&i| {
-                let s = &slots[i as usize];
-                s.hash == hash && s.key() == key
-            })
-            .map(|&i| i as usize)
+        self.index.find(table_hash(hash), |&e| e as u32 == hash && slots[slot_of(e)].key() == key).map(|&e| slot_of(e))
     }
 
     /// Hands every dirty entry to the engine in one deferred batch (the
@@ -393,7 +395,7 @@ impl<E: Engine> CachedStore<E> {
                 continue;
             }
             let hash = self.slots[i].hash;
-            if let Ok(entry) = self.index.find_entry(hash, |&j| j as usize == i) {
+            if let Ok(entry) = self.index.find_entry(table_hash(hash), |&e| slot_of(e) == i) {
                 entry.remove();
             }
             if self.slots[i].present {
@@ -421,7 +423,7 @@ impl<E: Engine> CachedStore<E> {
 
     /// Puts `key` in slot `i` (reusing its buffers) and indexes it.
     fn fill(&mut self, i: usize, key: &[u8], value: Option<&[u8]>, dirty: bool) {
-        let hash = self.hasher.hash_one(key);
+        let hash = self.hasher.hash_one(key) as u32;
         let slot = &mut self.slots[i];
         let before = slot.heap();
         slot.hash = hash;
@@ -436,8 +438,7 @@ impl<E: Engine> CachedStore<E> {
         slot.unstored = false;
         slot.referenced = true;
         slot.ticket = 0;
-        let slots = &self.slots;
-        self.index.insert_unique(hash, i as u32, |&j| slots[j as usize].hash);
+        self.index.insert_unique(table_hash(hash), index_entry(i, hash), |&e| table_hash(e as u32));
     }
 
     fn write(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), StoreError> {

@@ -349,6 +349,7 @@ fn read_batches(seg: &Segment, pos: u64, end: u64, max_bytes: usize, reserve: u6
     let corrupt =
         |at: usize, reason: String| LogError::Corrupt { file: seg.path.clone(), position: pos + at as u64, reason };
     let map = seg.mapped(end, reserve)?;
+    seg.release_below(pos);
     let (start, stop) = (pos as usize, end as usize);
     let avail = &map[start..stop];
     let want = avail.len().min(max_bytes.max(batch::HEADER_LEN));

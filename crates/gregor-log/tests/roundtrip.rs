@@ -116,3 +116,45 @@ fn segments_roll_at_the_configured_size() {
     }
     assert_eq!(common::read_all(&p).len(), 200);
 }
+
+/// Resident kB of this process's mappings of `file` (from /proc/self/smaps).
+fn mapped_rss_kb(file: &std::path::Path) -> u64 {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let name = file.to_str().unwrap();
+    let mut rss = 0;
+    let mut inside = false;
+    for line in smaps.lines() {
+        if line.split_whitespace().next().is_some_and(|first| first.contains('-') && !first.ends_with(':')) {
+            inside = line.ends_with(name);
+        } else if inside && let Some(kb) = line.strip_prefix("Rss:") {
+            rss += kb.trim().trim_end_matches(" kB").trim().parse::<u64>().unwrap();
+        }
+    }
+    rss
+}
+
+/// A reader lets go of the memory of what it read long ago (so that leaving
+/// a 128 MB segment does not stall it while 32,000 page-table entries are
+/// torn down), and a message it handed out before still reads its bytes.
+#[test]
+fn a_reader_releases_what_it_read_and_earlier_messages_still_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path()).unwrap();
+    let p = log.create_stream("s", StreamConfig::new(1)).unwrap().partition(0).unwrap();
+    let value_of = |i: u64| vec![(i % 251) as u8; 64 << 10];
+    for i in 0..512 {
+        p.append(&[Record::value(&value_of(i))]).unwrap();
+    }
+    let mut reader = gregor_log::PartitionReader::new(p.clone(), 0);
+    let first: Vec<_> = reader.poll(1 << 20).unwrap().messages().map(Result::unwrap).collect();
+    while !reader.poll(1 << 20).unwrap().is_empty() {}
+    assert_eq!(reader.next_offset(), 512);
+
+    let segment = dir.path().join("s/0/00000000000000000000.log");
+    let rss = mapped_rss_kb(&segment);
+    assert!(rss > 0, "the segment is not mapped at all: is {} its file?", segment.display());
+    assert!(rss <= 12 << 10, "{rss} kB of the 32 MB read are still mapped");
+    for m in &first {
+        assert_eq!(m.value.as_deref(), Some(&value_of(m.offset)[..]), "message {} changed", m.offset);
+    }
+}
