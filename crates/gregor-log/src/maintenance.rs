@@ -34,7 +34,8 @@ pub(crate) const WRITEBACK_MIN_BYTES: u64 = 1 << 20;
 /// How often background maintenance does what.
 #[derive(Debug, Clone, Copy)]
 pub struct MaintenanceOptions {
-    /// How often the thread wakes up (interval fsyncs are checked each time).
+    /// How often the thread wakes up (interval fsyncs are checked, and
+    /// writeback of new bytes started, each time).
     pub tick: Duration,
     /// How often retention runs (Kafka's `log.retention.check.interval.ms`).
     pub retention_interval: Duration,
