@@ -92,11 +92,13 @@ pub trait Serde<T>: Send + Sync + 'static {
     fn decode_owned(&self, bytes: Bytes) -> Result<T, SerdeError> {
         self.decode_shared(&bytes)
     }
-    /// Whether [`Self::decode_owned`] is the identity: `T` is `Bytes` or
-    /// [`RawBytes`] and the buffer is returned unchanged, never an error.
-    /// The run loop then hands input buffers over without calling the
-    /// serde (a virtual call and a panic guard per key and value). Only the
-    /// built-in `bytes` serde for `Bytes` and the raw pass-through say yes.
+    /// Whether this serde is the identity both ways: `T` is `Bytes` or
+    /// [`RawBytes`], [`Self::decode_owned`] returns the buffer unchanged and
+    /// [`Self::encode`] appends the bytes unchanged, never an error. The run
+    /// loop then hands input buffers over, and the collector copies output
+    /// bytes, without calling the serde (a virtual call, and on input a
+    /// panic guard, per key and value). Only the built-in `bytes` serde for
+    /// `Bytes` and the raw pass-through say yes.
     #[doc(hidden)]
     fn is_identity(&self) -> bool {
         false

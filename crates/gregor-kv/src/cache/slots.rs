@@ -32,7 +32,9 @@ impl Slots {
 
     pub(super) fn push(&mut self, slot: Slot) {
         if self.len.is_multiple_of(CHUNK) {
-            self.chunks.push(Vec::with_capacity(CHUNK));
+            // The first chunk grows as a vector does (a store with a few
+            // keys keeps a few slots); later ones are whole at once.
+            self.chunks.push(if self.chunks.is_empty() { Vec::new() } else { Vec::with_capacity(CHUNK) });
         }
         if let Some(chunk) = self.chunks.last_mut() {
             chunk.push(slot);
