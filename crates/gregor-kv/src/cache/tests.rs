@@ -185,14 +185,20 @@ proptest! {
     }
 }
 
+/// A cache of `entries` over a changelog (`log`) and an engine that
+/// queues deferred writes, its engine writes waiting for a snapshot.
+fn deferring(entries: usize, log: &Recorder) -> CachedStore<LoggedEngine<Deferring>> {
+    let engine = LoggedEngine::new(Deferring::new(), Box::new(log.clone()));
+    let limits = CacheLimits { entries, bytes: 1 << 20, dirty: usize::MAX };
+    CachedStore::new("s", engine, limits).defer_engine_writes()
+}
+
 /// With deferred engine writes, a commit's flush reaches the changelog
 /// only; the engine gets each key once, when a snapshot needs it.
 #[test]
 fn deferred_engine_writes_wait_for_the_snapshot_and_write_each_key_once() {
     let log = Recorder::default();
-    let engine = LoggedEngine::new(Deferring::new(), Box::new(log.clone()));
-    let limits = CacheLimits { entries: 100, bytes: 1 << 20, dirty: usize::MAX };
-    let mut store = CachedStore::new("s", engine, limits).defer_engine_writes();
+    let mut store = deferring(100, &log);
     for commit in 0..5u8 {
         store.put(b"hot", &[commit]).unwrap();
         store.put(&[b'k', commit], b"v").unwrap();
@@ -214,9 +220,7 @@ fn deferred_engine_writes_wait_for_the_snapshot_and_write_each_key_once() {
 /// engine's estimate or the cached keys, whichever is more.
 #[test]
 fn entries_are_exact_while_the_cache_holds_every_key() {
-    let engine = LoggedEngine::new(Deferring::new(), Box::new(Recorder::default()));
-    let limits = CacheLimits { entries: 4, bytes: 1 << 20, dirty: usize::MAX };
-    let mut store = CachedStore::new("s", engine, limits).assume_empty_engine().defer_engine_writes();
+    let mut store = deferring(4, &Recorder::default()).assume_empty_engine();
     for k in 0..3u8 {
         store.put(&[k], b"v").unwrap();
     }
@@ -238,9 +242,7 @@ fn entries_are_exact_while_the_cache_holds_every_key() {
 #[test]
 fn idle_write_outs_store_ahead_of_a_snapshot() {
     let log = Recorder::default();
-    let engine = LoggedEngine::new(Deferring::new(), Box::new(log.clone()));
-    let limits = CacheLimits { entries: 100, bytes: 1 << 20, dirty: usize::MAX };
-    let mut store = CachedStore::new("s", engine, limits).defer_engine_writes();
+    let mut store = deferring(100, &log);
     for k in [b"a", b"b", b"c"] {
         store.put(k, b"1").unwrap();
     }

@@ -201,7 +201,7 @@ impl Writer {
         let _waiting = self.shared.waiters.waiting();
         match &self.queue {
             Some(q) if q.send((ticket, job)).is_ok() => Ok(()),
-            _ => Err(self.failure().err().unwrap_or_else(|| "the RocksDB writer thread stopped".into())),
+            _ => Err(self.stopped()),
         }
     }
 
@@ -235,18 +235,22 @@ impl Writer {
         }
     }
 
+    /// Why the queue is gone: the thread's failure, if it failed.
+    fn stopped(&self) -> String {
+        self.failure().err().unwrap_or_else(|| "the RocksDB writer thread stopped".into())
+    }
+
     /// Queues `job` unless [`QUEUE`] jobs are ahead of it; then hands it
     /// back.
     fn try_queue(&self, ticket: u64, job: Job) -> Result<Option<Job>, String> {
         self.failure()?;
-        let stopped = || self.failure().err().unwrap_or_else(|| "the RocksDB writer thread stopped".into());
         match &self.queue {
             Some(q) => match q.try_send((ticket, job)) {
                 Ok(()) => Ok(None),
                 Err(TrySendError::Full((_, job))) => Ok(Some(job)),
-                Err(TrySendError::Disconnected(_)) => Err(stopped()),
+                Err(TrySendError::Disconnected(_)) => Err(self.stopped()),
             },
-            None => Err(stopped()),
+            None => Err(self.stopped()),
         }
     }
 
