@@ -36,14 +36,14 @@
 use crate::engine::{Engine, KvError};
 use bytes::Bytes;
 use gregor_api::{RawStore, StoreError};
-use hashbrown::HashTable;
 use smallvec::SmallVec;
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
 use std::ops::Bound;
 
 mod slots;
-use slots::{Slots, index_entry, slot_of, table_hash};
+use crate::slot_index::{SlotIndex, index_entry, slot_of};
+use slots::Slots;
 
 #[derive(Default)]
 struct Slot {
@@ -133,8 +133,8 @@ pub struct CachedStore<E> {
     slots: Slots,
     /// Each entry is a slot number and its key's hash ([`index_entry`]): a
     /// lookup compares hashes without touching the slot, and growing the
-    /// table rehashes without reading any slot (see [`slots`]).
-    index: HashTable<u64>,
+    /// index reads no slot (see [`crate::slot_index`]).
+    index: SlotIndex,
     hasher: hashbrown::DefaultHashBuilder,
     hand: usize,
     /// Slots of dirty entries, oldest first (idle write-outs take from the front).
@@ -170,7 +170,7 @@ impl<E: Engine> CachedStore<E> {
             bytes: 0,
             live: 0,
             slots: Slots::default(),
-            index: HashTable::new(),
+            index: SlotIndex::default(),
             hasher: hashbrown::DefaultHashBuilder::default(),
             hand: 0,
             dirty: VecDeque::new(),
@@ -237,7 +237,7 @@ impl<E: Engine> CachedStore<E> {
     fn find(&self, key: &[u8]) -> Option<usize> {
         let hash = self.hasher.hash_one(key) as u32;
         let slots = &self.slots;
-        self.index.find(table_hash(hash), |&e| e as u32 == hash && slots[slot_of(e)].key() == key).map(|&e| slot_of(e))
+        self.index.find(hash, |e| slots[slot_of(e)].key() == key).map(slot_of)
     }
 
     /// Hands every dirty entry to the engine in one deferred batch (the
@@ -395,9 +395,7 @@ impl<E: Engine> CachedStore<E> {
                 continue;
             }
             let hash = self.slots[i].hash;
-            if let Ok(entry) = self.index.find_entry(table_hash(hash), |&e| slot_of(e) == i) {
-                entry.remove();
-            }
+            self.index.remove(index_entry(i, hash));
             if self.slots[i].present {
                 self.slots[i].present = false;
                 self.live -= 1;
@@ -438,7 +436,7 @@ impl<E: Engine> CachedStore<E> {
         slot.unstored = false;
         slot.referenced = true;
         slot.ticket = 0;
-        self.index.insert_unique(table_hash(hash), index_entry(i, hash), |&e| table_hash(e as u32));
+        self.index.insert(index_entry(i, hash));
     }
 
     fn write(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), StoreError> {

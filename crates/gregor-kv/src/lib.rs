@@ -25,6 +25,7 @@ mod engine;
 mod logged;
 mod memory;
 mod rocks;
+mod slot_index;
 
 pub use cache::{CacheLimits, CachedStore};
 pub use engine::{Engine, KvError, PendingSnapshot, WriteBatch};

@@ -9,7 +9,8 @@
 //! flush (commit).
 //!
 //! Layout, chosen for the hot path (a lookup and an update per message):
-//! entries live in a slab indexed by a hash table of slab positions, so
+//! entries live in a slab indexed by [`crate::slot_index`] (slab positions
+//! with their keys' hashes, so growing it reads no entry), so
 //! dirty lists and the sorted order for scans can name entries by position;
 //! each entry keeps its key and value in one buffer that holds up to 24 bytes
 //! inline, so a typical small key and counter cost no heap allocation and one
@@ -19,9 +20,9 @@
 
 use crate::engine::{Engine, KvError, WriteBatch};
 use crate::logged::ChangelogSink;
+use crate::slot_index::{SlotIndex, index_entry, slot_of};
 use bytes::Bytes;
 use gregor_api::{RawStore, StoreError};
-use hashbrown::HashTable;
 use smallvec::SmallVec;
 use std::hash::BuildHasher;
 use std::ops::Bound;
@@ -30,7 +31,8 @@ use std::ops::Bound;
 /// in the changelog, or a free slab slot).
 #[derive(Default)]
 struct Entry {
-    hash: u64,
+    /// The low 32 bits of the key's hash (also kept in the index).
+    hash: u32,
     /// The key, then the value.
     data: SmallVec<[u8; 24]>,
     key_len: u32,
@@ -57,7 +59,7 @@ impl Entry {
 /// built on the first scan after keys were added or removed.
 #[derive(Default)]
 pub struct MemoryEngine {
-    index: HashTable<u32>,
+    index: SlotIndex,
     slab: Vec<Entry>,
     /// Slab positions free for reuse.
     free: Vec<u32>,
@@ -80,14 +82,9 @@ impl MemoryEngine {
     }
 
     fn find(&self, key: &[u8]) -> Option<u32> {
-        let hash = self.hasher.hash_one(key);
+        let hash = self.hasher.hash_one(key) as u32;
         let slab = &self.slab;
-        self.index
-            .find(hash, |&i| {
-                let e = &slab[i as usize];
-                e.hash == hash && e.key() == key
-            })
-            .copied()
+        self.index.find(hash, |e| slab[slot_of(e)].key() == key).map(|e| slot_of(e) as u32)
     }
 
     /// The entry of `key`, indexed (not live) if it was not.
@@ -95,7 +92,7 @@ impl MemoryEngine {
         if let Some(i) = self.find(key) {
             return i;
         }
-        let hash = self.hasher.hash_one(key);
+        let hash = self.hasher.hash_one(key) as u32;
         let i = match self.free.pop() {
             Some(i) => i,
             None => {
@@ -110,8 +107,7 @@ impl MemoryEngine {
         e.key_len = key.len() as u32;
         e.live = false;
         e.dirty = false;
-        let slab = &self.slab;
-        self.index.insert_unique(hash, i, |&j| slab[j as usize].hash);
+        self.index.insert(index_entry(i as usize, hash));
         self.sorted = None;
         i
     }
@@ -140,9 +136,7 @@ impl MemoryEngine {
         e.dirty = false;
         e.data = SmallVec::new();
         let hash = e.hash;
-        if let Ok(found) = self.index.find_entry(hash, |&j| j == i) {
-            found.remove();
-        }
+        self.index.remove(index_entry(i as usize, hash));
         self.free.push(i);
         self.sorted = None;
     }
@@ -197,7 +191,7 @@ impl Engine for MemoryEngine {
         let slab = &self.slab;
         let index = &self.index;
         let sorted = self.sorted.get_or_insert_with(|| {
-            let mut order: Vec<u32> = index.iter().copied().collect();
+            let mut order: Vec<u32> = index.positions().map(|i| i as u32).collect();
             order.sort_unstable_by(|&a, &b| slab[a as usize].key().cmp(slab[b as usize].key()));
             order
         });

@@ -1,12 +1,11 @@
-//! Where the cache keeps its entries, and how its index names them.
+//! Where the cache keeps its entries.
 //!
-//! Both exist so that a growing cache never stops for long: the slots grow
-//! a chunk at a time instead of being copied to a larger array, and the
-//! index entries carry their keys' hashes, so that growing the index never
-//! reads a slot. Rehashing used to read every slot (a cache miss each), and
-//! the stores of a container, fed the same way, grew at the same moment:
-//! results waited 20-40 ms in the latency benchmark. Nothing here decides
-//! what is cached.
+//! The slots grow a chunk at a time instead of being copied to a larger
+//! array, so that a growing cache never stops for long, and a slot never
+//! moves, so that the index ([`super::index`]) can name it by number.
+//! Rehashing used to read every slot (a cache miss each), and the stores of
+//! a container, fed the same way, grew at the same moment: results waited
+//! 20-40 ms in the latency benchmark. Nothing here decides what is cached.
 
 use super::Slot;
 use std::ops::{Index, IndexMut};
@@ -57,24 +56,6 @@ impl IndexMut<usize> for Slots {
     }
 }
 
-/// The index entry of slot `i` whose key hashes (low 32 bits) to `hash`.
-pub(super) fn index_entry(i: usize, hash: u32) -> u64 {
-    (i as u64) << 32 | u64::from(hash)
-}
-
-/// The slot an index entry names.
-pub(super) fn slot_of(entry: u64) -> usize {
-    (entry >> 32) as usize
-}
-
-/// The index's hash of a key whose hash's low 32 bits are `hash`: the
-/// table takes buckets from the low bits and its tag from the top 7, so
-/// the multiplication (by an odd constant) carries every bit of `hash` up
-/// to the top while keeping the low bits as they are.
-pub(super) fn table_hash(hash: u32) -> u64 {
-    u64::from(hash).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,15 +73,5 @@ mod tests {
         }
         slots[CHUNK].key_len = 7;
         assert_eq!(slots[CHUNK].key_len, 7);
-    }
-
-    #[test]
-    fn an_index_entry_names_its_slot_and_keeps_the_whole_hash() {
-        let e = index_entry(123_456, 0xDEAD_BEEF);
-        assert_eq!((slot_of(e), e as u32), (123_456, 0xDEAD_BEEF));
-        // The table's tag (top 7 bits) depends on high bits of the hash too,
-        // and its buckets (low bits) are the hash's own.
-        assert_ne!(table_hash(0x8000_0000) >> 57, table_hash(0) >> 57);
-        assert_eq!(table_hash(0xDEAD_BEEF) & 0xFF, u64::from(0xDEAD_BEEFu32.wrapping_mul(0x7F4A_7C15)) & 0xFF);
     }
 }
