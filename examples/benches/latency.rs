@@ -5,8 +5,8 @@
 //!
 //! The job is `bench-job` in `count-forward` mode as a separate process: it
 //! counts each message per key in a RocksDB store with a changelog (default
-//! store settings, `task.commit.ms=1000`), then copies the message to an
-//! output stream. This process appends 100-byte messages keyed over 1
+//! store settings, `task.commit.ms=1000`), prefetching upcoming keys
+//! (`StreamTask::prefetch`), then copies the message to an output stream. This process appends 100-byte messages keyed over 1
 //! million keys and partitioned by key (each task counts its own 125,000
 //! keys) at a fixed rate, each stamped with its append time, and
 //! tails the output; a result's latency is the time its fetch was read

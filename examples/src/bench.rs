@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use gregor::{
     App, IncomingEnvelope, KeyValueStore, MessageCollector, OutgoingEnvelope, Store, StreamTask, SystemStream,
-    TaskContext, TaskCoordinator, TaskError,
+    TaskContext, TaskCoordinator, TaskError, Upcoming,
 };
 use gregor_log::{Durability, Log, Record, StreamConfig};
 
@@ -22,12 +22,14 @@ pub const VALUE_LEN: usize = 100;
 ///
 /// With `bench.report.first=true` the first message processed prints
 /// `first-message-us=<microseconds since the epoch>` on stderr (for the
-/// start-up benchmark).
+/// start-up benchmark). The counting modes prefetch each upcoming message's
+/// count ([`StreamTask::prefetch`]) unless `bench.prefetch=false`.
 #[derive(Default)]
 pub struct Bench {
     output: Option<SystemStream>,
     counts: Option<Store<Bytes, i64>>,
     report_first: bool,
+    prefetch: bool,
 }
 
 impl StreamTask for Bench {
@@ -36,6 +38,7 @@ impl StreamTask for Bench {
 
     fn init(&mut self, ctx: &mut TaskContext<'_>) -> Result<(), TaskError> {
         self.report_first = ctx.config().get_bool("bench.report.first", false)?;
+        self.prefetch = ctx.config().get_bool("bench.prefetch", true)?;
         match ctx.config().get("bench.mode").unwrap_or("pass-through") {
             "count" => self.counts = Some(ctx.store("counts")?),
             "count-forward" => {
@@ -45,6 +48,15 @@ impl StreamTask for Bench {
             _ => self.output = SystemStream::parse(ctx.config().get("bench.output").unwrap_or("log.bench-out")),
         }
         Ok(())
+    }
+
+    fn prefetch(&mut self, upcoming: Upcoming<'_>) -> bool {
+        match (&self.counts, upcoming.key) {
+            (Some(counts), Some(key)) if self.prefetch => counts.prefetch_raw(key),
+            (Some(_), None) if self.prefetch => {}
+            _ => return false,
+        }
+        true
     }
 
     fn process(

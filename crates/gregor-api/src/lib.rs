@@ -31,4 +31,4 @@ pub use partitioner::{murmur2, partition_for_key};
 pub use serde::{Data, RawBytes, Serde, SerdeError, Serdes};
 pub use store::{KeyValueStore, RawStore, Store, StoreError, StoreIter};
 pub use system::{Headers, RawMessage, StartOffset, SystemStream, SystemStreamPartition};
-pub use task::{IncomingEnvelope, ShutdownScope, StreamTask, TaskContext, TaskCoordinator, TaskError};
+pub use task::{IncomingEnvelope, ShutdownScope, StreamTask, TaskContext, TaskCoordinator, TaskError, Upcoming};

@@ -61,6 +61,10 @@ pub trait RawStore {
     /// Writes buffered changes through to the changelog, and to the engine
     /// unless its writes wait for the next snapshot.
     fn flush(&mut self) -> Result<(), StoreError>;
+    /// Starts loading what a read or write of `key` will touch, without
+    /// waiting for it ([`Store::prefetch_raw`]); never changes what the
+    /// store holds or answers. Does nothing by default.
+    fn prefetch(&mut self, _key: &[u8]) {}
 }
 
 /// The store operations of Samza's `KeyValueStore`, typed.
@@ -121,6 +125,19 @@ impl<K: Data, V: Data> Store<K, V> {
     /// The store's name in the config.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Starts loading, without waiting, what a later `get` or `put` of the
+    /// key whose serialized bytes are `key` will read (for the write-back
+    /// cache and in-memory stores: the key's index line now, and its entry
+    /// once a few more keys were prefetched), so that the lookups of
+    /// upcoming messages overlap; see [`crate::StreamTask::prefetch`].
+    /// `key` is the key as this store's key serde writes it (for a store
+    /// keyed by an input's key with the same serde, the message's key
+    /// bytes). A hint only: a wrong or unknown key costs a little time and
+    /// nothing else.
+    pub fn prefetch_raw(&self, key: &[u8]) {
+        self.raw.borrow_mut().prefetch(key);
     }
 
     fn serde_err(&self, what: &'static str, source: SerdeError) -> StoreError {

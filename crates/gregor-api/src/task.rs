@@ -83,6 +83,21 @@ impl<K, M> IncomingEnvelope<'_, K, M> {
     }
 }
 
+/// A message a task will process a few messages from now, as its input
+/// holds it (serialized, before the input's serdes): what
+/// [`StreamTask::prefetch`] is shown.
+#[derive(Debug, Clone, Copy)]
+pub struct Upcoming<'a> {
+    /// Where the message comes from.
+    pub ssp: &'a SystemStreamPartition,
+    /// Its offset in that partition.
+    pub offset: u64,
+    /// The key's bytes, if the message has a key.
+    pub key: Option<&'a [u8]>,
+    /// The message's bytes; `None` for a tombstone.
+    pub message: Option<&'a [u8]>,
+}
+
 /// What a task asks of its container, and the container's processing time.
 #[derive(Debug, Default)]
 pub struct TaskCoordinator {
@@ -158,6 +173,49 @@ pub trait StreamTask: 'static {
         collector: &mut MessageCollector,
         coordinator: &mut TaskCoordinator,
     ) -> Result<(), TaskError>;
+
+    /// Look-ahead, for speed only: the container shows the task each
+    /// message some messages before `process` gets it (within a partition,
+    /// in order; a message may also reach `process` without having been
+    /// shown, and one shown may never come, when its task stops). A task
+    /// whose state is keyed by the message's key starts loading that state
+    /// here with [`Store::prefetch_raw`], so that the memory reads of several
+    /// messages overlap instead of each `process` waiting for its own (over
+    /// a million keys, most of a store lookup's time).
+    ///
+    /// Returns whether the task prefetches: the default says no, and the
+    /// container then stops showing it messages. It must not change what
+    /// the task computes; nothing it does is undone at a crash.
+    ///
+    /// ```
+    /// # use gregor_api::*;
+    /// struct Count { counts: Option<Store<bytes::Bytes, i64>> }
+    /// impl StreamTask for Count {
+    ///     type Key = bytes::Bytes;
+    ///     type Message = bytes::Bytes;
+    ///     fn prefetch(&mut self, upcoming: Upcoming<'_>) -> bool {
+    ///         // The store's keys are serialized as the input's (`bytes`).
+    ///         if let (Some(counts), Some(key)) = (&self.counts, upcoming.key) {
+    ///             counts.prefetch_raw(key);
+    ///         }
+    ///         true
+    ///     }
+    ///     fn process(
+    ///         &mut self,
+    ///         e: IncomingEnvelope<'_, bytes::Bytes, bytes::Bytes>,
+    ///         _: &mut MessageCollector,
+    ///         _: &mut TaskCoordinator,
+    ///     ) -> Result<(), TaskError> {
+    ///         if let (Some(counts), Some(key)) = (&self.counts, &e.key) {
+    ///             counts.put(key, &(counts.get(key)?.unwrap_or(0) + 1))?;
+    ///         }
+    ///         Ok(())
+    ///     }
+    /// }
+    /// ```
+    fn prefetch(&mut self, _upcoming: Upcoming<'_>) -> bool {
+        false
+    }
 
     /// Called every `task.window.ms`, if set.
     fn window(

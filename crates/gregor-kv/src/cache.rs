@@ -42,7 +42,7 @@ use std::hash::BuildHasher;
 use std::ops::Bound;
 
 mod slots;
-use crate::slot_index::{SlotIndex, index_entry, slot_of};
+use crate::slot_index::{SlotIndex, index_entry, prefetch_value, slot_of};
 use slots::Slots;
 
 #[derive(Default)]
@@ -519,6 +519,12 @@ impl<E: Engine> RawStore for CachedStore<E> {
         self.check_failed()?;
         self.write_dirty()?;
         self.engine.flush().map_err(|e| self.err(e))
+    }
+
+    fn prefetch(&mut self, key: &[u8]) {
+        let hash = self.hasher.hash_one(key) as u32;
+        let slots = &self.slots;
+        self.index.prefetch(hash, |i| prefetch_value(&slots[i]));
     }
 }
 

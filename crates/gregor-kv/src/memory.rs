@@ -20,7 +20,7 @@
 
 use crate::engine::{Engine, KvError, WriteBatch};
 use crate::logged::ChangelogSink;
-use crate::slot_index::{SlotIndex, index_entry, slot_of};
+use crate::slot_index::{SlotIndex, index_entry, prefetch_value, slot_of};
 use bytes::Bytes;
 use gregor_api::{RawStore, StoreError};
 use smallvec::SmallVec;
@@ -85,6 +85,13 @@ impl MemoryEngine {
         let hash = self.hasher.hash_one(key) as u32;
         let slab = &self.slab;
         self.index.find(hash, |e| slab[slot_of(e)].key() == key).map(|e| slot_of(e) as u32)
+    }
+
+    /// Starts loading what a lookup of `key` reads ([`SlotIndex::prefetch`]).
+    fn prefetch(&mut self, key: &[u8]) {
+        let hash = self.hasher.hash_one(key) as u32;
+        let slab = &self.slab;
+        self.index.prefetch(hash, |i| prefetch_value(&slab[i]));
     }
 
     /// The entry of `key`, indexed (not live) if it was not.
@@ -333,6 +340,10 @@ impl RawStore for MemoryStore {
     fn get(&mut self, key: &[u8], out: &mut Vec<u8>) -> Result<bool, StoreError> {
         self.check_failed()?;
         self.engine.get(key, out).map_err(|e| self.err(e))
+    }
+
+    fn prefetch(&mut self, key: &[u8]) {
+        self.engine.prefetch(key);
     }
 
     fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {

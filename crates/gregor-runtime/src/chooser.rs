@@ -21,6 +21,9 @@ pub(crate) struct Chooser {
     /// The input being served and how many more of its messages it may
     /// have in a row (short runs keep caches warm; turns stay fair).
     run: Option<(usize, usize)>,
+    /// Per input: how many messages at the front of its queue were shown
+    /// ahead ([`Self::show_ahead`]).
+    shown: Vec<usize>,
 }
 
 /// Messages one input may have in a row before the next input's turn.
@@ -39,7 +42,18 @@ impl Chooser {
             bootstrapping: (0..bootstrap.len()).filter(|&i| bootstrap[i]).collect(),
             buffered: 0,
             run: None,
+            shown: vec![0; priorities.len()],
         }
+    }
+
+    /// The messages of `input` among the next `distance` it will give that
+    /// were not shown yet, in order; each is shown once.
+    pub fn show_ahead(&mut self, input: usize, distance: usize) -> std::collections::vec_deque::Iter<'_, RawMessage> {
+        let queue = &self.queues[input];
+        let to = distance.min(queue.len());
+        let from = self.shown[input].min(to);
+        self.shown[input] = to.max(self.shown[input]);
+        queue.range(from..to)
     }
 
     pub fn push(&mut self, input: usize, message: RawMessage) {
@@ -78,6 +92,7 @@ impl Chooser {
         self.bootstrap_done(input);
         self.buffered -= self.queues[input].len();
         self.queues[input].clear();
+        self.shown[input] = 0;
         self.ready[self.level_of[input]].retain(|&i| i != input);
         if self.run.is_some_and(|(i, _)| i == input) {
             self.run = None;
@@ -132,6 +147,7 @@ impl Chooser {
     fn take(&mut self, input: usize) -> Option<(usize, RawMessage)> {
         let m = self.queues[input].pop_front()?;
         self.buffered -= 1;
+        self.shown[input] = self.shown[input].saturating_sub(1);
         Some((input, m))
     }
 }
@@ -171,6 +187,25 @@ mod tests {
         let order: Vec<usize> = drain(&mut c).into_iter().map(|(i, _)| i).collect();
         let expected: Vec<usize> = [0, 1, 0, 1].iter().flat_map(|&i| std::iter::repeat_n(i, RUN)).collect();
         assert_eq!(order, expected);
+    }
+
+    #[test]
+    fn each_message_is_shown_ahead_once_before_it_is_given() {
+        let mut c = Chooser::new(&[0, 0], &[false, false]);
+        for o in 0..5 {
+            c.push(0, msg(o));
+        }
+        let shown = |c: &mut Chooser, d| c.show_ahead(0, d).map(|m| m.offset).collect::<Vec<_>>();
+        assert_eq!(shown(&mut c, 3), [0, 1, 2]);
+        assert_eq!(shown(&mut c, 3), [] as [u64; 0], "already shown");
+        assert_eq!(c.next().map(|(_, m)| m.offset), Some(0));
+        assert_eq!(shown(&mut c, 3), [3], "one more within the distance");
+        c.push(0, msg(5));
+        assert_eq!(shown(&mut c, 10), [4, 5]);
+        assert!(c.show_ahead(1, 10).next().is_none(), "an empty input");
+        c.clear(0);
+        c.push(0, msg(6));
+        assert_eq!(shown(&mut c, 3), [6], "what a cleared input held is forgotten");
     }
 
     #[test]

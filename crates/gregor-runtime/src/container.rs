@@ -154,6 +154,9 @@ pub(crate) struct TaskInstance<T> {
     /// Asked to shut down: gets no more messages.
     pub stopped: bool,
     pub end_of_stream_called: bool,
+    /// Is shown upcoming messages ([`StreamTask::prefetch`]) until it says
+    /// it does not prefetch.
+    pub prefetches: bool,
 }
 
 /// A container running tasks of type `T`.
@@ -379,6 +382,7 @@ impl<T: StreamTask> Container<T> {
                 }),
                 stopped: false,
                 end_of_stream_called: false,
+                prefetches: true,
             });
         }
         for c in &mut consumers {

@@ -54,7 +54,7 @@ pub use args::{JobArgs, LogFormat};
 pub use gregor_api::{
     Config, Counter, Data, Gauge, IncomingEnvelope, KeyValueStore, MessageCollector, OutgoingEnvelope, Serde,
     SerdeError, ShutdownScope, Store, StreamTask, SystemStream, SystemStreamPartition, TaskContext, TaskCoordinator,
-    TaskError, Timer, partition_for_key,
+    TaskError, Timer, Upcoming, partition_for_key,
 };
 pub use gregor_runtime::{RunSummary, RuntimeError};
 

@@ -103,6 +103,8 @@ enum Op {
     Snapshot,
     /// Idle write-outs also write what the engine is owed, or stop to.
     StoreAhead(bool),
+    /// A hint that changes nothing the store answers.
+    Prefetch(u8),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -111,6 +113,7 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (0u8..20, proptest::collection::vec(any::<u8>(), 0..40)).prop_map(|(k, v)| Op::Put(k, v)),
         1 => (0u8..20).prop_map(Op::Delete),
         3 => (0u8..20).prop_map(Op::Get),
+        2 => (0u8..24).prop_map(Op::Prefetch),
         1 => (0u8..20, 0u8..21).prop_map(|(a, b)| Op::Scan(a, b)),
         1 => Just(Op::Flush),
         1 => (0usize..4).prop_map(Op::WriteSome),
@@ -145,6 +148,7 @@ proptest! {
             match op {
                 Op::Put(k, v) => { store.put(&[*k], v).unwrap(); model.insert(vec![*k], v.clone()); }
                 Op::Delete(k) => { store.delete(&[*k]).unwrap(); model.remove(&vec![*k]); }
+                Op::Prefetch(k) => store.prefetch(&[*k]),
                 Op::Get(k) => {
                     let mut out = Vec::new();
                     let found = store.get(&[*k], &mut out).unwrap();

@@ -109,6 +109,9 @@ impl RawStore for StoreStack {
     fn flush(&mut self) -> Result<(), StoreError> {
         self.raw().flush()
     }
+    fn prefetch(&mut self, key: &[u8]) {
+        self.raw().prefetch(key);
+    }
 }
 
 /// A freshly opened engine, before the layers on top.
