@@ -61,6 +61,15 @@ pub(crate) trait Push<K, V> {
     fn push(&mut self, cx: &mut Cx<'_>, key: K, value: V, ts: i64) -> Result<(), TaskError>;
     /// No record with an event time below `wm` is expected any more.
     fn watermark(&mut self, cx: &mut Cx<'_>, wm: i64) -> Result<(), TaskError>;
+    /// The key of a record coming soon, as `K`'s default serde writes it
+    /// (the serde of the stores keyed by it): an operator with a store
+    /// keyed by it starts loading the key's entry
+    /// ([`gregor_api::Store::prefetch_raw`]). Returns whether this operator
+    /// or one it feeds prefetches, the same answer at every call; the
+    /// default, no (operators that change keys stop the look-ahead).
+    fn prefetch(&mut self, _key: &[u8]) -> bool {
+        false
+    }
 }
 
 /// Lifecycle calls for operators that keep state or act on processing time.
@@ -195,6 +204,9 @@ impl<K, V> Push<K, V> for Discard {
 /// were attached.
 struct Fanout<K, V>(Vec<Box<dyn Push<K, V>>>);
 impl<K: Clone, V: Clone> Push<K, V> for Fanout<K, V> {
+    fn prefetch(&mut self, key: &[u8]) -> bool {
+        self.0.iter_mut().fold(false, |any, p| p.prefetch(key) | any)
+    }
     fn push(&mut self, cx: &mut Cx<'_>, key: K, value: V, ts: i64) -> Result<(), TaskError> {
         let (last, rest) = self.0.split_last_mut().ok_or_else(|| TaskError::msg("empty fan-out"))?;
         for p in rest {

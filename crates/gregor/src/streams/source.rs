@@ -231,6 +231,13 @@ pub(crate) trait Source {
     fn before_commit(&mut self) -> Result<(), TaskError> {
         Ok(())
     }
+    /// The key bytes of a message of this source coming soon (empty if it
+    /// has none): handed to the operators it feeds ([`Push::prefetch`]) when
+    /// they are the bytes `K`'s default serde writes. Returns whether this
+    /// source prefetches, the same answer at every call.
+    fn prefetch(&mut self, _key: &[u8]) -> bool {
+        false
+    }
 }
 
 /// The serdes of a source's declared types.
@@ -238,6 +245,9 @@ struct Codec<K, V> {
     key: Option<Arc<dyn Serde<K>>>,
     unit: Option<K>,
     value: Arc<dyn Serde<V>>,
+    /// The stream's key bytes are what `K`'s default serde writes (the
+    /// stores' key bytes): they can be prefetched as they are.
+    default_key_bytes: bool,
 }
 
 impl<K: Value, V: Value> Codec<K, V> {
@@ -252,7 +262,8 @@ impl<K: Value, V: Value> Codec<K, V> {
             (Some(serdes.resolve::<K>(&env.key_serde).map_err(|e| err("key", &env.key_serde, e))?), None)
         };
         let value = serdes.resolve::<V>(&env.msg_serde).map_err(|e| err("message", &env.msg_serde, e))?;
-        Ok(Codec { key, unit, value })
+        let default_key_bytes = key.is_some() && env.key_serde == default_serde::<K>();
+        Ok(Codec { key, unit, value, default_key_bytes })
     }
 
     fn key(&self, key: Option<Bytes>) -> Result<K, SourceError> {
@@ -303,6 +314,10 @@ impl<K: Value, V: Value> Source for InputSource<K, V> {
 
     fn watermark(&mut self, cx: &mut Cx<'_>, wm: i64) -> Result<(), TaskError> {
         self.next.watermark(cx, wm)
+    }
+
+    fn prefetch(&mut self, key: &[u8]) -> bool {
+        self.codec.default_key_bytes && self.next.prefetch(key)
     }
 }
 
@@ -383,6 +398,10 @@ impl<K: Value, V: Value> Source for IntermediateSource<K, V> {
 
     fn watermark(&mut self, cx: &mut Cx<'_>, wm: i64) -> Result<(), TaskError> {
         self.next.watermark(cx, wm)
+    }
+
+    fn prefetch(&mut self, key: &[u8]) -> bool {
+        self.codec.default_key_bytes && self.next.prefetch(key)
     }
 
     fn before_commit(&mut self) -> Result<(), TaskError> {

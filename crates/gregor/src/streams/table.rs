@@ -45,6 +45,10 @@ impl<K: Value, V: Value, A: Value> Push<K, V> for Aggregate<K, V, A> {
         self.store.put(&key, &new)?;
         self.next.push(cx, key, new, ts)
     }
+    fn prefetch(&mut self, key: &[u8]) -> bool {
+        self.store.prefetch_raw(key);
+        true
+    }
     fn watermark(&mut self, cx: &mut Cx<'_>, wm: i64) -> Result<(), TaskError> {
         self.next.watermark(cx, wm)
     }
@@ -57,6 +61,10 @@ struct ToTable<K, V> {
 impl<K: Value, V: Value> Push<K, V> for ToTable<K, V> {
     fn push(&mut self, _: &mut Cx<'_>, key: K, value: V, _: i64) -> Result<(), TaskError> {
         Ok(self.store.put(&key, &value)?)
+    }
+    fn prefetch(&mut self, key: &[u8]) -> bool {
+        self.store.prefetch_raw(key);
+        true
     }
     fn watermark(&mut self, _: &mut Cx<'_>, _: i64) -> Result<(), TaskError> {
         Ok(())
@@ -76,6 +84,10 @@ impl<K: Value, V: Value, T: Value, R: Value> Push<K, V> for TableJoin<K, V, T, R
             Some(r) => self.next.push(cx, key, r, ts),
             None => Ok(()),
         }
+    }
+    fn prefetch(&mut self, key: &[u8]) -> bool {
+        self.table.prefetch_raw(key);
+        true
     }
     fn watermark(&mut self, cx: &mut Cx<'_>, wm: i64) -> Result<(), TaskError> {
         self.next.watermark(cx, wm)

@@ -11,7 +11,7 @@ use super::graph::{Cx, Graph, Hook, Init, Origin};
 use super::source::{Event, Source, SourceEnv, SourceError, SourceKind, SourceSpec};
 use gregor_api::{
     Gauge, IncomingEnvelope, MessageCollector, RawBytes, StreamTask, SystemStream, TaskContext, TaskCoordinator,
-    TaskError,
+    TaskError, Upcoming,
 };
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -38,6 +38,8 @@ struct RunSource {
     clock: SourceClock,
     stream: SystemStream,
     kind: SourceKind,
+    /// Not known yet not to prefetch ([`Source::prefetch`]).
+    prefetches: bool,
 }
 
 struct Running {
@@ -182,7 +184,7 @@ impl StreamTask for GraphTask {
                 SourceKind::Intermediate => SourceClock::intermediate(&partitions),
                 _ => SourceClock::input(&partitions, spec.max_out_of_order_ms, spec.idle_ms),
             };
-            sources.push(RunSource { source, clock, stream, kind: spec.kind });
+            sources.push(RunSource { source, clock, stream, kind: spec.kind, prefetches: true });
         }
         let hooks = std::mem::take(&mut init.hooks);
         let c = ctx.config();
@@ -204,6 +206,19 @@ impl StreamTask for GraphTask {
             bad_count: ctx.counter("deserialization-errors"),
         });
         Ok(())
+    }
+
+    /// Hands the key to the message's source, which hands it to a store
+    /// keyed by it (an aggregation or table right after the source); says
+    /// no once no source prefetches.
+    fn prefetch(&mut self, upcoming: Upcoming<'_>) -> bool {
+        let Some(run) = self.run.as_mut() else { return false };
+        if let Some(s) = run.sources.iter_mut().find(|s| s.stream == upcoming.ssp.stream)
+            && s.prefetches
+        {
+            s.prefetches = s.source.prefetch(upcoming.key.unwrap_or_default());
+        }
+        run.sources.iter().any(|s| s.prefetches)
     }
 
     fn process(
