@@ -3,8 +3,9 @@
 //!
 //! One array of 8-byte entries, each a position and the key's 32-bit hash
 //! ([`index_entry`]), probed linearly from the hash's home bucket. A lookup
-//! therefore touches one line of the index (eight entries to a line) and
-//! then the entry whose hash matches. `hashbrown`'s table, used before,
+//! therefore touches one line of the index (eight entries to a line; two
+//! when its probe crosses a line's end) and then the entry whose hash
+//! matches. `hashbrown`'s table, used before,
 //! keeps its control bytes apart from its entries: two cache misses before
 //! the entry's, and in the latency benchmark's count-forward job (4 stores
 //! of 125,000 keys per container) those misses were a quarter of the
@@ -17,8 +18,9 @@
 //! [`SlotIndex::find`] asks its caller, and it must never move an entry of
 //! its caller's.
 
-/// An empty bucket. Real entries name positions below `u32::MAX` (the cache
-/// and the memory engine hold fewer than `u32::MAX` entries).
+/// An empty bucket. Real entries name positions below `u32::MAX`: the cache
+/// caps its slots there, and the memory engine would need over 200 GB of
+/// entries to reach it ([`index_entry`] checks in debug builds).
 const EMPTY: u64 = u64::MAX;
 
 /// Buckets of a new index.
@@ -51,6 +53,7 @@ fn prefetch_line(at: *const u8) {
 
 /// The index entry of position `i` whose key hashes (low 32 bits) to `hash`.
 pub(crate) fn index_entry(i: usize, hash: u32) -> u64 {
+    debug_assert!(i < u32::MAX as usize, "position {i} does not fit an index entry");
     (i as u64) << 32 | u64::from(hash)
 }
 
@@ -268,15 +271,25 @@ mod tests {
     }
 
     proptest! {
-        /// Any sequence of inserts and removals: the index finds exactly
-        /// what a map from slot to hash holds (hashes from a small range, so
-        /// runs collide, wrap around the end and shift back).
+        /// Any sequence of inserts, removals and prefetches: the index finds
+        /// exactly what a map from slot to hash holds (hashes from a small
+        /// range, so runs collide, wrap around the end and shift back), and
+        /// a prefetch only ever names an indexed slot.
         #[test]
-        fn the_index_agrees_with_a_map(ops in proptest::collection::vec((any::<bool>(), 0usize..300, 0u32..64), 1..2000)) {
+        fn the_index_agrees_with_a_map(ops in proptest::collection::vec((0u8..5, 0usize..300, 0u32..64), 1..2000)) {
             let mut index = SlotIndex::default();
             let mut model: HashMap<usize, u32> = HashMap::new();
-            for (add, slot, hash) in ops {
+            for (op, slot, hash) in ops {
                 let hash = hash.wrapping_mul(0x0100_0193) | (hash & 1) << 31;
+                if op == 4 {
+                    let mut named = None;
+                    index.prefetch(hash, |s| named = Some(s));
+                    if let Some(s) = named {
+                        prop_assert!(model.contains_key(&s), "prefetch named slot {} that is not indexed", s);
+                    }
+                    continue;
+                }
+                let add = op < 2;
                 match (add, model.get(&slot).copied()) {
                     (true, None) => {
                         index.insert(index_entry(slot, hash));

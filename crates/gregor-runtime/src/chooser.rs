@@ -22,8 +22,9 @@ pub(crate) struct Chooser {
     /// have in a row (short runs keep caches warm; turns stay fair).
     run: Option<(usize, usize)>,
     /// Per input: how many messages at the front of its queue were shown
-    /// ahead ([`Self::show_ahead`]).
+    /// ahead ([`Self::show_ahead`]); kept while `showing`.
     shown: Vec<usize>,
+    showing: bool,
 }
 
 /// Messages one input may have in a row before the next input's turn.
@@ -43,17 +44,26 @@ impl Chooser {
             buffered: 0,
             run: None,
             shown: vec![0; priorities.len()],
+            showing: false,
         }
     }
 
     /// The messages of `input` among the next `distance` it will give that
     /// were not shown yet, in order; each is shown once.
     pub fn show_ahead(&mut self, input: usize, distance: usize) -> std::collections::vec_deque::Iter<'_, RawMessage> {
+        self.showing = true;
         let queue = &self.queues[input];
         let to = distance.min(queue.len());
         let from = self.shown[input].min(to);
         self.shown[input] = to.max(self.shown[input]);
         queue.range(from..to)
+    }
+
+    /// Stops counting what was shown (nothing will be shown any more):
+    /// taking a message then costs nothing more than without look-ahead.
+    pub fn stop_showing(&mut self) {
+        self.showing = false;
+        self.shown.fill(0);
     }
 
     pub fn push(&mut self, input: usize, message: RawMessage) {
@@ -144,10 +154,14 @@ impl Chooser {
     }
 
     /// Pops a message of the input being served (not in its ready list).
+    // Inlined: the message moves straight to `next`'s caller.
+    #[inline]
     fn take(&mut self, input: usize) -> Option<(usize, RawMessage)> {
         let m = self.queues[input].pop_front()?;
         self.buffered -= 1;
-        self.shown[input] = self.shown[input].saturating_sub(1);
+        if self.showing {
+            self.shown[input] = self.shown[input].saturating_sub(1);
+        }
         Some((input, m))
     }
 }
@@ -206,6 +220,10 @@ mod tests {
         c.clear(0);
         c.push(0, msg(6));
         assert_eq!(shown(&mut c, 3), [6], "what a cleared input held is forgotten");
+        c.stop_showing();
+        c.push(0, msg(7));
+        assert_eq!(c.next().map(|(_, m)| m.offset), Some(6));
+        assert_eq!(shown(&mut c, 3), [7], "counting starts afresh");
     }
 
     #[test]

@@ -108,8 +108,10 @@ impl<T: StreamTask> Container<T> {
         let mut processed = 0;
         while processed < limit {
             let Some((input, message)) = self.chooser.next() else { break };
-            self.show_ahead(input)?;
             self.process(input, message)?;
+            if self.prefetching {
+                self.show_ahead(input)?;
+            }
             processed += 1;
             if self.commit_requested || self.stop_requested || self.shutdown.load(Ordering::Relaxed) {
                 break;
@@ -352,10 +354,10 @@ impl<T: StreamTask> Container<T> {
         Ok(())
     }
 
-    /// Shows the task of input `i` the messages of `i` up to
-    /// [`PREFETCH_AHEAD`] ahead that it was not shown yet, unless it said it
-    /// does not prefetch. A panic in `prefetch` fails the container as one
-    /// in `process` does.
+    /// Shows the task of input `i`, which just processed a message of `i`,
+    /// the next messages of `i` up to [`PREFETCH_AHEAD`] that it was not
+    /// shown yet, unless it said it does not prefetch. A panic in
+    /// `prefetch` fails the container as one in `process` does.
     fn show_ahead(&mut self, i: usize) -> Result<(), RuntimeError> {
         let input = &self.inputs[i];
         let task = &mut self.tasks[input.task];
@@ -369,6 +371,10 @@ impl<T: StreamTask> Container<T> {
                 Ok(true) => {}
                 Ok(false) => {
                     task.prefetches = false;
+                    self.prefetching = self.tasks.iter().any(|t| t.prefetches);
+                    if !self.prefetching {
+                        self.chooser.stop_showing();
+                    }
                     break;
                 }
                 Err(p) => {

@@ -1,11 +1,9 @@
 //! Where the cache keeps its entries.
 //!
 //! The slots grow a chunk at a time instead of being copied to a larger
-//! array, so that a growing cache never stops for long, and a slot never
-//! moves, so that the index ([`super::index`]) can name it by number.
-//! Rehashing used to read every slot (a cache miss each), and the stores of
-//! a container, fed the same way, grew at the same moment: results waited
-//! 20-40 ms in the latency benchmark. Nothing here decides what is cached.
+//! array, so that a growing cache never stops for long (see
+//! [`crate::slot_index`] for why), and a slot never moves, so that the
+//! index can name it by number. Nothing here decides what is cached.
 
 use super::Slot;
 use std::ops::{Index, IndexMut};

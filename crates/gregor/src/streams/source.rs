@@ -231,10 +231,10 @@ pub(crate) trait Source {
     fn before_commit(&mut self) -> Result<(), TaskError> {
         Ok(())
     }
-    /// The key bytes of a message of this source coming soon (empty if it
-    /// has none): handed to the operators it feeds ([`Push::prefetch`]) when
-    /// they are the bytes `K`'s default serde writes. Returns whether this
-    /// source prefetches, the same answer at every call.
+    /// The key bytes of a message of this source coming soon: handed to
+    /// the operators it feeds ([`Push::prefetch`]) when they are the bytes
+    /// `K`'s default serde writes. Returns whether this source prefetches,
+    /// the same answer at every call (asked once with an empty key).
     fn prefetch(&mut self, _key: &[u8]) -> bool {
         false
     }
@@ -444,5 +444,12 @@ impl<K: Value, V: Value> Source for TableSource<K, V> {
 
     fn watermark(&mut self, _: &mut Cx<'_>, _: i64) -> Result<(), TaskError> {
         Ok(())
+    }
+
+    fn prefetch(&mut self, key: &[u8]) -> bool {
+        if self.codec.default_key_bytes {
+            self.table.prefetch_raw(key);
+        }
+        self.codec.default_key_bytes
     }
 }

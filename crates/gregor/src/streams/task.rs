@@ -38,7 +38,8 @@ struct RunSource {
     clock: SourceClock,
     stream: SystemStream,
     kind: SourceKind,
-    /// Not known yet not to prefetch ([`Source::prefetch`]).
+    /// Hands upcoming keys on to a store ([`Source::prefetch`]; its answer
+    /// is the same at every call, so it is asked once, at `init`).
     prefetches: bool,
 }
 
@@ -177,14 +178,15 @@ impl StreamTask for GraphTask {
             let stream = init.stream(&id)?;
             let (key_serde, msg_serde) = serde_names(ctx, &id);
             let env = SourceEnv { stream: stream.clone(), key_serde, msg_serde };
-            let source = (spec.make)(&mut init, &env)?;
+            let mut source = (spec.make)(&mut init, &env)?;
             let partitions: Vec<u32> =
                 ctx.partitions().iter().filter(|p| p.stream == stream).map(|p| p.partition).collect();
             let clock = match spec.kind {
                 SourceKind::Intermediate => SourceClock::intermediate(&partitions),
                 _ => SourceClock::input(&partitions, spec.max_out_of_order_ms, spec.idle_ms),
             };
-            sources.push(RunSource { source, clock, stream, kind: spec.kind, prefetches: true });
+            let prefetches = source.prefetch(&[]);
+            sources.push(RunSource { source, clock, stream, kind: spec.kind, prefetches });
         }
         let hooks = std::mem::take(&mut init.hooks);
         let c = ctx.config();
@@ -208,15 +210,15 @@ impl StreamTask for GraphTask {
         Ok(())
     }
 
-    /// Hands the key to the message's source, which hands it to a store
-    /// keyed by it (an aggregation or table right after the source); says
-    /// no once no source prefetches.
+    /// Hands the key to the message's sources that prefetch (an
+    /// aggregation or table right after the source); says no when none
+    /// does.
     fn prefetch(&mut self, upcoming: Upcoming<'_>) -> bool {
         let Some(run) = self.run.as_mut() else { return false };
-        if let Some(s) = run.sources.iter_mut().find(|s| s.stream == upcoming.ssp.stream)
-            && s.prefetches
-        {
-            s.prefetches = s.source.prefetch(upcoming.key.unwrap_or_default());
+        if let Some(key) = upcoming.key {
+            for s in run.sources.iter_mut().filter(|s| s.prefetches && s.stream == upcoming.ssp.stream) {
+                s.source.prefetch(key);
+            }
         }
         run.sources.iter().any(|s| s.prefetches)
     }
