@@ -10,8 +10,8 @@
 //!
 //! Layout, chosen for the hot path (a lookup and an update per message):
 //! entries live in a slab indexed by [`crate::slot_index`] (slab positions
-//! with their keys' hashes, so growing it reads no entry), so
-//! dirty lists and the sorted order for scans can name entries by position;
+//! with their keys' hashes: growing it reads no entry), and dirty lists and
+//! the sorted order for scans name entries by position;
 //! each entry keeps its key and value in one buffer that holds up to 24 bytes
 //! inline, so a typical small key and counter cost no heap allocation and one
 //! memory access fewer per lookup. This module must never send anything to a

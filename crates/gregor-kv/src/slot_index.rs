@@ -5,11 +5,10 @@
 //! ([`index_entry`]), probed linearly from the hash's home bucket. A lookup
 //! therefore touches one line of the index (eight entries to a line; two
 //! when its probe crosses a line's end) and then the entry whose hash
-//! matches. `hashbrown`'s table, used before,
-//! keeps its control bytes apart from its entries: two cache misses before
-//! the entry's, and in the latency benchmark's count-forward job (4 stores
-//! of 125,000 keys per container) those misses were a quarter of the
-//! container's CPU.
+//! matches. `hashbrown`'s table, used before, keeps its control bytes apart
+//! from its entries: two cache misses before the entry's, and in the
+//! latency benchmark's count-forward job (4 stores of 125,000 keys per
+//! container) those misses were a quarter of the container's CPU.
 //!
 //! Growing the index reads no entry (the index entries carry the hashes):
 //! the stores of a container, fed alike, grow at the same moment, and a
