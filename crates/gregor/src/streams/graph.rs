@@ -66,8 +66,8 @@ pub(crate) trait Push<K, V> {
     /// keyed by it starts loading the key's entry
     /// ([`gregor_api::Store::prefetch_raw`]). Returns whether this operator
     /// or one it feeds prefetches, the same answer at every call; the
-    /// default, no: the look-ahead stops at every other operator (even one
-    /// that keeps keys; forwarding through them is left for later).
+    /// default, no: the look-ahead stops at every operator but those that
+    /// keep keys (`filter`, `map_values`, `flat_map_values`) and fan-outs.
     fn prefetch(&mut self, _key: &[u8]) -> bool {
         false
     }

@@ -17,6 +17,9 @@ use std::sync::Arc;
 struct Map<F, N> {
     f: Arc<F>,
     next: N,
+    /// `f` keeps every record's key (`map_values`): upcoming keys are
+    /// passed on to what follows ([`Push::prefetch`]).
+    keeps_key: bool,
 }
 
 macro_rules! forward_watermark {
@@ -35,12 +38,17 @@ where
         let (k, v) = (self.f)(key, value);
         self.next.push(cx, k, v, ts)
     }
+    fn prefetch(&mut self, key: &[u8]) -> bool {
+        self.keeps_key && self.next.prefetch(key)
+    }
     forward_watermark!();
 }
 
 struct FlatMap<F, N> {
     f: Arc<F>,
     next: N,
+    /// As [`Map::keeps_key`] (`filter`, `flat_map_values`).
+    keeps_key: bool,
 }
 
 impl<K, V, K2, V2, I, F> Push<K, V> for FlatMap<F, Box<dyn Push<K2, V2>>>
@@ -53,6 +61,9 @@ where
             self.next.push(cx, k, v, ts)?;
         }
         Ok(())
+    }
+    fn prefetch(&mut self, key: &[u8]) -> bool {
+        self.keeps_key && self.next.prefetch(key)
     }
     forward_watermark!();
 }
@@ -255,25 +266,31 @@ impl<K: Value, V: Value> Stream<K, V> {
     /// Transforms every record's key and value.
     pub fn map<K2: Value, V2: Value>(&self, f: impl Fn(K, V) -> (K2, V2) + Send + Sync + 'static) -> Stream<K2, V2> {
         let f = Arc::new(f);
-        self.then("map", None, String::new(), move |_, next| Ok(Box::new(Map { f: f.clone(), next })))
+        self.then("map", None, String::new(), move |_, next| Ok(Box::new(Map { f: f.clone(), next, keeps_key: false })))
     }
 
     /// Transforms every record's value.
     pub fn map_values<V2: Value>(&self, f: impl Fn(V) -> V2 + Send + Sync + 'static) -> Stream<K, V2> {
         let f = Arc::new(move |k: K, v: V| (k, f(v)));
-        self.then("map_values", None, String::new(), move |_, next| Ok(Box::new(Map { f: f.clone(), next })))
+        self.then("map_values", None, String::new(), move |_, next| {
+            Ok(Box::new(Map { f: f.clone(), next, keeps_key: true }))
+        })
     }
 
     /// Gives every record a new key (computed from key and value).
     pub fn key_by<K2: Value>(&self, f: impl Fn(&K, &V) -> K2 + Send + Sync + 'static) -> Stream<K2, V> {
         let f = Arc::new(move |k: K, v: V| (f(&k, &v), v));
-        self.then("key_by", None, String::new(), move |_, next| Ok(Box::new(Map { f: f.clone(), next })))
+        self.then("key_by", None, String::new(), move |_, next| {
+            Ok(Box::new(Map { f: f.clone(), next, keeps_key: false }))
+        })
     }
 
     /// Keeps the records for which `f` holds.
     pub fn filter(&self, f: impl Fn(&K, &V) -> bool + Send + Sync + 'static) -> Stream<K, V> {
         let f = Arc::new(move |k: K, v: V| f(&k, &v).then_some((k, v)));
-        self.then("filter", None, String::new(), move |_, next| Ok(Box::new(FlatMap { f: f.clone(), next })))
+        self.then("filter", None, String::new(), move |_, next| {
+            Ok(Box::new(FlatMap { f: f.clone(), next, keeps_key: true }))
+        })
     }
 
     /// Turns every record into any number of records.
@@ -282,7 +299,9 @@ impl<K: Value, V: Value> Stream<K, V> {
         I: IntoIterator<Item = (K2, V2)> + 'static,
     {
         let f = Arc::new(f);
-        self.then("flat_map", None, String::new(), move |_, next| Ok(Box::new(FlatMap { f: f.clone(), next })))
+        self.then("flat_map", None, String::new(), move |_, next| {
+            Ok(Box::new(FlatMap { f: f.clone(), next, keeps_key: false }))
+        })
     }
 
     /// Turns every record's value into any number of values, keeping the key.
@@ -291,7 +310,9 @@ impl<K: Value, V: Value> Stream<K, V> {
         I: IntoIterator<Item = V2> + 'static,
     {
         let f = Arc::new(move |k: K, v: V| f(v).into_iter().map(move |v2| (k.clone(), v2)));
-        self.then("flat_map_values", None, String::new(), move |_, next| Ok(Box::new(FlatMap { f: f.clone(), next })))
+        self.then("flat_map_values", None, String::new(), move |_, next| {
+            Ok(Box::new(FlatMap { f: f.clone(), next, keeps_key: true }))
+        })
     }
 
     /// Runs `f` on every record (logging, metrics, side effects).
