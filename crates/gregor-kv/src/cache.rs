@@ -42,7 +42,7 @@ use std::hash::BuildHasher;
 use std::ops::Bound;
 
 mod slots;
-use crate::slot_index::{SlotIndex, index_entry, prefetch_value, slot_of};
+use crate::slot_index::{SlotIndex, index_entry, slot_of};
 use slots::Slots;
 
 #[derive(Default)]
@@ -522,9 +522,7 @@ impl<E: Engine> RawStore for CachedStore<E> {
     }
 
     fn prefetch(&mut self, key: &[u8]) {
-        let hash = self.hasher.hash_one(key) as u32;
-        let slots = &self.slots;
-        self.index.prefetch(hash, |i| prefetch_value(&slots[i]));
+        self.index.prefetch_in(self.hasher.hash_one(key) as u32, &self.slots);
     }
 }
 

@@ -20,7 +20,7 @@
 
 use crate::engine::{Engine, KvError, WriteBatch};
 use crate::logged::ChangelogSink;
-use crate::slot_index::{SlotIndex, index_entry, prefetch_value, slot_of};
+use crate::slot_index::{SlotIndex, index_entry, slot_of};
 use bytes::Bytes;
 use gregor_api::{RawStore, StoreError};
 use smallvec::SmallVec;
@@ -89,9 +89,7 @@ impl MemoryEngine {
 
     /// Starts loading what a lookup of `key` reads ([`SlotIndex::prefetch`]).
     fn prefetch(&mut self, key: &[u8]) {
-        let hash = self.hasher.hash_one(key) as u32;
-        let slab = &self.slab;
-        self.index.prefetch(hash, |i| prefetch_value(&slab[i]));
+        self.index.prefetch_in(self.hasher.hash_one(key) as u32, &self.slab);
     }
 
     /// The entry of `key`, indexed (not live) if it was not.

@@ -32,7 +32,7 @@ const PREFETCH_LAG: usize = 4;
 
 /// Starts loading the cache lines of `value` into the CPU's caches, without
 /// waiting for them. A hint: it never faults and changes no memory.
-pub(crate) fn prefetch_value<T>(value: &T) {
+fn prefetch_value<T>(value: &T) {
     let start = (value as *const T).cast::<u8>();
     prefetch_line(start);
     prefetch_line(start.wrapping_add(std::mem::size_of::<T>().saturating_sub(1)));
@@ -133,6 +133,15 @@ impl SlotIndex {
         {
             load_entry(slot_of(e));
         }
+    }
+
+    /// [`Self::prefetch`], loading the entry from `entries` (the slots or
+    /// slab this index names).
+    pub(crate) fn prefetch_in<C>(&mut self, hash: u32, entries: &C)
+    where
+        C: std::ops::Index<usize, Output: Sized> + ?Sized,
+    {
+        self.prefetch(hash, |i| prefetch_value(&entries[i]));
     }
 
     /// Adds `entry` (the caller knows its key is not indexed yet).

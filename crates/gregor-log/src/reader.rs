@@ -348,8 +348,7 @@ impl PartitionReader {
 fn read_batches(seg: &Segment, pos: u64, end: u64, max_bytes: usize, reserve: u64) -> Result<(Bytes, u64)> {
     let corrupt =
         |at: usize, reason: String| LogError::Corrupt { file: seg.path.clone(), position: pos + at as u64, reason };
-    let map = seg.mapped(end, reserve)?;
-    seg.release_below(pos);
+    let map = seg.mapped(end, reserve, pos)?;
     let (start, stop) = (pos as usize, end as usize);
     let avail = &map[start..stop];
     let want = avail.len().min(max_bytes.max(batch::HEADER_LEN));

@@ -95,7 +95,7 @@ pub(crate) struct Segment {
 #[derive(Default)]
 struct MapState {
     bytes: Option<Bytes>,
-    /// The start of the mapping up to here was released ([`Segment::release_below`]).
+    /// The start of the mapping up to here was released ([`release_below`]).
     released: u64,
 }
 
@@ -112,6 +112,32 @@ const RELEASE_SLACK: u64 = 4 << 20;
 fn release_range(read_pos: u64, released: u64, mapped_len: u64) -> Option<std::ops::Range<u64>> {
     let to = read_pos.saturating_sub(RELEASE_SLACK).min(mapped_len) / RELEASE_CHUNK * RELEASE_CHUNK;
     (to >= released.saturating_add(RELEASE_CHUNK)).then_some(released..to)
+}
+
+/// Drops this process's page-table entries for the mapped bytes well below
+/// `read_pos`, a chunk at a time (Linux `MADV_DONTNEED`). Without this,
+/// unmapping a read 128 MB segment tore down 32,000 entries at once: 5-20 ms
+/// in the reading thread, for every partition rolling at about the same
+/// time. The file's pages stay in the page cache, and a message still held
+/// from a released range reads the same bytes (the mapping is shared and
+/// read-only, its bytes never change; touching them maps them again).
+fn release_below(map: &mut MapState, read_pos: u64) {
+    let MapState { bytes: Some(bytes), released } = map else { return };
+    let Some(range) = release_range(read_pos, *released, bytes.len() as u64) else { return };
+    #[cfg(target_os = "linux")]
+    // SAFETY: the range lies inside the mapping, which `bytes` keeps
+    // alive; it starts at the mapping's (page-aligned) start and the
+    // range is a multiple of the page size. The mapping is of a file,
+    // shared and read-only, and its bytes never change (see `mapped`),
+    // so every later read of the range sees the same bytes.
+    unsafe {
+        libc::madvise(
+            bytes.as_ptr().add(range.start as usize) as *mut libc::c_void,
+            (range.end - range.start) as usize,
+            libc::MADV_DONTNEED,
+        );
+    }
+    *released = range.end;
 }
 
 /// A read-only mapping of a segment file, owned by the `Bytes` handed out.
@@ -164,12 +190,16 @@ impl Segment {
     /// never changed or truncated afterwards (recovery cuts only unpublished
     /// bytes; compaction and retention replace or delete whole files, which
     /// a mapping keeps alive).
-    pub fn mapped(&self, end: u64, reserve: u64) -> Result<Bytes> {
+    ///
+    /// A reader at `read_pos` also releases what it read well before
+    /// ([`release_below`]), under the same lock.
+    pub fn mapped(&self, end: u64, reserve: u64, read_pos: u64) -> Result<Bytes> {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(m) = map.bytes.as_ref()
+        if let Some(m) = map.bytes.clone()
             && m.len() as u64 >= end
         {
-            return Ok(m.clone());
+            release_below(&mut map, read_pos);
+            return Ok(m);
         }
         let len = end.max(reserve);
         let len = usize::try_from(len).map_err(|_| LogError::Io {
@@ -183,35 +213,8 @@ impl Segment {
         let _ = mmap.advise(memmap2::Advice::Sequential);
         let bytes = Bytes::from_owner(Mapping(mmap));
         *map = MapState { bytes: Some(bytes.clone()), released: 0 };
+        release_below(&mut map, read_pos);
         Ok(bytes)
-    }
-
-    /// Drops this process's page-table entries for the mapped bytes well
-    /// below `read_pos`, a chunk at a time (Linux `MADV_DONTNEED`). Without
-    /// this, unmapping a read 128 MB segment tore down 32,000 entries at
-    /// once: 5-20 ms in the reading thread, for every partition rolling at
-    /// about the same time. The file's pages stay in the page cache, and a
-    /// message still held from a released range reads the same bytes (the
-    /// mapping is shared and read-only, its bytes never change; touching
-    /// them maps them again).
-    pub fn release_below(&self, read_pos: u64) {
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        let MapState { bytes: Some(bytes), released } = &mut *map else { return };
-        let Some(range) = release_range(read_pos, *released, bytes.len() as u64) else { return };
-        #[cfg(target_os = "linux")]
-        // SAFETY: the range lies inside the mapping, which `bytes` keeps
-        // alive; it starts at the mapping's (page-aligned) start and the
-        // range is a multiple of the page size. The mapping is of a file,
-        // shared and read-only, and its bytes never change (see `mapped`),
-        // so every later read of the range sees the same bytes.
-        unsafe {
-            libc::madvise(
-                bytes.as_ptr().add(range.start as usize) as *mut libc::c_void,
-                (range.end - range.start) as usize,
-                libc::MADV_DONTNEED,
-            );
-        }
-        *released = range.end;
     }
 
     /// Current size of this segment's file.

@@ -22,7 +22,8 @@ pub(crate) struct Chooser {
     /// have in a row (short runs keep caches warm; turns stay fair).
     run: Option<(usize, usize)>,
     /// Per input: how many messages at the front of its queue were shown
-    /// ahead ([`Self::show_ahead`]); kept while `showing`.
+    /// ahead ([`Self::show_ahead`]); kept while `showing`, until
+    /// [`Self::stop_showing`].
     shown: Vec<usize>,
     showing: bool,
 }
@@ -44,19 +45,23 @@ impl Chooser {
             buffered: 0,
             run: None,
             shown: vec![0; priorities.len()],
-            showing: false,
+            showing: true,
         }
     }
 
     /// The messages of `input` among the next `distance` it will give that
     /// were not shown yet, in order; each is shown once.
     pub fn show_ahead(&mut self, input: usize, distance: usize) -> std::collections::vec_deque::Iter<'_, RawMessage> {
-        self.showing = true;
         let queue = &self.queues[input];
         let to = distance.min(queue.len());
         let from = self.shown[input].min(to);
         self.shown[input] = to.max(self.shown[input]);
         queue.range(from..to)
+    }
+
+    /// Whether messages are still shown ahead (no [`Self::stop_showing`] yet).
+    pub fn showing(&self) -> bool {
+        self.showing
     }
 
     /// Stops counting what was shown (nothing will be shown any more):
@@ -221,6 +226,7 @@ mod tests {
         c.push(0, msg(6));
         assert_eq!(shown(&mut c, 3), [6], "what a cleared input held is forgotten");
         c.stop_showing();
+        assert!(!c.showing());
         c.push(0, msg(7));
         assert_eq!(c.next().map(|(_, m)| m.offset), Some(6));
         assert_eq!(shown(&mut c, 3), [7], "counting starts afresh");

@@ -169,9 +169,6 @@ pub struct Container<T: StreamTask> {
     pub(crate) input_index: HashMap<SystemStreamPartition, usize>,
     pub(crate) consumers: Vec<Box<dyn SystemConsumer>>,
     pub(crate) chooser: Chooser,
-    /// Some task may still prefetch ([`TaskInstance::prefetches`]): else
-    /// the run loop skips the look-ahead at no cost per message.
-    pub(crate) prefetching: bool,
     pub(crate) producers: SharedProducers,
     pub(crate) router: Router,
     pub(crate) metrics: MetricsRegistry,
@@ -409,7 +406,6 @@ impl<T: StreamTask> Container<T> {
         let mut container = Container {
             input_index: inputs.iter().enumerate().map(|(i, inp)| (inp.ssp.clone(), i)).collect(),
             chooser: Chooser::new(&priorities, &bootstrap),
-            prefetching: true,
             router: Router::new(task_count),
             checkpoint_ssp: checkpoint_partition(&job.checkpoint_stream),
             sends: metrics.counter("container", "sends"),

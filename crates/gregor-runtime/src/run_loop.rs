@@ -109,7 +109,8 @@ impl<T: StreamTask> Container<T> {
         while processed < limit {
             let Some((input, message)) = self.chooser.next() else { break };
             self.process(input, message)?;
-            if self.prefetching {
+            // Until every task said it does not prefetch.
+            if self.chooser.showing() {
                 self.show_ahead(input)?;
             }
             processed += 1;
@@ -371,8 +372,7 @@ impl<T: StreamTask> Container<T> {
                 Ok(true) => {}
                 Ok(false) => {
                     task.prefetches = false;
-                    self.prefetching = self.tasks.iter().any(|t| t.prefetches);
-                    if !self.prefetching {
+                    if !self.tasks.iter().any(|t| t.prefetches) {
                         self.chooser.stop_showing();
                     }
                     break;
