@@ -79,6 +79,19 @@ struct State {
     last_compaction: Option<Instant>,
 }
 
+impl State {
+    /// Drops what is kept about partitions no longer open (a deleted
+    /// stream's), so that a stream deleted and created again under the
+    /// same name starts afresh (a stale writeback mark would skip its
+    /// writeback), and the maps do not grow with every stream ever opened.
+    fn forget_all_but(&mut self, open: &[(String, u32)]) {
+        let open: std::collections::HashSet<&(String, u32)> = open.iter().collect();
+        self.last_flush.retain(|k, _| open.contains(k));
+        self.writeback.retain(|k, _| open.contains(k));
+        self.last_compacted_active.retain(|k, _| open.contains(k));
+    }
+}
+
 /// Starts background maintenance of every partition `log` has opened.
 pub fn start(log: Arc<Log>, options: MaintenanceOptions) -> Maintenance {
     let stop = Arc::new((Mutex::new(false), Condvar::new()));
@@ -114,6 +127,7 @@ fn run_once(log: &Log, options: &MaintenanceOptions, state: &mut State, stopped:
     let due = |last: Option<Instant>, every: Duration| last.is_none_or(|l| now.duration_since(l) >= every);
     let retention_due = due(state.last_retention, options.retention_interval);
     let compaction_due = due(state.last_compaction, options.compaction_interval);
+    let mut open = Vec::new();
     for stream in log.opened_streams() {
         for partition in stream.opened_partitions() {
             if stopped() {
@@ -147,11 +161,13 @@ fn run_once(log: &Log, options: &MaintenanceOptions, state: &mut State, stopped:
                 let active = partition.snapshot().map(|s| s.active_base).unwrap_or(0);
                 if state.last_compacted_active.get(&key) != Some(&active) {
                     report(partition, "compaction", partition.compact(now_ms(), false).map(|_| ()));
-                    state.last_compacted_active.insert(key, active);
+                    state.last_compacted_active.insert(key.clone(), active);
                 }
             }
+            open.push(key);
         }
     }
+    state.forget_all_but(&open);
     if retention_due {
         state.last_retention = Some(now);
     }
@@ -163,5 +179,39 @@ fn run_once(log: &Log, options: &MaintenanceOptions, state: &mut State, stopped:
 fn report(partition: &Partition, job: &str, result: crate::Result<()>) {
     if let Err(e) = result {
         tracing::error!(stream = partition.stream(), partition = partition.id(), "background {job} failed: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::StreamConfig;
+    use crate::record::Record;
+
+    /// A deleted stream's partitions are forgotten at the next tick; an
+    /// open one's are kept.
+    #[test]
+    fn a_deleted_streams_partitions_are_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path()).unwrap();
+        for name in ["kept", "doomed"] {
+            // Compacted, so that every map holds its partitions.
+            let config = StreamConfig { durability: Durability::IntervalMs(60_000), ..StreamConfig::compacted(2) };
+            let stream = log.create_stream(name, config).unwrap();
+            for p in 0..2 {
+                stream.append(p, &[Record::keyed(b"k", &[7u8; 64])]).unwrap();
+            }
+        }
+        let options = MaintenanceOptions::default();
+        let mut state = State::default();
+        run_once(&log, &options, &mut state, &|| false);
+        assert_eq!(state.last_flush.len(), 4, "every open partition is fsynced once");
+        assert_eq!(state.last_compacted_active.len(), 4, "and compacted once");
+        log.delete_stream("doomed").unwrap();
+        run_once(&log, &options, &mut state, &|| false);
+        let mut kept: Vec<_> = state.last_flush.keys().cloned().collect();
+        kept.sort();
+        assert_eq!(kept, [("kept".to_owned(), 0), ("kept".to_owned(), 1)]);
+        assert!(state.writeback.keys().chain(state.last_compacted_active.keys()).all(|(s, _)| s == "kept"));
     }
 }

@@ -82,6 +82,22 @@ impl<T: StreamTask> App<T> {
         }
     }
 
+    /// The same job with each task wrapped by `wrap` (tests that watch
+    /// what the container asks of a task).
+    #[cfg(test)]
+    pub(crate) fn wrapped<U: StreamTask>(self, wrap: impl Fn(T) -> U + Send + Sync + 'static) -> App<U> {
+        let factory = self.factory;
+        App {
+            name: self.name,
+            factory: Arc::new(move || wrap(factory())),
+            serdes: self.serdes,
+            config_keys: self.config_keys,
+            kinds: self.kinds,
+            expand: self.expand,
+            plan: self.plan,
+        }
+    }
+
     /// Adds a serde usable by name in the config for values of type `V`.
     pub fn serde<V: 'static>(mut self, name: &str, serde: impl Serde<V>) -> Self {
         self.serdes.register(name, serde);

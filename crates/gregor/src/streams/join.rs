@@ -128,7 +128,7 @@ impl<K: Value, L: Value, R: Value, O: Value> JoinState<K, L, R, O> {
         let at = self.entry(cx, &key, ts)?;
         let prefix = &at[..key_prefix_len(&at)];
         let (from, to) = range(prefix, ts.saturating_add(self.window.lower), ts.saturating_add(self.window.upper));
-        let matches: Vec<Vec<u8>> = self.right.map.range(from..=to).map(|(k, _)| k.clone()).collect();
+        let matches: Vec<Vec<u8>> = self.right.range(from..=to).map(|(k, _)| k.clone()).collect();
         for m in &matches {
             if let Some(r) = self.right.get_mut(m) {
                 r.matched = true;
@@ -156,7 +156,7 @@ impl<K: Value, L: Value, R: Value, O: Value> JoinState<K, L, R, O> {
         let at = self.entry(cx, &key, ts)?;
         let prefix = &at[..key_prefix_len(&at)];
         let (from, to) = range(prefix, ts.saturating_sub(self.window.upper), ts.saturating_sub(self.window.lower));
-        let matches: Vec<Vec<u8>> = self.left.map.range(from..=to).map(|(k, _)| k.clone()).collect();
+        let matches: Vec<Vec<u8>> = self.left.range(from..=to).map(|(k, _)| k.clone()).collect();
         for m in &matches {
             if let Some(l) = self.left.get_mut(m) {
                 l.matched = true;
@@ -308,10 +308,10 @@ impl<K: Value, L: Value> Stream<K, L> {
                 let left: Mirror<Buffered<K, L>> = Mirror::load(init.ctx.store(&ls)?)?;
                 let right: Mirror<Buffered<K, R>> = Mirror::load(init.ctx.store(&rs)?)?;
                 let mut expiry = BTreeSet::new();
-                for (k, b) in &left.map {
+                for (k, b) in left.iter() {
                     expiry.insert((b.ts.saturating_add(window.upper), 0, k.clone()));
                 }
-                for (k, b) in &right.map {
+                for (k, b) in right.iter() {
                     expiry.insert((b.ts.saturating_sub(window.lower), 1, k.clone()));
                 }
                 let next = init.downstream::<K, O>(id)?;

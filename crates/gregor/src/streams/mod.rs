@@ -42,6 +42,8 @@ mod clock;
 mod envelope;
 mod graph;
 mod join;
+#[cfg(test)]
+mod lookahead_tests;
 mod ops;
 mod plan;
 mod source;

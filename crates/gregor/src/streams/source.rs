@@ -13,7 +13,8 @@ use super::envelope::{self, Intermediate};
 use super::graph::{Cx, Init, NodeId, Push, Value};
 use bytes::Bytes;
 use gregor_api::{KeyValueStore, Serde, Store, SystemStream, TaskError};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
 /// How an input's event time is found, and how far out of order it may be.
@@ -166,7 +167,6 @@ impl SourceSpec {
                         positions,
                         prefix: env.stream.to_string(),
                         last: HashMap::new(),
-                        dirty: HashSet::new(),
                         duplicates: init.ctx.counter(&format!("{name}-duplicates-dropped")),
                     })
                 }
@@ -328,21 +328,27 @@ struct IntermediateSource<K, V> {
     next: Box<dyn Push<K, V>>,
     positions: Store<Vec<u8>, Vec<u8>>,
     prefix: String,
-    /// (partition, origin) -> last (offset, index) processed.
-    last: HashMap<(u32, u64), (u64, u32)>,
-    dirty: HashSet<(u32, u64)>,
+    /// (partition, origin) -> the last record processed from it; one
+    /// lookup per message (a few origins per task, so the map stays small).
+    last: HashMap<(u32, u64), Position>,
     duplicates: gregor_api::Counter,
 }
 
-impl<K, V> IntermediateSource<K, V> {
-    fn position_key(&self, partition: u32, origin: u64) -> Vec<u8> {
-        let mut k = Vec::with_capacity(self.prefix.len() + 13);
-        k.extend_from_slice(self.prefix.as_bytes());
-        k.push(0);
-        k.extend_from_slice(&partition.to_be_bytes());
-        k.extend_from_slice(&origin.to_be_bytes());
-        k
-    }
+/// The last (offset, index) of an origin processed, if any, and whether
+/// it changed since the last commit.
+struct Position {
+    last: Option<(u64, u32)>,
+    changed: bool,
+}
+
+/// Where the positions store keeps an origin's [`Position`].
+fn position_key(prefix: &str, partition: u32, origin: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(prefix.len() + 13);
+    k.extend_from_slice(prefix.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&partition.to_be_bytes());
+    k.extend_from_slice(&origin.to_be_bytes());
+    k
 }
 
 impl<K: Value, V: Value> Source for IntermediateSource<K, V> {
@@ -362,28 +368,25 @@ impl<K: Value, V: Value> Source for IntermediateSource<K, V> {
             Intermediate::Record { origin, offset, index, value: payload } => (origin, offset, index, payload),
         };
         if origin != 0 {
-            let at = (partition, origin);
-            let last = match self.last.get(&at) {
-                Some(l) => Some(*l),
-                None => {
-                    let stored = self.positions.get(&self.position_key(partition, origin)).map_err(TaskError::from)?;
-                    let l = stored.and_then(|b| {
+            let position = match self.last.entry((partition, origin)) {
+                Entry::Occupied(o) => o.into_mut(),
+                Entry::Vacant(v) => {
+                    let stored =
+                        self.positions.get(&position_key(&self.prefix, partition, origin)).map_err(TaskError::from)?;
+                    let last = stored.and_then(|b| {
                         let o = u64::from_be_bytes(b.get(0..8)?.try_into().ok()?);
                         let i = u32::from_be_bytes(b.get(8..12)?.try_into().ok()?);
                         Some((o, i))
                     });
-                    if let Some(l) = l {
-                        self.last.insert(at, l);
-                    }
-                    l
+                    v.insert(Position { last, changed: false })
                 }
             };
-            if last.is_some_and(|l| (offset, index) <= l) {
+            if position.last.is_some_and(|l| (offset, index) <= l) {
                 self.duplicates.inc();
                 return Ok(Event::Nothing);
             }
-            self.last.insert(at, (offset, index));
-            self.dirty.insert(at);
+            position.last = Some((offset, index));
+            position.changed = true;
         }
         let key = self.codec.key(key)?;
         let start = value.len() - payload.len();
@@ -405,12 +408,13 @@ impl<K: Value, V: Value> Source for IntermediateSource<K, V> {
     }
 
     fn before_commit(&mut self) -> Result<(), TaskError> {
-        for at in std::mem::take(&mut self.dirty) {
-            if let Some((o, i)) = self.last.get(&at) {
+        for (&(partition, origin), position) in &mut self.last {
+            if let (true, Some((o, i))) = (position.changed, position.last) {
                 let mut v = o.to_be_bytes().to_vec();
                 v.extend_from_slice(&i.to_be_bytes());
-                self.positions.put(&self.position_key(at.0, at.1), &v)?;
+                self.positions.put(&position_key(&self.prefix, partition, origin), &v)?;
             }
+            position.changed = false;
         }
         Ok(())
     }

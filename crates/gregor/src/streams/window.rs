@@ -164,14 +164,33 @@ struct WindowOp<K, V, A> {
     late_records: gregor_api::Counter,
     wm: i64,
     key_buf: Vec<u8>,
+    /// Reused for the state key of each record's window.
+    at_buf: Vec<u8>,
 }
 
 fn state_key(close: i64, start: i64, key: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(16 + key.len());
-    k.extend_from_slice(&time_bytes(close));
-    k.extend_from_slice(&time_bytes(start));
-    k.extend_from_slice(key);
+    state_key_into(&mut k, close, start, key);
     k
+}
+
+/// [`state_key`] into `buf` (cleared first).
+fn state_key_into(buf: &mut Vec<u8>, close: i64, start: i64, key: &[u8]) {
+    buf.clear();
+    buf.extend_from_slice(&time_bytes(close));
+    buf.extend_from_slice(&time_bytes(start));
+    buf.extend_from_slice(key);
+}
+
+/// Which pane an update of window `s`, closing at `close`, fires at once
+/// (watermark `wm`, early panes every `early_count` records), if any.
+fn pane_due<K, A>(wm: i64, early_count: Option<u64>, close: i64, s: &WindowState<K, A>) -> Option<Timing> {
+    if close <= wm {
+        // Past its end already (a late record within the lateness, or a
+        // session that grew into the past): fire now.
+        return Some(if s.fired { Timing::Late } else { Timing::OnTime });
+    }
+    early_count.is_some_and(|n| s.pending >= n).then_some(Timing::Early)
 }
 
 impl<K: Value, V: Value, A: Value> WindowOp<K, V, A> {
@@ -218,18 +237,11 @@ impl<K: Value, V: Value, A: Value> WindowOp<K, V, A> {
 
     /// After an update of the window at `at`: early or late panes.
     fn after_update(&mut self, cx: &mut Cx<'_>, at: Vec<u8>) -> Result<(), TaskError> {
-        let Some(s) = self.state.map.get(&at) else { return Ok(()) };
-        let close = self.close_of(s);
-        if close <= self.wm {
-            // Past its end already (a late record within the lateness, or a
-            // session that grew into the past): fire now.
-            let timing = if s.fired { Timing::Late } else { Timing::OnTime };
-            return self.emit(cx, &at, timing);
+        let Some(s) = self.state.get(&at) else { return Ok(()) };
+        match pane_due(self.wm, self.spec.early_count, self.close_of(s), s) {
+            Some(timing) => self.emit(cx, &at, timing),
+            None => Ok(()),
         }
-        if self.spec.early_count.is_some_and(|n| s.pending >= n) {
-            return self.emit(cx, &at, Timing::Early);
-        }
-        Ok(())
     }
 
     fn push_time_window(
@@ -259,12 +271,16 @@ impl<K: Value, V: Value, A: Value> WindowOp<K, V, A> {
         while start <= last {
             let v = if start + advance > last { value.take() } else { value.clone() };
             let Some(v) = v else { break };
-            let at = state_key(start + size, start, &self.key_buf);
-            match self.state.get_mut(&at) {
+            // The window's state key, built in a reused buffer: the lookup
+            // of an open window allocates nothing.
+            let mut at = std::mem::take(&mut self.at_buf);
+            state_key_into(&mut at, start + size, start, &self.key_buf);
+            let due = match self.state.get_mut(&at) {
                 Some(s) => {
                     let acc = std::mem::replace(&mut s.acc, (self.init)());
                     s.acc = (self.fold)(&key, v, acc);
                     s.pending += 1;
+                    pane_due(self.wm, self.spec.early_count, start + size, s)
                 }
                 None => {
                     let acc = (self.fold)(&key, v, (self.init)());
@@ -277,10 +293,15 @@ impl<K: Value, V: Value, A: Value> WindowOp<K, V, A> {
                         fired: false,
                         fired_at: cx.now_ms,
                     };
+                    let due = pane_due(self.wm, self.spec.early_count, start + size, &s);
                     self.state.put(at.clone(), s);
+                    due
                 }
+            };
+            if let Some(timing) = due {
+                self.emit(cx, &at, timing)?;
             }
-            self.after_update(cx, at)?;
+            self.at_buf = at;
             start += advance;
         }
         Ok(())
@@ -291,10 +312,7 @@ impl<K: Value, V: Value, A: Value> WindowOp<K, V, A> {
         let touching: Vec<Vec<u8>> = open
             .into_iter()
             .filter(|at| {
-                self.state
-                    .map
-                    .get(at)
-                    .is_some_and(|s| s.start.saturating_sub(gap) <= ts && ts <= s.end.saturating_add(gap))
+                self.state.get(at).is_some_and(|s| s.start.saturating_sub(gap) <= ts && ts <= s.end.saturating_add(gap))
             })
             .collect();
         if touching.is_empty() && ts.saturating_add(gap).saturating_add(self.spec.lateness) <= self.wm {
@@ -352,9 +370,9 @@ impl<K: Value, V: Value, A: Value> Push<K, V> for WindowOp<K, V, A> {
         }
         self.wm = wm;
         let due: Vec<Vec<u8>> =
-            self.state.map.range(..state_key(wm.saturating_add(1), i64::MIN, &[])).map(|(k, _)| k.clone()).collect();
+            self.state.range(..state_key(wm.saturating_add(1), i64::MIN, &[])).map(|(k, _)| k.clone()).collect();
         for at in due {
-            let Some(s) = self.state.map.get(&at) else { continue };
+            let Some(s) = self.state.get(&at) else { continue };
             let close = bytes_time(&at);
             // A discarding window with nothing new since an early pane has nothing to say.
             let fire = !(s.fired || (s.pending == 0 && self.spec.discarding));
@@ -383,7 +401,6 @@ impl<K: Value, V: Value, A: Value> Hook for WindowOp<K, V, A> {
         let Some(every) = self.spec.early_every else { return Ok(()) };
         let due: Vec<Vec<u8>> = self
             .state
-            .map
             .iter()
             .filter(|(_, s)| !s.fired && s.pending > 0 && cx.now_ms.saturating_sub(s.fired_at) >= every)
             .map(|(k, _)| k.clone())
@@ -490,7 +507,7 @@ impl<K: Value, V: Value> Windowed<K, V> {
             let state = Mirror::load(init_.ctx.store(&op_name)?)?;
             let mut sessions: HashMap<Vec<u8>, Vec<Vec<u8>>> = HashMap::new();
             if matches!(spec.kind, Kind::Session { .. }) {
-                for k in state.map.keys() {
+                for (k, _) in state.iter() {
                     sessions.entry(k[16..].to_vec()).or_default().push(k.clone());
                 }
             }
@@ -508,6 +525,7 @@ impl<K: Value, V: Value> Windowed<K, V> {
                 late_records: init_.ctx.counter("late-records"),
                 wm: i64::MIN,
                 key_buf: Vec::new(),
+                at_buf: Vec::new(),
             }));
             init_.hook(op.clone());
             Ok(Box::new(Shared(op)))
