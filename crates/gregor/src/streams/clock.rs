@@ -45,6 +45,11 @@ pub(crate) struct SourceClock {
     started: Option<i64>,
     /// [`IDLE`] was reported and no watermark since.
     idle_reported: bool,
+    /// Something a watermark is computed from changed since the last
+    /// [`SourceClock::advance`]. Without an idle timeout nothing else can
+    /// move it, so `advance` skips the computation (every message calls it;
+    /// over an intermediate stream it walks every producing task's mark).
+    changed: bool,
 }
 
 impl SourceClock {
@@ -64,6 +69,7 @@ impl SourceClock {
             current: i64::MIN,
             started: None,
             idle_reported: false,
+            changed: true,
         }
     }
 
@@ -81,8 +87,9 @@ impl SourceClock {
     pub(crate) fn record(&mut self, partition: u32, ts: i64, now: i64) {
         if let Some(p) = self.partitions.get_mut(&partition) {
             p.last_active = Some(now);
-            if !self.intermediate {
-                p.newest = p.newest.max(ts);
+            if !self.intermediate && ts > p.newest {
+                p.newest = ts;
+                self.changed = true;
             }
         }
     }
@@ -90,6 +97,7 @@ impl SourceClock {
     /// Producing task `task` (of `tasks`) sent its watermark on `partition`.
     pub(crate) fn upstream(&mut self, partition: u32, task: &str, tasks: u32, watermark: i64, now: i64) {
         if let Some(p) = self.partitions.get_mut(&partition) {
+            self.changed = true;
             p.last_active = Some(now);
             p.tasks = p.tasks.max(tasks);
             let w = p.upstream.entry(task.to_owned()).or_insert(i64::MIN);
@@ -118,6 +126,11 @@ impl SourceClock {
     /// advanced, [`IDLE`] when every partition just became idle, or the
     /// current watermark when one is active again after that.
     pub(crate) fn advance(&mut self, now: i64) -> Option<i64> {
+        if !std::mem::take(&mut self.changed) && self.idle.is_none() && self.started.is_some() {
+            // The same inputs give the same watermark, which did not advance
+            // (or was already reported) the last time.
+            return None;
+        }
         let started = *self.started.get_or_insert(now);
         let wm = if self.partitions.is_empty() {
             i64::MAX
@@ -161,6 +174,62 @@ impl SourceClock {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Record(u32, i64),
+        Upstream(u32, u8, i64),
+        Advance(i64),
+        Finish,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        // Rarely the end: after it nothing advances any more.
+        prop_oneof![
+            10 => (0..3u32, 0..1000i64).prop_map(|(p, ts)| Op::Record(p, ts)),
+            5 => (0..3u32, 0..3u8, prop_oneof![Just(IDLE), 0..1000i64]).prop_map(|(p, t, w)| Op::Upstream(p, t, w)),
+            10 => (0..50i64).prop_map(Op::Advance),
+            1 => Just(Op::Finish),
+        ]
+    }
+
+    proptest! {
+        /// Skipping the computation when nothing changed answers exactly
+        /// what computing it every time answers.
+        #[test]
+        fn advance_skips_only_what_would_not_change(
+            kind in 0..3u8,
+            ops in proptest::collection::vec(op(), 0..80),
+        ) {
+            let mut skipping = match kind {
+                0 => SourceClock::input(&[0, 1], 5, None),
+                1 => SourceClock::input(&[0, 1], 5, Some(20)),
+                _ => SourceClock::intermediate(&[0, 1]),
+            };
+            let mut computing = skipping.clone();
+            let mut now = 0;
+            for op in ops {
+                match op {
+                    Op::Record(p, ts) => {
+                        skipping.record(p, ts, now);
+                        computing.record(p, ts, now);
+                    }
+                    Op::Upstream(p, t, w) => {
+                        skipping.upstream(p, &format!("t{t}"), 3, w, now);
+                        computing.upstream(p, &format!("t{t}"), 3, w, now);
+                    }
+                    Op::Advance(by) => {
+                        now += by;
+                        computing.changed = true;
+                        prop_assert_eq!(skipping.advance(now), computing.advance(now));
+                        prop_assert_eq!(skipping.current(), computing.current());
+                    }
+                    Op::Finish => prop_assert_eq!(skipping.finish(), computing.finish()),
+                }
+            }
+        }
+    }
 
     #[test]
     fn an_input_watermark_is_the_slowest_partition_minus_the_allowed_disorder() {

@@ -46,7 +46,11 @@ struct RunSource {
 struct Running {
     sources: Vec<RunSource>,
     hooks: Vec<Rc<RefCell<dyn Hook>>>,
-    origins: Vec<(gregor_api::SystemStreamPartition, u64)>,
+    /// Per input partition seen: its source (index into `sources`) and its
+    /// origin id. The partitions are clones of the run loop's, so their
+    /// names are the same allocations and are found by pointer (`Arc<str>`
+    /// compares its bytes): no string comparison per message.
+    partitions: Vec<(gregor_api::SystemStreamPartition, Option<usize>, u64)>,
     bad: BadMessages,
     watermark: Gauge,
     bad_count: gregor_api::Counter,
@@ -139,13 +143,22 @@ fn check_co_partitioning(frozen: &Frozen, ctx: &TaskContext<'_>) -> Result<(), T
 }
 
 impl Running {
-    fn origin(&mut self, ssp: &gregor_api::SystemStreamPartition) -> u64 {
-        if let Some((_, id)) = self.origins.iter().find(|(s, _)| s == ssp) {
-            return *id;
+    /// The source of partition `ssp` (`None`: not an input of the
+    /// application) and its origin id.
+    fn partition(&mut self, ssp: &gregor_api::SystemStreamPartition) -> (Option<usize>, u64) {
+        let same = |s: &gregor_api::SystemStreamPartition| {
+            s.partition == ssp.partition
+                && Arc::ptr_eq(&s.stream.stream, &ssp.stream.stream)
+                && Arc::ptr_eq(&s.stream.system, &ssp.stream.system)
+        };
+        let known = self.partitions.iter().find(|(s, _, _)| same(s));
+        if let Some((_, source, id)) = known.or_else(|| self.partitions.iter().find(|(s, _, _)| s == ssp)) {
+            return (*source, *id);
         }
+        let source = self.sources.iter().position(|s| s.stream == ssp.stream);
         let id = super::envelope::origin_id(&ssp.to_string());
-        self.origins.push((ssp.clone(), id));
-        id
+        self.partitions.push((ssp.clone(), source, id));
+        (source, id)
     }
 
     /// Advances every source's watermark that can (time passes for idle partitions).
@@ -202,7 +215,7 @@ impl StreamTask for GraphTask {
         self.run = Some(Running {
             sources,
             hooks,
-            origins: Vec::new(),
+            partitions: Vec::new(),
             bad,
             watermark: ctx.gauge("watermark"),
             bad_count: ctx.counter("deserialization-errors"),
@@ -215,8 +228,9 @@ impl StreamTask for GraphTask {
     /// does.
     fn prefetch(&mut self, upcoming: Upcoming<'_>) -> bool {
         let Some(run) = self.run.as_mut() else { return false };
-        if let Some(key) = upcoming.key {
-            for s in run.sources.iter_mut().filter(|s| s.prefetches && s.stream == upcoming.ssp.stream) {
+        if let (Some(key), (Some(i), _)) = (upcoming.key, run.partition(upcoming.ssp)) {
+            let s = &mut run.sources[i];
+            if s.prefetches {
                 s.source.prefetch(key);
             }
         }
@@ -231,10 +245,11 @@ impl StreamTask for GraphTask {
     ) -> Result<(), TaskError> {
         let run = self.run.as_mut().ok_or_else(|| TaskError::msg("not initialised"))?;
         let ssp = envelope.ssp;
-        let Some(i) = run.sources.iter().position(|s| s.stream == ssp.stream) else {
+        let (source, origin) = run.partition(ssp);
+        let Some(i) = source else {
             return Err(TaskError::msg(format!("{ssp} is not an input of this application")));
         };
-        let origin = Origin { id: run.origin(ssp), offset: envelope.offset, next_index: 0 };
+        let origin = Origin { id: origin, offset: envelope.offset, next_index: 0 };
         let mut cx = Cx { out: collector, now_ms: coordinator.now_ms(), origin };
         let key = envelope.key.map(|k| k.0);
         let value = envelope.message.map(|m| m.0);
