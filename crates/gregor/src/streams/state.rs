@@ -108,22 +108,31 @@ impl<V: Serialize + DeserializeOwned> Mirror<V> {
     }
 
     /// Writes what changed since the last call to the store, in key order,
-    /// each key once.
+    /// each key once. After an error the keys not written yet stay listed.
     pub(crate) fn flush(&mut self) -> Result<(), TaskError> {
         let mut changed = std::mem::take(&mut self.changed);
         changed.sort_unstable();
         changed.dedup();
-        for k in changed {
-            match self.map.get_mut(&k) {
-                Some(held) if held.changed => {
-                    let bytes = serde_json::to_vec(&held.value)
-                        .map_err(|e| TaskError::msg(format!("store '{}': cannot encode an entry: {e}", self.name)))?;
-                    self.store.put(&k, &bytes)?;
-                    held.changed = false;
-                }
-                Some(_) => {} // unchanged: a listed key present again was put, which marks it
-                None => self.store.delete(&k)?,
+        for (i, k) in changed.iter().enumerate() {
+            if let Err(e) = self.write(k) {
+                self.changed.extend(changed.drain(i..));
+                return Err(e);
             }
+        }
+        Ok(())
+    }
+
+    /// Writes key `k`'s entry to the store, or deletes it there if removed.
+    fn write(&mut self, k: &Vec<u8>) -> Result<(), TaskError> {
+        match self.map.get_mut(k) {
+            Some(held) if held.changed => {
+                let bytes = serde_json::to_vec(&held.value)
+                    .map_err(|e| TaskError::msg(format!("store '{}': cannot encode an entry: {e}", self.name)))?;
+                self.store.put(k, &bytes)?;
+                held.changed = false;
+            }
+            Some(_) => {} // unchanged: a listed key present again was put, which marks it
+            None => self.store.delete(k)?,
         }
         Ok(())
     }
@@ -147,6 +156,18 @@ mod tests {
     struct MapStore {
         map: BTreeMap<Vec<u8>, Vec<u8>>,
         writes: usize,
+        /// Writes fail once this many were made.
+        fail_at: Option<usize>,
+    }
+
+    impl MapStore {
+        fn count_write(&mut self) -> Result<(), StoreError> {
+            if self.fail_at.is_some_and(|n| self.writes >= n) {
+                return Err(StoreError::Engine { store: "s".into(), message: "disk full".into() });
+            }
+            self.writes += 1;
+            Ok(())
+        }
     }
 
     impl RawStore for MapStore {
@@ -155,12 +176,12 @@ mod tests {
             Ok(self.map.get(key).map(|v| out.extend_from_slice(v)).is_some())
         }
         fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-            self.writes += 1;
+            self.count_write()?;
             self.map.insert(key.to_vec(), value.to_vec());
             Ok(())
         }
         fn delete(&mut self, key: &[u8]) -> Result<(), StoreError> {
-            self.writes += 1;
+            self.count_write()?;
             self.map.remove(key);
             Ok(())
         }
@@ -208,6 +229,26 @@ mod tests {
             (0..6u8).prop_map(Op::Remove),
             Just(Op::Flush),
         ]
+    }
+
+    /// A flush that fails part-way keeps what it did not write, and the
+    /// next one writes it.
+    #[test]
+    fn a_failed_flush_writes_the_rest_next_time() {
+        let raw = Rc::new(RefCell::new(MapStore::default()));
+        let store = Store::new("s", raw.clone(), Arc::new(Raw), Arc::new(Raw));
+        let mut mirror: Mirror<u32> = Mirror::load(store).unwrap();
+        for k in 0..4u8 {
+            mirror.put(vec![k], u32::from(k));
+        }
+        raw.borrow_mut().fail_at = Some(2);
+        assert!(mirror.flush().is_err());
+        assert_eq!(raw.borrow().map.len(), 2);
+        raw.borrow_mut().fail_at = None;
+        mirror.flush().unwrap();
+        let stored: Vec<Vec<u8>> = raw.borrow().map.keys().cloned().collect();
+        assert_eq!(stored, [[0], [1], [2], [3]]);
+        assert_eq!(raw.borrow().writes, 4, "each key written once");
     }
 
     proptest! {
