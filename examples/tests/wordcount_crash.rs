@@ -44,9 +44,17 @@ fn crash_repeatedly(extra: &[&str], rounds: usize, seed: u64, wipe_local_state: 
         let committed = || message_count(dir.path(), "word-counts", true).unwrap_or(0);
         let target = committed() + 1 + (rng >> 33) % 4000;
         let mut child = common::spawn(WORDCOUNT, "wordcount.properties", dir.path(), extra, true);
-        let round = format!("round {round}");
-        if common::kill_once(&mut child, &round, || committed() >= target) {
+        let what = format!("round {round}");
+        if common::kill_once(&mut child, &what, || committed() >= target) {
             kills += 1;
+        } else {
+            // The run reached the end of its input before its kill point (a
+            // fast machine, or a slow poll of the output): more input, so
+            // that the next run has work to be killed in.
+            let more = common::text(1000, seed ^ (round as u64 + 2));
+            let refs: Vec<&str> = more.iter().map(String::as_str).collect();
+            load_lines(dir.path(), "words", 4, &refs).unwrap();
+            lines.extend(more);
         }
     }
     assert!(kills >= rounds / 2, "only {kills} of {rounds} runs were killed mid-way");
