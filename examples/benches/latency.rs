@@ -21,7 +21,8 @@
 //! `GREGOR_BENCH_EXTRA="key=value;key=value"` adds config to the job;
 //! `GREGOR_BENCH_JOB_LOG=FILE` keeps its log; `GREGOR_BENCH_TIMELINE=MS`
 //! prints each 100 ms (by append time) whose slowest result took more than
-//! MS, to see when a tail happens.
+//! MS, to see when a tail happens, and each append of the load generator
+//! that took longer than MS.
 
 mod plot;
 
@@ -163,12 +164,20 @@ fn produce(log: &Log, rate: f64, stop: &AtomicBool) -> u64 {
     let started = Instant::now();
     let mut sent = 0u64;
     let mut keyed = Keyed::new();
+    // GREGOR_BENCH_TIMELINE also reports appends slower than its threshold:
+    // a result's latency counts from its stamp, taken before the append.
+    let slow_append: Option<u64> = std::env::var("GREGOR_BENCH_TIMELINE").ok().and_then(|ms| ms.parse().ok());
     while !stop.load(Ordering::Relaxed) {
         // Every millisecond, the messages due by now (as a client that
         // batches for 1 ms).
         let due = (started.elapsed().as_secs_f64() * rate) as u64;
         if due > sent {
+            let at = now_ns();
             keyed.append(&input, due - sent);
+            let took = now_ns().saturating_sub(at);
+            if slow_append.is_some_and(|ms| took > ms * 1_000_000) {
+                eprintln!("slow append: {:.1} ms (at {:.1})", took as f64 / 1e6, at as f64 / 1e9);
+            }
             sent = due;
         }
         std::thread::sleep(Duration::from_millis(1));
