@@ -158,11 +158,8 @@ impl MessageCollector {
 
     /// The index of `stream` in `self.streams` (added on first use).
     fn stream_index(&mut self, stream: &SystemStream) -> u32 {
-        let same_ptr =
-            |s: &SystemStream| Arc::ptr_eq(&s.system, &stream.system) && Arc::ptr_eq(&s.stream, &stream.stream);
-        if let Some(i) =
-            self.streams.iter().position(same_ptr).or_else(|| self.streams.iter().position(|s| s == stream))
-        {
+        // Clones of one stream compare by pointer (`SystemStream`'s equality).
+        if let Some(i) = self.streams.iter().position(|s| s == stream) {
             return i as u32;
         }
         self.streams.push(stream.clone());

@@ -19,12 +19,32 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// A stream in a system: `system.stream`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+///
+/// Equality compares the names' pointers before their text: `Arc<str>`'s
+/// own equality always compares bytes, and the run loop, the collector and
+/// the Streams API compare a message's stream with clones of the same
+/// registered one for every message.
+#[derive(Debug, Clone, Eq, PartialOrd, Ord)]
 pub struct SystemStream {
     /// The system's name in the config (`systems.<name>.*`).
     pub system: Arc<str>,
     /// The stream's physical name in that system.
     pub stream: Arc<str>,
+}
+
+impl PartialEq for SystemStream {
+    fn eq(&self, other: &Self) -> bool {
+        let same = |a: &Arc<str>, b: &Arc<str>| Arc::ptr_eq(a, b) || a == b;
+        same(&self.stream, &other.stream) && same(&self.system, &other.system)
+    }
+}
+
+// By the names' text, as equality (which only adds a shortcut).
+impl std::hash::Hash for SystemStream {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.system.hash(state);
+        self.stream.hash(state);
+    }
 }
 
 impl SystemStream {
@@ -415,6 +435,24 @@ pub trait SystemFactory: Send + Sync {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Equal names are equal streams (and hash alike) whether or not they
+    /// share their allocations; clones share them.
+    #[test]
+    fn streams_are_equal_by_their_names() {
+        use std::hash::BuildHasher;
+        let a = SystemStream::new("log", "in");
+        let build = std::collections::hash_map::RandomState::new();
+        let (b, c) = (a.clone(), SystemStream::new("log", "in"));
+        assert!(Arc::ptr_eq(&a.stream, &b.stream) && !Arc::ptr_eq(&a.stream, &c.stream));
+        assert_eq!(a, b);
+        assert_eq!(a, c);
+        assert_eq!(build.hash_one(&a), build.hash_one(&c));
+        assert_ne!(a, SystemStream::new("log", "out"));
+        assert_ne!(a, SystemStream::new("kafka", "in"));
+        assert_ne!(a.partition(0), c.partition(1));
+        assert_eq!(a.partition(3), c.partition(3));
+    }
 
     #[test]
     fn headers_cost_one_word_when_absent() {

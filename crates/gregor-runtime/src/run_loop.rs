@@ -252,19 +252,14 @@ impl<T: StreamTask> Container<T> {
         for (c, consumer) in consumers.iter_mut().enumerate() {
             let lookup = |ssp: &gregor_api::SystemStreamPartition| input_index.get(ssp).copied();
             // Consumers deliver runs of one partition, named by clones of the
-            // registered SSP: comparing the names' pointers (not their text)
-            // with the last one saves a lookup per message.
-            let same = |a: &gregor_api::SystemStreamPartition, b: &gregor_api::SystemStreamPartition| {
-                a.partition == b.partition
-                    && Arc::ptr_eq(&a.stream.stream, &b.stream.stream)
-                    && Arc::ptr_eq(&a.stream.system, &b.stream.system)
-            };
+            // registered SSP (which compare by pointer): comparing with the
+            // last one saves a lookup per message.
             let mut last: Option<usize> = None;
             consumer.poll(
                 &|ssp| lookup(ssp).is_some_and(|i| wants[i] && inputs[i].consumer == c),
                 &mut |ssp, m| {
                     let i = match last {
-                        Some(i) if same(&inputs[i].ssp, ssp) => i,
+                        Some(i) if inputs[i].ssp == *ssp => i,
                         _ => match lookup(ssp) {
                             Some(i) => {
                                 last = Some(i);

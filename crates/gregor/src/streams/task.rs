@@ -47,9 +47,9 @@ struct Running {
     sources: Vec<RunSource>,
     hooks: Vec<Rc<RefCell<dyn Hook>>>,
     /// Per input partition seen: its source (index into `sources`) and its
-    /// origin id. The partitions are clones of the run loop's, so their
-    /// names are the same allocations and are found by pointer (`Arc<str>`
-    /// compares its bytes): no string comparison per message.
+    /// origin id. The partitions are clones of the run loop's, so they
+    /// compare by pointer (`SystemStream`'s equality): no string comparison
+    /// per message.
     partitions: Vec<(gregor_api::SystemStreamPartition, Option<usize>, u64)>,
     bad: BadMessages,
     watermark: Gauge,
@@ -146,13 +146,13 @@ impl Running {
     /// The source of partition `ssp` (`None`: not an input of the
     /// application) and its origin id.
     fn partition(&mut self, ssp: &gregor_api::SystemStreamPartition) -> (Option<usize>, u64) {
-        let same = |s: &gregor_api::SystemStreamPartition| {
-            s.partition == ssp.partition
-                && Arc::ptr_eq(&s.stream.stream, &ssp.stream.stream)
-                && Arc::ptr_eq(&s.stream.system, &ssp.stream.system)
-        };
-        let known = self.partitions.iter().find(|(s, _, _)| same(s));
-        if let Some((_, source, id)) = known.or_else(|| self.partitions.iter().find(|(s, _, _)| s == ssp)) {
+        if let Some(i) = self.partitions.iter().position(|(s, _, _)| s == ssp) {
+            // Messages come in runs of one partition: the last one found is
+            // looked at first, and a miss costs a comparison of names.
+            if i != 0 {
+                self.partitions.swap(0, i);
+            }
+            let (_, source, id) = &self.partitions[0];
             return (*source, *id);
         }
         let source = self.sources.iter().position(|s| s.stream == ssp.stream);
